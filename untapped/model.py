@@ -1,0 +1,523 @@
+"""The estimator :class:`SSDGM`: one graph, built once, compiled per use.
+
+The graph (:class:`ModelGraph`) is built on explicit noise tensors
+(``design.md`` §3). Functions compiled from it:
+
+- the training step: data live in shared variables and a step receives only
+  index vectors and the learning rate; noise is drawn inside the compiled
+  function by seeded PyTensor generators; the update is the original's
+  gradient of the total, rescaled to total norm <= 5, clipped to [-1, 1],
+  then Lasagne's Adam (``original_code.md`` §5.1);
+- evaluation of all five terms on given arrays, with its own generators;
+- ``predict`` / ``generate`` / ``encode``, deterministic;
+- ``trace`` / ``total_gradients`` / ``step_with_noise``: the same graph with the
+  noise as ordinary inputs, for reference outputs and tests.
+"""
+
+from collections import OrderedDict
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.traversal import ancestors
+from pytensor.tensor.random import shared_rng
+from sklearn.base import BaseEstimator
+
+from untapped import forward, objectives
+from untapped.backend import DEFAULT_MODE, as_float32, compile_mode, float32, lasagne
+from untapped.networks import Networks
+
+PRESETS = OrderedDict(
+    untapped=dict(coeff_reverse_elbo=0.1, coeff_y_to_x=0.01),
+    m2=dict(coeff_reverse_elbo=0.0, coeff_y_to_x=0.0),
+)
+REVERSE_ELBO_VARIANTS = ("code", "eq17")
+
+
+class SSDGM(BaseEstimator):
+    """Semi-supervised deep generative model with the reverse ("untapped") bound.
+
+    Hyperparameters only; nothing is built until first use. Defaults are the
+    original code's MNIST configuration (``design.md`` §1.1); ``m2()`` /
+    ``from_preset('m2')`` give the M2 baseline (reverse bound and y->x loss off).
+
+    Parameters
+    ----------
+    n_features, n_classes, n_latent : sizes of x, y and z (784, 10, 2).
+    classifier_hidden, encoder_hidden, decoder_hidden : tanh hidden layer sizes.
+    concrete_temperature : tau of the Concrete distribution (1, as coded).
+    z_low, z_high : the box of the logistic flow ((-pi/2, pi/2), as coded;
+        the paper's is (-1.5, 1.5)).
+    exact_flow_log_det : exact log-det instead of the original's 1e-5-guarded one.
+    reverse_elbo_variant : 'code' (eq. 17 without log q(z|x,y), as coded) or
+        'eq17' (with it, as printed).
+    coeff_* : the weight of each term in the total (``objectives.TERMS``).
+    learning_rate, anneal_lr_factor, anneal_lr_epoch : lr 0.01, times 0.9995
+        per epoch from epoch 500.
+    max_norm, clip_grad : total-norm rescale, then elementwise clip.
+    adam_beta1, adam_beta2, adam_epsilon : Lasagne's Adam (epsilon on the
+        uncorrected sqrt(v)).
+    batch_size, epochs, eval_every : the training schedule (``training.fit``).
+    seed : initial weights (``RandomState(seed)``, as the original), noise
+        generators and data shuffles.
+    mode : 'c' (PyTensor's C backend, default) or 'numba'.
+    """
+
+    def __init__(
+        self,
+        n_features=784,
+        n_classes=10,
+        n_latent=2,
+        classifier_hidden=(50, 50),
+        encoder_hidden=(10, 10),
+        decoder_hidden=(250, 500),
+        concrete_temperature=1.0,
+        z_low=-np.pi / 2,
+        z_high=np.pi / 2,
+        exact_flow_log_det=False,
+        reverse_elbo_variant="code",
+        coeff_labeled_elbo=0.1,
+        coeff_unlabeled_elbo=0.1,
+        coeff_reverse_elbo=0.1,
+        coeff_x_to_y=1.0,
+        coeff_y_to_x=0.01,
+        learning_rate=0.01,
+        anneal_lr_factor=0.9995,
+        anneal_lr_epoch=500,
+        max_norm=5.0,
+        clip_grad=1.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-4,
+        batch_size=10000,
+        epochs=150,
+        eval_every=10,
+        seed=1234,
+        mode=DEFAULT_MODE,
+    ):
+        self.n_features = n_features
+        self.n_classes = n_classes
+        self.n_latent = n_latent
+        self.classifier_hidden = classifier_hidden
+        self.encoder_hidden = encoder_hidden
+        self.decoder_hidden = decoder_hidden
+        self.concrete_temperature = concrete_temperature
+        self.z_low = z_low
+        self.z_high = z_high
+        self.exact_flow_log_det = exact_flow_log_det
+        self.reverse_elbo_variant = reverse_elbo_variant
+        self.coeff_labeled_elbo = coeff_labeled_elbo
+        self.coeff_unlabeled_elbo = coeff_unlabeled_elbo
+        self.coeff_reverse_elbo = coeff_reverse_elbo
+        self.coeff_x_to_y = coeff_x_to_y
+        self.coeff_y_to_x = coeff_y_to_x
+        self.learning_rate = learning_rate
+        self.anneal_lr_factor = anneal_lr_factor
+        self.anneal_lr_epoch = anneal_lr_epoch
+        self.max_norm = max_norm
+        self.clip_grad = clip_grad
+        self.adam_beta1 = adam_beta1
+        self.adam_beta2 = adam_beta2
+        self.adam_epsilon = adam_epsilon
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.eval_every = eval_every
+        self.seed = seed
+        self.mode = mode
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, name, **params):
+        """``SSDGM`` with the coefficients of preset ``name`` ('untapped' or 'm2'), then ``params``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **params})
+
+    @classmethod
+    def m2(cls, **params):
+        """Kingma et al.'s M2: the same model without the reverse bound and the y->x loss."""
+        return cls.from_preset("m2", **params)
+
+    def set_params(self, **params):
+        super().set_params(**params)
+        self.__dict__.pop("graph_", None)
+        return self
+
+    @property
+    def graph(self):
+        """The :class:`ModelGraph`, built on first access from the current hyperparameters."""
+        if "graph_" not in self.__dict__:
+            self.graph_ = ModelGraph(self)
+        return self.graph_
+
+    @property
+    def coefficients(self):
+        """Term name -> weight in the total, in :data:`objectives.TERMS` order."""
+        return OrderedDict(
+            labeled_elbo=self.coeff_labeled_elbo,
+            unlabeled_elbo=self.coeff_unlabeled_elbo,
+            reverse_elbo=self.coeff_reverse_elbo,
+            x_to_y_loss=self.coeff_x_to_y,
+            y_to_x_loss=self.coeff_y_to_x,
+        )
+
+    @property
+    def dims(self):
+        return dict(n_features=self.n_features, n_classes=self.n_classes, n_latent=self.n_latent)
+
+    # -- parameters -----------------------------------------------------------
+
+    @property
+    def param_names(self):
+        return self.graph.networks.param_names
+
+    def get_param_values(self):
+        """The 20 parameter arrays in Lasagne's order (classifier, encoder, decoder; W before b)."""
+        return [p.get_value() for p in self.graph.networks.params]
+
+    def set_param_values(self, values):
+        """Set the parameters from arrays in :meth:`get_param_values` order."""
+        params = self.graph.networks.params
+        if len(values) != len(params):
+            raise ValueError(f"expected {len(params)} parameter arrays, got {len(values)}")
+        _set_checked(params, values)
+
+    def param_values_by_name(self):
+        return OrderedDict((p.name, p.get_value()) for p in self.graph.networks.params)
+
+    def set_param_values_by_name(self, values):
+        params = self.graph.networks.params
+        missing = [p.name for p in params if p.name not in values]
+        if missing:
+            raise ValueError(f"missing parameters: {', '.join(missing)}")
+        _set_checked(params, [values[p.name] for p in params])
+
+    def optimizer_state(self):
+        """Adam's step count and moments by name: ``adam/t``, ``adam/m/<param>``, ``adam/v/<param>``."""
+        return OrderedDict((v.name, v.get_value()) for v in self.graph.adam_state)
+
+    def set_optimizer_state(self, state):
+        variables = self.graph.adam_state
+        missing = [v.name for v in variables if v.name not in state]
+        if missing:
+            raise ValueError(f"missing optimizer state: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        _set_checked(variables, [state[v.name] for v in variables])
+
+    def rng_states(self):
+        """The state of every noise generator, by name (JSON-serialisable dicts)."""
+        return OrderedDict((name, rng.get_value(borrow=True).bit_generator.state) for name, rng in self.graph.rngs.items())
+
+    def set_rng_states(self, states):
+        for name, rng in self.graph.rngs.items():
+            if name not in states:
+                raise ValueError(f"missing generator state {name!r}")
+            generator = rng.get_value(borrow=False)
+            generator.bit_generator.state = states[name]
+            rng.set_value(generator, borrow=True)
+
+    # -- training -------------------------------------------------------------
+
+    def set_training_data(self, labeled_x, labeled_y, unlabeled_x, unfeatured_y, unfeatured_z):
+        """Put the training sources into the graph's shared variables."""
+        arrays = dict(
+            labeled_x=labeled_x, labeled_y=labeled_y, unlabeled_x=unlabeled_x, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z
+        )
+        checked = _check_batch(arrays, self.dims)
+        for name, shared in self.graph.data.items():
+            shared.set_value(checked[name], borrow=True)
+
+    def train_step(self, labeled_index, unlabeled_index, unfeatured_index, learning_rate):
+        """One optimiser step on the rows given by the index vectors; returns term -> value."""
+        fn = self.graph.function("train")
+        values = fn(
+            np.asarray(labeled_index, dtype=np.int64),
+            np.asarray(unlabeled_index, dtype=np.int64),
+            np.asarray(unfeatured_index, dtype=np.int64),
+            np.float32(learning_rate),
+        )
+        return OrderedDict(zip(self.graph.train_outputs, (float(v) for v in values)))
+
+    def evaluate(self, labeled_x, labeled_y, unlabeled_x, unfeatured_y, unfeatured_z):
+        """All five terms and the total on the given arrays, with fresh noise; no update."""
+        batch = _check_batch(
+            dict(labeled_x=labeled_x, labeled_y=labeled_y, unlabeled_x=unlabeled_x, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z),
+            self.dims,
+        )
+        values = self.graph.function("evaluate")(*batch.values())
+        return OrderedDict(zip(list(objectives.TERMS) + ["total"], (float(v) for v in values)))
+
+    def fit(self, split, **kwargs):
+        """Train on an :class:`untapped.data.MNISTSplit`-like object; see :func:`untapped.training.fit`."""
+        from untapped.training import fit
+
+        return fit(self, split, **kwargs)
+
+    # -- inference --------------------------------------------------------------
+
+    def predict_proba(self, x):
+        """softmax(l(x)): q(y|x) at its mode (the original's deterministic ``predict``)."""
+        return self.graph.function("predict")(as_float32(x))
+
+    def predict(self, x):
+        """The class q(y|x) ranks highest, for each row of x."""
+        return np.argmax(self.predict_proba(x), axis=1)
+
+    def encode(self, x, y):
+        """Deterministic z = flow(mean_z(x, y)) (the original's ``getZ2(x, y, deterministic=True)``)."""
+        return self.graph.function("encode")(as_float32(x), as_float32(y))
+
+    def generate(self, y, z, threshold=False, double_pass=False):
+        """Decoder output for (y, z): the Bernoulli mean, or ``1[mean >= 0.5]`` with ``threshold``.
+
+        ``double_pass`` reproduces the original's ``generate(y=..., z2=...)``
+        (``original_code.md`` §6.1): the thresholded image x' is re-encoded,
+        y' = softmax(l(x')), z' = flow(mean_z(x', y')), and (y', z') decoded again.
+        The original's Figure 2 is ``threshold=True, double_pass=True``.
+        """
+        y, z = as_float32(y), as_float32(z)
+        if double_pass:
+            first = self.graph.function("decode_threshold")(y, z)
+            y = self.predict_proba(first)
+            z = self.encode(first, y)
+        return self.graph.function("decode_threshold" if threshold else "decode_mean")(y, z)
+
+    # -- reference outputs ------------------------------------------------------
+
+    def trace(self, batch, noise):
+        """Every intermediate of the three passes, the five terms and the total for given noise.
+
+        ``batch`` maps :data:`forward.BATCH` names to arrays; ``noise`` maps
+        ``source/name`` (:data:`forward.NOISE`) to arrays. Returns an ordered
+        dict ``source/intermediate`` -> array, then ``terms/<term>`` and ``total``.
+        """
+        values = self.graph.function("trace")(*self._given(batch, noise))
+        return OrderedDict(zip(self.graph.trace_outputs, values))
+
+    def total_gradients(self, batch, noise):
+        """The total and its gradient for every parameter, by name, for given noise."""
+        values = self.graph.function("gradients")(*self._given(batch, noise))
+        names = ["total"] + self.param_names
+        return OrderedDict(zip(names, values))
+
+    def step_with_noise(self, batch, noise, learning_rate):
+        """One optimiser step (the training update) on a given batch with given noise; returns the total."""
+        return float(self.graph.function("step_with_noise")(*self._given(batch, noise), np.float32(learning_rate)))
+
+    def noise_shapes(self, batch_rows):
+        """Shape of each noise array for a batch with ``batch_rows[source]`` rows per source."""
+        return OrderedDict(
+            (forward.noise_key(s), (batch_rows[s.source], self.dims[s.width])) for s in forward.NOISE
+        )
+
+    def _given(self, batch, noise):
+        batch = _check_batch(batch, self.dims)
+        rows = {source: batch[name].shape[0] for source, name in forward.SOURCE_ROWS.items()}
+        expected = self.noise_shapes(rows)
+        arrays = []
+        for key, shape in expected.items():
+            if key not in noise:
+                raise ValueError(f"missing noise array {key!r}")
+            array = as_float32(noise[key])
+            if array.shape != shape:
+                raise ValueError(f"noise {key!r} has shape {array.shape}, expected {shape}")
+            arrays.append(array)
+        return list(batch.values()) + arrays
+
+
+class ModelGraph:
+    """The symbolic graph of an :class:`SSDGM`, its shared state and its compiled functions."""
+
+    def __init__(self, est):
+        if est.reverse_elbo_variant not in REVERSE_ELBO_VARIANTS:
+            raise ValueError(
+                f"unknown reverse_elbo_variant {est.reverse_elbo_variant!r}; choose one of {', '.join(REVERSE_ELBO_VARIANTS)}"
+            )
+        self.est = est
+        self.mode = compile_mode(est.mode)
+        self._functions = {}
+        with float32():
+            self.networks = Networks(
+                n_features=est.n_features,
+                n_classes=est.n_classes,
+                n_latent=est.n_latent,
+                classifier_hidden=tuple(est.classifier_hidden),
+                encoder_hidden=tuple(est.encoder_hidden),
+                decoder_hidden=tuple(est.decoder_hidden),
+                temperature=est.concrete_temperature,
+                z_low=est.z_low,
+                z_high=est.z_high,
+                exact_log_det=est.exact_flow_log_det,
+                seed=est.seed,
+            )
+            self._build_symbolic(est)
+            self._build_update(est)
+            self._build_data_and_generators(est)
+
+    def _build_symbolic(self, est):
+        self.batch = forward.symbolic_batch()
+        self.noise = forward.symbolic_noise()
+        nets, b, n = self.networks, self.batch, self.noise
+        self.passes = OrderedDict(
+            labeled=forward.labeled_pass(nets, b["labeled_x"], b["labeled_y"], n),
+            unlabeled=forward.unlabeled_pass(nets, b["unlabeled_x"], n),
+            unfeatured=forward.unfeatured_pass(
+                nets, b["unfeatured_y"], b["unfeatured_z"], n, encode_generated=est.reverse_elbo_variant == "eq17"
+            ),
+        )
+        self.terms = objectives.all_terms(b, *self.passes.values(), temperature=est.concrete_temperature)
+        self.coefficients = est.coefficients
+        self.total = objectives.total_loss(self.terms, self.coefficients)
+        self.train_outputs = [t for t in self.terms if self.coefficients[t] != 0.0] + ["total"]
+        self.trace_outputs = [f"{source}/{name}" for source, out in self.passes.items() for name in out]
+        self.trace_outputs += [f"terms/{t}" for t in self.terms] + ["total"]
+
+    def _build_update(self, est):
+        params = self.networks.params
+        self.gradients = pytensor.grad(self.total, params, disconnected_inputs="ignore")
+        grads = lasagne.updates.total_norm_constraint(self.gradients, max_norm=est.max_norm)
+        grads = [pt.clip(g, -est.clip_grad, est.clip_grad) for g in grads]
+        self.learning_rate = pt.scalar("learning_rate")
+        self.updates = lasagne.updates.adam(
+            grads, params, learning_rate=self.learning_rate, beta1=est.adam_beta1, beta2=est.adam_beta2, epsilon=est.adam_epsilon
+        )
+        self.adam_state = _name_adam_state(self.updates, params)
+
+    def _build_data_and_generators(self, est):
+        self.data = OrderedDict(
+            (name, pytensor.shared(np.zeros((0, est.dims[width]), dtype="float32"), name=f"data/{name}"))
+            for name, width in forward.BATCH.items()
+        )
+        self.index = OrderedDict((source, pt.vector(f"{source}_index", dtype="int64")) for source in forward.SOURCE_ROWS)
+        # One generator per noise array, for training and for evaluation, all
+        # derived from the seed, so every draw is reproducible and can be resumed.
+        train_seeds, eval_seeds = np.random.SeedSequence(est.seed).spawn(2)
+        self.rngs = OrderedDict()
+        self.train_noise = self._random_noise(train_seeds, "train", lambda s: self.index[s].shape[0])
+        self.eval_noise = self._random_noise(eval_seeds, "evaluate", lambda s: self.batch[forward.SOURCE_ROWS[s]].shape[0])
+
+    def _random_noise(self, seeds, prefix, rows):
+        """Noise variable -> (its generator, the generator's next state, a draw of the right shape)."""
+        draws = OrderedDict()
+        dims = self.est.dims
+        for spec, seed in zip(forward.NOISE, seeds.spawn(len(forward.NOISE))):
+            key = forward.noise_key(spec)
+            rng = shared_rng(np.random.default_rng(seed), name=f"{prefix}/{key}")
+            size = (rows(spec.source), dims[spec.width])
+            sampler = rng.uniform if spec.distribution == "uniform" else rng.normal
+            next_rng, draw = sampler(0.0, 1.0, size=size)
+            self.rngs[rng.name] = rng
+            draws[self.noise[key]] = (rng, next_rng, draw)
+        return draws
+
+    # -- compiled functions ---------------------------------------------------
+
+    def function(self, name):
+        """The compiled function ``name``, compiled on first request."""
+        if name not in self._functions:
+            with float32():
+                self._functions[name] = getattr(self, f"_compile_{name}")()
+        return self._functions[name]
+
+    def _compile(self, inputs, outputs, **kwargs):
+        return pytensor.function(inputs, outputs, mode=self.mode, on_unused_input="ignore", **kwargs)
+
+    def _compile_with_random_noise(self, inputs, outputs, noise, givens=None, updates=None):
+        """Compile with each noise tensor the outputs use replaced by a draw, and its generator advanced.
+
+        Generators whose noise the outputs never read are left out, so a model
+        that does not use a source (M2's unfeatured pass) draws nothing for it.
+        """
+        needed = set(ancestors(list(outputs) + [u for u in (updates or {}).values()]))
+        givens, updates = OrderedDict(givens or {}), OrderedDict(updates or {})
+        for var, (rng, next_rng, draw) in noise.items():
+            if var in needed:
+                givens[var] = draw
+                updates[rng] = next_rng
+        return self._compile(inputs, outputs, givens=givens, updates=updates)
+
+    def _compile_train(self):
+        outputs = [self.terms[t] for t in self.train_outputs[:-1]] + [self.total]
+        data = OrderedDict((var, self.data[name][self.index[forward.BATCH_SOURCE[name]]]) for name, var in self.batch.items())
+        return self._compile_with_random_noise(
+            list(self.index.values()) + [self.learning_rate], outputs, self.train_noise, givens=data, updates=self.updates
+        )
+
+    def _compile_evaluate(self):
+        outputs = list(self.terms.values()) + [self.total]
+        return self._compile_with_random_noise(list(self.batch.values()), outputs, self.eval_noise)
+
+    def _noise_inputs(self):
+        return list(self.batch.values()) + list(self.noise.values())
+
+    def _compile_trace(self):
+        outputs = [v for out in self.passes.values() for v in out.values()] + list(self.terms.values()) + [self.total]
+        return self._compile(self._noise_inputs(), outputs)
+
+    def _compile_gradients(self):
+        return self._compile(self._noise_inputs(), [self.total] + self.gradients)
+
+    def _compile_step_with_noise(self):
+        return self._compile(self._noise_inputs() + [self.learning_rate], self.total, updates=self.updates)
+
+    def _compile_predict(self):
+        x = pt.matrix("x")
+        return self._compile([x], self.networks.classifier(x, deterministic=True)["sample"])
+
+    def _compile_encode(self):
+        x, y = pt.matrix("x"), pt.matrix("y")
+        return self._compile([x, y], self.networks.encoder(x, y, deterministic=True)["z"])
+
+    def _decode(self, output):
+        y, z = pt.matrix("y"), pt.matrix("z")
+        return self._compile([y, z], self.networks.decoder(y, z, deterministic=True)[output])
+
+    def _compile_decode_mean(self):
+        return self._decode("mean")
+
+    def _compile_decode_threshold(self):
+        return self._decode("sample")
+
+
+def _name_adam_state(updates, params):
+    """Name Lasagne's Adam variables ``adam/t``, ``adam/m/<param>``, ``adam/v/<param>``.
+
+    Lasagne's ``adam`` inserts, for each parameter, its first and second moment
+    and then the parameter itself, and the step count last.
+    """
+    keys = list(updates)
+    state = []
+    for param in params:
+        at = keys.index(param)
+        m, v = keys[at - 2], keys[at - 1]
+        m.name, v.name = f"adam/m/{param.name}", f"adam/v/{param.name}"
+        state += [m, v]
+    t = keys[-1]
+    t.name = "adam/t"
+    return [t] + state
+
+
+def _set_checked(variables, values):
+    for var, value in zip(variables, values):
+        current = var.get_value(borrow=True)
+        value = np.asarray(value)
+        if value.shape != current.shape:
+            raise ValueError(f"{var.name}: shape {value.shape} does not match the model's {current.shape}")
+        var.set_value(value.astype(current.dtype), borrow=False)
+
+
+def _check_batch(arrays, dims):
+    """The five batch arrays as float32, in :data:`forward.BATCH` order, with their widths checked."""
+    checked = OrderedDict()
+    for name, width in forward.BATCH.items():
+        if name not in arrays:
+            raise ValueError(f"missing batch array {name!r}")
+        array = as_float32(arrays[name])
+        if array.ndim != 2 or array.shape[1] != dims[width]:
+            raise ValueError(f"{name} must have shape (rows, {dims[width]}), got {array.shape}")
+        checked[name] = array
+    for source, first in (("labeled", "labeled_"), ("unfeatured", "unfeatured_")):
+        rows = {checked[n].shape[0] for n in checked if n.startswith(first)}
+        if len(rows) != 1:
+            raise ValueError(f"the {source} arrays have different numbers of rows: {sorted(rows)}")
+    return checked

@@ -1,0 +1,183 @@
+"""The three networks of the model (paper eqs. 1-2; ``original_code.md`` §2.2).
+
+- :class:`Classifier`, q_phi(y|x): x -> tanh 50 -> tanh 50 -> 10 logits, then a
+  Concrete sample at temperature 1.
+- :class:`Encoder`, q_phi(z|x,y): concat[x, y] -> tanh 10 -> tanh 10 -> a linear
+  mean and a softplus standard deviation (W = 0, b = 0), a Gaussian sample,
+  then the logistic flow into the box (-pi/2, pi/2)^2.
+- :class:`Decoder`, p_theta(x|y,z): concat[y, z] -> tanh 250 -> tanh 500 ->
+  sigmoid mean of 784 Bernoullis, then a Bernoulli sample.
+
+The forward model uses Classifier and Encoder as its recognition model and
+Decoder as its generative model; the reverse model uses them the other way
+round (paper §2, App. F). Every weight is shared between the two.
+
+Weights are Glorot-uniform with gain sqrt(2) and biases zero, drawn by
+Lasagne's own ``GlorotUniform`` from ``np.random.RandomState(seed)`` in the
+original's construction order, so seed 1234 reproduces the original's
+initial weights bit for bit.
+
+Each network's inputs, noise included, are Lasagne ``InputLayer``s, so one
+call of :func:`lasagne.layers.get_output` evaluates a whole network for any
+symbolic inputs: that is how the same weights serve every data source.
+"""
+
+from collections import OrderedDict
+
+import numpy as np
+import pytensor.tensor as pt
+
+from parmesan_compat.layers import BernoulliSampleLayer, ConcreteSampleLayer, GaussianSampleLayer, LogisticFlowLayer
+from parmesan_compat.layers.flow import DEFAULT_HIGH, DEFAULT_LOW
+from untapped.backend import lasagne, lasagne_rng
+
+L = lasagne.layers
+GAIN = np.sqrt(2.0)
+
+
+def _dense_stack(incoming, units, gain, prefix):
+    """tanh dense layers named ``<prefix>/hidden1``, ``<prefix>/hidden2``, ..."""
+    layer = incoming
+    for i, n in enumerate(units, start=1):
+        layer = L.DenseLayer(
+            layer, n, W=lasagne.init.GlorotUniform(gain), nonlinearity=lasagne.nonlinearities.tanh, name=f"{prefix}/hidden{i}"
+        )
+    return layer
+
+
+def _evaluate(outputs, inputs, deterministic):
+    """One ``get_output`` pass over the ``outputs`` dict's layers; returns a dict of expressions."""
+    names = list(outputs)
+    values = L.get_output([outputs[n] for n in names], inputs=inputs, deterministic=deterministic)
+    return OrderedDict(zip(names, values))
+
+
+class Classifier:
+    """q_phi(y|x) (eq. 2): logits l(x), the softmax pi(x) and a Concrete sample y~."""
+
+    name = "classifier"
+
+    def __init__(self, n_features, n_classes, hidden=(50, 50), gain=GAIN, temperature=1.0):
+        self.x = L.InputLayer((None, n_features), name="classifier/x")
+        self.gumbel_uniform = L.InputLayer((None, n_classes), name="classifier/gumbel_uniform")
+        top = _dense_stack(self.x, hidden, gain, self.name)
+        self.logits = L.DenseLayer(
+            top, n_classes, W=lasagne.init.GlorotUniform(gain), nonlinearity=None, name="classifier/logits"
+        )
+        self.sample = ConcreteSampleLayer(self.logits, self.gumbel_uniform, temperature, name="classifier/sample")
+
+    def __call__(self, x, gumbel_uniform=None, deterministic=False):
+        """``{'logits', 'sample'}`` for inputs ``x``; ``sample`` is softmax(logits) if deterministic."""
+        inputs = {self.x: x}
+        outputs = OrderedDict(logits=self.logits)
+        if gumbel_uniform is not None or deterministic:
+            outputs["sample"] = self.sample
+        if gumbel_uniform is not None:
+            inputs[self.gumbel_uniform] = gumbel_uniform
+        return _evaluate(outputs, inputs, deterministic)
+
+
+class Encoder:
+    """q_phi(z|x,y) (eq. 2, App. A): Gaussian z~ with mean and std heads, then the logistic flow."""
+
+    name = "encoder"
+
+    def __init__(
+        self, n_features, n_classes, n_latent=2, hidden=(10, 10), gain=GAIN, low=DEFAULT_LOW, high=DEFAULT_HIGH, exact_log_det=False
+    ):
+        self.x = L.InputLayer((None, n_features), name="encoder/x")
+        self.y = L.InputLayer((None, n_classes), name="encoder/y")
+        self.eps = L.InputLayer((None, n_latent), name="encoder/gaussian_eps")
+        top = _dense_stack(L.ConcatLayer([self.x, self.y], axis=-1), hidden, gain, self.name)
+        self.mean = L.DenseLayer(
+            top, n_latent, W=lasagne.init.GlorotUniform(gain), nonlinearity=None, name="encoder/mean"
+        )
+        # A softplus head read as a standard deviation; zero weights make the
+        # initial std softplus(0) = log 2 for every input, as in the original.
+        self.std = L.DenseLayer(
+            top, n_latent, W=lasagne.init.Constant(0.0), b=lasagne.init.Constant(0.0), nonlinearity=pt.softplus, name="encoder/std"
+        )
+        self.z_tilde = GaussianSampleLayer(self.mean, self.std, self.eps, name="encoder/z_tilde")
+        self.flow = LogisticFlowLayer(self.z_tilde, low, high, exact=exact_log_det, name="encoder/flow")
+
+    def __call__(self, x, y, eps=None, deterministic=False):
+        """``{'mean', 'std', 'z_tilde', 'z', 'log_det'}``; with ``deterministic``, z = flow(mean)."""
+        inputs = {self.x: x, self.y: y}
+        if eps is not None:
+            inputs[self.eps] = eps
+        out = _evaluate(OrderedDict(mean=self.mean, std=self.std, z_tilde=self.z_tilde), inputs, deterministic)
+        out["z"] = self.flow.get_output_for(out["z_tilde"])
+        out["log_det"] = self.flow.log_det_jacobian(out["z_tilde"])
+        return out
+
+
+class Decoder:
+    """p_theta(x|y,z) (eq. 1): the Bernoulli mean b_theta(y, z) and a Bernoulli sample x^."""
+
+    name = "decoder"
+
+    def __init__(self, n_features, n_classes, n_latent=2, hidden=(250, 500), gain=GAIN):
+        self.y = L.InputLayer((None, n_classes), name="decoder/y")
+        self.z = L.InputLayer((None, n_latent), name="decoder/z")
+        self.bernoulli_uniform = L.InputLayer((None, n_features), name="decoder/bernoulli_uniform")
+        top = _dense_stack(L.ConcatLayer([self.y, self.z], axis=-1), hidden, gain, self.name)
+        self.mean = L.DenseLayer(
+            top, n_features, W=lasagne.init.GlorotUniform(gain), nonlinearity=pt.sigmoid, name="decoder/mean"
+        )
+        self.sample = BernoulliSampleLayer(self.mean, self.bernoulli_uniform, name="decoder/sample")
+
+    def __call__(self, y, z, bernoulli_uniform=None, deterministic=False):
+        """``{'mean', 'sample'}``; ``sample`` is 1[mean >= 0.5] if deterministic, absent without noise."""
+        inputs = {self.y: y, self.z: z}
+        outputs = OrderedDict(mean=self.mean)
+        if bernoulli_uniform is not None or deterministic:
+            outputs["sample"] = self.sample
+        if bernoulli_uniform is not None:
+            inputs[self.bernoulli_uniform] = bernoulli_uniform
+        return _evaluate(outputs, inputs, deterministic)
+
+
+class Networks:
+    """The classifier, encoder and decoder, built in the original's order from ``seed``.
+
+    ``params`` lists the 20 shared variables in Lasagne's ``get_all_params``
+    order, network by network (classifier, encoder, decoder), W before b,
+    layer by layer: the order ``get_param_values`` uses. Each parameter is
+    named ``<network>/<layer>/<W|b>``.
+    """
+
+    def __init__(
+        self,
+        n_features=784,
+        n_classes=10,
+        n_latent=2,
+        classifier_hidden=(50, 50),
+        encoder_hidden=(10, 10),
+        decoder_hidden=(250, 500),
+        gain=GAIN,
+        temperature=1.0,
+        z_low=DEFAULT_LOW,
+        z_high=DEFAULT_HIGH,
+        exact_log_det=False,
+        seed=1234,
+    ):
+        with lasagne_rng(np.random.RandomState(seed)):
+            self.classifier = Classifier(n_features, n_classes, classifier_hidden, gain, temperature)
+            self.encoder = Encoder(n_features, n_classes, n_latent, encoder_hidden, gain, z_low, z_high, exact_log_det)
+            self.decoder = Decoder(n_features, n_classes, n_latent, decoder_hidden, gain)
+        self.by_name = OrderedDict((net.name, net) for net in (self.classifier, self.encoder, self.decoder))
+        self.params_by_net = OrderedDict()
+        for net_name, tops in (
+            ("classifier", [self.classifier.sample]),
+            ("encoder", [self.encoder.flow]),
+            ("decoder", [self.decoder.sample]),
+        ):
+            params = L.get_all_params(tops, trainable=True)
+            for p in params:
+                p.name = p.name.replace(".", "/")
+            self.params_by_net[net_name] = params
+        self.params = [p for params in self.params_by_net.values() for p in params]
+
+    @property
+    def param_names(self):
+        return [p.name for p in self.params]
