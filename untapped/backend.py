@@ -111,6 +111,13 @@ class _AliasModule(types.ModuleType):
         return getattr(self._fallback, attr)
 
 
+def _theano_shared(value, name=None, strict=False, allow_downcast=None, broadcastable=None, **kwargs):
+    """``theano.shared``: Lasagne's ``broadcastable=`` is PyTensor's static ``shape`` (1 where broadcastable)."""
+    if broadcastable is not None:
+        kwargs["shape"] = tuple(1 if b else None for b in broadcastable)
+    return pytensor.shared(value, name=name, strict=strict, allow_downcast=allow_downcast, **kwargs)
+
+
 def _theano_aliases():
     """Build the ``theano.*`` alias modules, keyed by module name."""
     from pytensor.compile.sharedvalue import SharedVariable
@@ -141,7 +148,7 @@ def _theano_aliases():
         tensor=tensor,
         sandbox=sandbox,
         config=config,
-        shared=pytensor.shared,
+        shared=_theano_shared,
         function=pytensor.function,
         grad=pytensor.grad,
         scan=pytensor.scan,

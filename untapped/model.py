@@ -140,6 +140,8 @@ class SSDGM(BaseEstimator):
         return cls.from_preset("m2", **params)
 
     def set_params(self, **params):
+        """Set hyperparameters (scikit-learn API). The graph is rebuilt on next use,
+        so the weights start again from ``seed``: save them first if needed."""
         super().set_params(**params)
         self.__dict__.pop("graph_", None)
         return self
@@ -257,7 +259,7 @@ class SSDGM(BaseEstimator):
 
     def predict_proba(self, x):
         """softmax(l(x)): q(y|x) at its mode (the original's deterministic ``predict``)."""
-        return self.graph.function("predict")(as_float32(x))
+        return self.graph.function("predict")(self._matrix("x", x, "n_features"))
 
     def predict(self, x):
         """The class q(y|x) ranks highest, for each row of x."""
@@ -265,7 +267,9 @@ class SSDGM(BaseEstimator):
 
     def encode(self, x, y):
         """Deterministic z = flow(mean_z(x, y)) (the original's ``getZ2(x, y, deterministic=True)``)."""
-        return self.graph.function("encode")(as_float32(x), as_float32(y))
+        x, y = self._matrix("x", x, "n_features"), self._matrix("y", y, "n_classes")
+        _same_rows(x=x, y=y)
+        return self.graph.function("encode")(x, y)
 
     def generate(self, y, z, threshold=False, double_pass=False):
         """Decoder output for (y, z): the Bernoulli mean, or ``1[mean >= 0.5]`` with ``threshold``.
@@ -275,7 +279,8 @@ class SSDGM(BaseEstimator):
         y' = softmax(l(x')), z' = flow(mean_z(x', y')), and (y', z') decoded again.
         The original's Figure 2 is ``threshold=True, double_pass=True``.
         """
-        y, z = as_float32(y), as_float32(z)
+        y, z = self._matrix("y", y, "n_classes"), self._matrix("z", z, "n_latent")
+        _same_rows(y=y, z=z)
         if double_pass:
             first = self.graph.function("decode_threshold")(y, z)
             y = self.predict_proba(first)
@@ -309,6 +314,12 @@ class SSDGM(BaseEstimator):
         return OrderedDict(
             (forward.noise_key(s), (batch_rows[s.source], self.dims[s.width])) for s in forward.NOISE
         )
+
+    def _matrix(self, name, array, width):
+        array = as_float32(array)
+        if array.ndim != 2 or array.shape[1] != self.dims[width]:
+            raise ValueError(f"{name} must have shape (rows, {self.dims[width]}), got {array.shape}")
+        return array
 
     def _given(self, batch, noise):
         batch = _check_batch(batch, self.dims)
@@ -406,6 +417,13 @@ class ModelGraph:
             size = (rows(spec.source), dims[spec.width])
             sampler = rng.uniform if spec.distribution == "uniform" else rng.normal
             next_rng, draw = sampler(0.0, 1.0, size=size)
+            if spec.distribution == "uniform":
+                # NumPy draws U[0, 1) in float64 and the cast to float32 rounds
+                # the draws within 2**-25 of 1 up to exactly 1.0 (3e-8 of them:
+                # one in ~40 full-size epochs), where the original's Gumbel
+                # transform -log(-log(u + 1e-4) + 1e-4) is NaN. Theano's MRG
+                # float32 uniform never returned 1: its largest value is 1 - 2**-24.
+                draw = pt.minimum(draw, np.float32(1.0 - 2.0**-24))
             self.rngs[rng.name] = rng
             draws[self.noise[key]] = (rng, next_rng, draw)
         return draws
@@ -504,6 +522,12 @@ def _set_checked(variables, values):
         if value.shape != current.shape:
             raise ValueError(f"{var.name}: shape {value.shape} does not match the model's {current.shape}")
         var.set_value(value.astype(current.dtype), borrow=False)
+
+
+def _same_rows(**arrays):
+    rows = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(rows.values())) != 1:
+        raise ValueError(f"row counts differ: {rows}")
 
 
 def _check_batch(arrays, dims):
