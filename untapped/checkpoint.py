@@ -157,6 +157,7 @@ class Checkpoint:
             raise CheckpointError(f"{path}: cannot write a checkpoint there ({_one_line(exc)})") from None
         os.close(fd)
         try:
+            os.chmod(tmp, default_file_mode())
             with h5py.File(tmp, "w") as f:
                 self._write(f)
             with open(tmp, "rb+") as f:
@@ -318,6 +319,13 @@ def _check_arrays(where, what, arrays, expected):
     extra = [k for k in arrays if k not in expected]
     if extra:
         raise CheckpointError(f"{where}: {what} {extra[0]} is not in the model")
+
+
+def default_file_mode():
+    """``0o666`` less the process umask: what ``open()`` would give (``mkstemp`` gives 0o600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def split_arrays(split):

@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Train untapped and/or M2 on the paper's MNIST task and report the digits 5-9 metric.
+
+A thin command line over :mod:`untapped.experiment`: it parses options,
+prints the environment, and calls the library. Every option can also be set
+through an ``UNTAPPED_<OPTION>`` environment variable (``UNTAPPED_EPOCHS``,
+``UNTAPPED_DATA_DIR`` ...). Errors are one line on stderr (``error: ...``)
+with a non-zero exit status; no traceback.
+"""
+
+import pathlib
+import sys
+import time
+
+import click
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+class OneLineErrors(click.Command):
+    """A click command whose usage errors print as a single ``error: ...`` line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.ClickException as exc:
+            message = " ".join(exc.format_message().split())
+            click.echo(f"error: {message}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _timestamp_out():
+    return str(pathlib.Path("results") / "mnist" / time.strftime("%Y-%m-%d-%H-%M-%S"))
+
+
+def _version():
+    # Read without importing untapped (and PyTensor), so --help and --version stay fast.
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("untapped")
+    except importlib.metadata.PackageNotFoundError:
+        import untapped
+
+        return untapped.__version__
+
+
+@click.command(
+    cls=OneLineErrors,
+    context_settings=dict(auto_envvar_prefix="UNTAPPED", show_default=True, help_option_names=["-h", "--help"]),
+    epilog="Exit status: 0 done, 1 error, 2 bad option, 3 a run diverged (NaN/inf), 130 interrupted (Ctrl-C).",
+)
+@click.option("--epochs", type=click.IntRange(min=0), default=150, help="Training epochs (the total, when resuming).")
+@click.option("--batch", type=click.IntRange(min=1), default=10000, help="Batch size of every source (labeled, unlabeled, unfeatured).")
+@click.option("--model", "model", type=click.Choice(["untapped", "m2", "both"]), default="both", help="Which model(s) to train.")
+@click.option("--trials", type=click.IntRange(min=1), default=1, help="Independent runs per model, with seeds seed .. seed+trials-1.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, help="Runs in parallel (joblib).")
+@click.option("--backend", type=click.Choice(["loky", "multiprocessing", "dask", "sequential"]), default="loky",
+              help="joblib backend for --jobs > 1 (dask needs dask.distributed; DASK_SCHEDULER_ADDRESS picks a cluster).")
+@click.option("--seed", type=click.IntRange(min=0), default=1234, help="Seed of the first run: data split, weights, noise, shuffles.")
+@click.option("--data-dir", type=click.Path(path_type=pathlib.Path), default=None,
+              help="Folder with the MNIST IDX files (or mnist.pkl.gz); default: the user cache, downloading if needed.")
+@click.option("--out", type=click.Path(path_type=pathlib.Path), default=None, show_default="results/mnist/<timestamp>",
+              help="Output folder; each run writes to <out>/<model>-seed<seed>/.")
+@click.option("--resume", type=click.Path(path_type=pathlib.Path), default=None,
+              help="Continue the run saved in this checkpoint (.h5) up to --epochs.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=10, help="Evaluate all five terms every N epochs (and after the last).")
+@click.option("--mode", type=click.Choice(["c", "numba"]), default="c", help="PyTensor backend: C (as Theano) or Numba.")
+@click.option("--subset", type=click.IntRange(min=1), default=None,
+              help="Use only the first N labeled, evaluation and unlabeled rows (quick tests).")
+@click.option("--overwrite", is_flag=True, default=False, help="Allow a fresh run to replace an existing run's files in --out.")
+@click.version_option(version=_version(), prog_name="untapped", message="%(prog)s %(version)s")
+@click.pass_context
+def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, resume, eval_every, mode, subset, overwrite):
+    """Train the untapped model and/or M2 on MNIST (labels for digits 0-4 only) as the 2017 code did,
+    then draw Figure 2 and measure the cross-entropy of the permuted q(y|x) on digits 5-9."""
+    from click.core import ParameterSource
+
+    from untapped import experiment
+    from untapped.checkpoint import CheckpointError
+    from untapped.data import DataError
+    from untapped.training import TrainingInterrupted
+
+    def given(name):
+        return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+    interactive = sys.stderr.isatty()
+    try:
+        if resume is not None:
+            if trials != 1:
+                raise experiment.ExperimentError("--resume continues one run; leave --trials at 1")
+            conflicts = {}
+            if given("model"):
+                if model == "both":
+                    raise experiment.ExperimentError("--resume continues one run; give --model untapped or m2, or omit it")
+                conflicts["model"] = model
+            for name, value in (("seed", seed), ("batch", batch), ("subset", subset)):
+                if given(name):
+                    conflicts[name] = value
+            specs = [
+                experiment.plan_resume(
+                    resume,
+                    given=conflicts,
+                    out=out if given("out") else None,
+                    epochs=epochs if given("epochs") else None,
+                    eval_every=eval_every if given("eval_every") else None,
+                    mode=mode if given("mode") else None,
+                    data_dir=str(data_dir) if data_dir is not None else None,
+                    overwrite=overwrite,
+                    progress=interactive,
+                    echo=not interactive,
+                )
+            ]
+        else:
+            models = list(experiment.MODELS) if model == "both" else [model]
+            specs = experiment.plan_runs(
+                models,
+                range(seed, seed + trials),
+                out if out is not None else _timestamp_out(),
+                epochs=epochs,
+                batch=batch,
+                eval_every=eval_every,
+                mode=mode,
+                data_dir=str(data_dir) if data_dir is not None else None,
+                subset=subset,
+                overwrite=overwrite,
+                progress=interactive and jobs == 1,
+                echo=not (interactive and jobs == 1),
+            )
+        out_dir = pathlib.Path(specs[0].out).parent
+        location = experiment.data_location(specs[0].data_dir)
+        for line in experiment.describe_environment(specs[0].mode, location):
+            click.echo(line)
+        experiment.load_images(str(location))  # read and verify the data before anything is written
+        experiment.prepare_outputs(specs)
+        click.echo(f"output: {out_dir}  runs: {', '.join(s.name for s in specs)}")
+        began = time.perf_counter()
+        classifier = experiment.digit_classifier(str(location), specs[0].subset)
+        click.echo(f"digit classifier ready in {time.perf_counter() - began:.1f} s (fitted once, then cached)")
+        results = experiment.run_trials(specs, jobs=jobs, backend=backend, classifier=classifier if jobs == 1 else None)
+        table = experiment.write_summary(out_dir, results)
+    except TrainingInterrupted as exc:
+        click.echo(f"interrupted: {exc}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("interrupted: checkpoints of completed epochs are kept in the run folders", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except (DataError, CheckpointError, experiment.ExperimentError) as exc:
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo("")
+    click.echo(table)
+    diverged = [r for r in results if r["status"] != "ok"]
+    if diverged:
+        first = diverged[0]
+        click.echo(
+            f"error: {len(diverged)} of {len(results)} run(s) diverged; {first['model']} seed {first['seed']}: "
+            f"{' '.join(first['message'].split())}",
+            err=True,
+        )
+        sys.exit(EXIT_DIVERGED)
+
+
+if __name__ == "__main__":
+    main()

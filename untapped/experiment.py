@@ -1,0 +1,649 @@
+"""One MNIST run end to end, and many of them: what ``run_mnist.py`` calls.
+
+A *run* is one model (``untapped`` or ``m2``) trained with one seed. The seed
+drives the data split (:func:`untapped.data.make_split`), the initial weights,
+the noise generators and the epoch shuffles. :func:`run_trial` trains it
+(:func:`untapped.training.fit`, checkpointing every epoch), then judges it
+the way the paper does (§3; :mod:`untapped.evaluation`):
+
+* Figure 2: the 10 one-hot ``y`` decoded at ``z_bar``, the mean of the
+  deterministic ``z`` over the labeled set (``model.encode(labeled_x,
+  labeled_y).mean(0)``); the decoder means (``digits_means.png``) and the
+  original's thresholded double pass (``digits_double_pass.png``,
+  ``original_code.md`` §6.1);
+* the discriminative metric: the logistic-regression digit classifier
+  (fitted on all 70,000 binarised images, cached) scores the 10 canonical
+  images (the decoder means), the paper's assignment turns its scores into a
+  permutation of the dimensions, and the cross-entropy and accuracy of the
+  permuted ``q(y|x)`` are measured on every image of the digits 5-9.
+
+Files of a run, in ``<out>/<model>-seed<seed>/`` (:data:`RUN_FILES`):
+``config.json``, ``checkpoint.h5`` (:mod:`untapped.checkpoint`),
+``history.json``, ``log.txt``, ``digits_means.png``,
+``digits_double_pass.png`` and ``metrics.json``. :func:`write_summary`
+adds ``summary.json`` and ``summary.txt`` to ``<out>``.
+
+Every failure a user can cause (data, checkpoint, output folder, option
+conflicts) is an :class:`ExperimentError`, :class:`untapped.data.DataError`,
+:class:`untapped.checkpoint.CheckpointError` or
+:class:`untapped.training.TrainingError`, each with a one-line message.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+import untapped
+from untapped import checkpoint as ckpt_io
+from untapped import data as data_io
+from untapped.backend import DEFAULT_MODE, MODES, environment
+from untapped.training import TrainingDiverged, fit
+
+#: The models a run can train, by the names of :data:`untapped.model.PRESETS`.
+MODELS = ("untapped", "m2")
+
+#: File names inside a run's folder.
+RUN_FILES = OrderedDict(
+    config="config.json",
+    checkpoint="checkpoint.h5",
+    history="history.json",
+    log="log.txt",
+    figure="digits_means.png",
+    figure_double_pass="digits_double_pass.png",
+    metrics="metrics.json",
+)
+
+#: Titles of Figure 2, as the original's ``make_plots`` (plot:151-156).
+TITLES = {"untapped": "Labels Untapped", "m2": "M2"}
+
+#: Rows of a split cut by :func:`subset_split`.
+_SUBSET_FIELDS = {
+    "labeled": ("labeled_x", "labeled_y", "labeled_digits", "labeled_index"),
+    "eval": ("eval_x", "eval_y", "eval_digits", "eval_index"),
+    "unlabeled": ("unlabeled_x", "unlabeled_index", "unlabeled_digits"),
+}
+
+
+class ExperimentError(Exception):
+    """A run cannot start or finish as asked (bad options, output folder); one-line message."""
+
+
+class OutputError(ExperimentError):
+    """The output folder cannot be created or written, or would overwrite a run."""
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ---------------------------------------------------------------- specs
+
+
+@dataclasses.dataclass
+class RunSpec:
+    """Everything :func:`run_trial` needs; picklable, so trials can run in other processes.
+
+    ``out`` is the run's own folder. ``subset`` keeps only the first
+    ``subset`` rows of the labeled, evaluation and unlabeled sets (for quick
+    tests). ``resume`` is a checkpoint path to continue from; ``epochs`` is
+    then the total. ``classifier_cache`` is the digit classifier's cache
+    folder (None: :func:`untapped.evaluation.default_cache_dir`).
+    ``model_params`` are extra :class:`untapped.model.SSDGM` hyperparameters.
+    """
+
+    model: str = "untapped"
+    seed: int = 1234
+    epochs: int = 150
+    batch: int = 10000
+    eval_every: int = 10
+    mode: str = DEFAULT_MODE
+    out: str = "results/mnist/run"
+    data_dir: str = None
+    subset: int = None
+    resume: str = None
+    overwrite: bool = False
+    progress: bool = False
+    echo: bool = False
+    classifier_cache: str = None
+    model_params: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def name(self):
+        return run_name(self.model, self.seed)
+
+    def path(self, key):
+        return pathlib.Path(self.out) / RUN_FILES[key]
+
+
+def run_name(model, seed):
+    return f"{model}-seed{seed}"
+
+
+def plan_runs(models, seeds, out, **options):
+    """One :class:`RunSpec` per seed and model (seed-major), each in ``<out>/<model>-seed<seed>``."""
+    for model in models:
+        if model not in MODELS:
+            raise ExperimentError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    out = pathlib.Path(out)
+    return [
+        RunSpec(model=model, seed=int(seed), out=str(out / run_name(model, seed)), **options)
+        for seed in seeds
+        for model in models
+    ]
+
+
+def plan_resume(path, given=None, out=None, **options):
+    """The :class:`RunSpec` that continues the run saved in checkpoint ``path``.
+
+    The model, seed, batch size and subset come from the checkpoint; ``given``
+    maps those of them that the user set explicitly to their values, and any
+    that differs from the checkpoint's is an :class:`ExperimentError`.
+    ``options`` (``epochs``, ``eval_every``, ``mode``, ``data_dir`` ...)
+    override the checkpoint's when not None. The run continues in ``out /
+    <model>-seed<seed>`` if ``out`` is given, else in the checkpoint's folder.
+    """
+    ckpt = ckpt_io.load(path)
+    config = ckpt.config
+    missing = [k for k in ("model", "seed", "batch", "epochs", "eval_every") if k not in config]
+    if missing:
+        raise ckpt_io.CheckpointError(f"{path}: no run configuration ({', '.join(missing)}) in the checkpoint")
+    for key, value in (given or {}).items():
+        if value is not None and config.get(key) != value:
+            raise ExperimentError(
+                f"--{key.replace('_', '-')} {value} conflicts with the checkpoint's {config.get(key)}; "
+                "omit it when resuming"
+            )
+    settings = {k: config.get(k) for k in ("epochs", "eval_every", "mode", "data_dir")}
+    settings.update({k: v for k, v in options.items() if v is not None})
+    if settings["data_dir"] is not None and not pathlib.Path(settings["data_dir"]).exists():
+        settings["data_dir"] = None  # the recorded folder is gone: search as usual
+    if int(settings["epochs"]) < ckpt.epoch:
+        raise ExperimentError(
+            f"the checkpoint has {ckpt.epoch} epochs done; --epochs {settings['epochs']} asks for fewer"
+        )
+    folder = pathlib.Path(out) / run_name(config["model"], config["seed"]) if out is not None else pathlib.Path(path).resolve().parent
+    model_params = {k: v for k, v in config.get("model_params", {}).items() if k not in ("epochs", "eval_every", "mode")}
+    return RunSpec(
+        model=config["model"],
+        seed=int(config["seed"]),
+        batch=int(config["batch"]),
+        subset=config.get("subset"),
+        out=str(folder),
+        resume=str(path),
+        model_params=model_params,
+        **{k: settings[k] for k in ("epochs", "eval_every", "mode", "data_dir")},
+        **{k: v for k, v in options.items() if k not in settings and v is not None},
+    )
+
+
+# ---------------------------------------------------------------- output
+
+
+def prepare_outputs(specs):
+    """Create every run folder and check it is writable; refuse to overwrite another run.
+
+    Raises :class:`OutputError` before anything is trained, so a bad ``--out``
+    costs nothing and destroys nothing.
+    """
+    for spec in specs:
+        folder = pathlib.Path(spec.out)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise OutputError(f"cannot write to the output folder {folder} ({_one_line(exc)})") from None
+        target = spec.path("checkpoint")
+        if target.exists() and not spec.overwrite:
+            if spec.resume is None or not _same_file(spec.resume, target):
+                raise OutputError(
+                    f"{folder} already holds a run ({target.name}); resume it with --resume {target}, "
+                    "choose another --out, or pass --overwrite"
+                )
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _to_json(value):
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _to_json(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    return value
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically (temporary file + rename)."""
+    path = pathlib.Path(path)
+    text = json.dumps(_to_json(obj), indent=2) + "\n"
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, ckpt_io.default_file_mode())
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {path} ({_one_line(exc)})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# ---------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=2)
+def _binarized_mnist(location):
+    images, digits = data_io.load_binarized_mnist(location, download=False)
+    images.setflags(write=False)
+    digits.setflags(write=False)
+    return images, digits
+
+
+def data_location(data_dir=None):
+    """Where MNIST will be read from (see :func:`untapped.data.find_mnist`); may download."""
+    return data_io.find_mnist(data_dir)
+
+
+def load_images(data_dir=None):
+    """All 70,000 binarised images and their digits, read once per process."""
+    return _binarized_mnist(str(data_location(data_dir)))
+
+
+def subset_split(split, n):
+    """``split`` with only the first ``n`` rows of its labeled, evaluation and unlabeled sets."""
+    if n is None:
+        return split
+    n = int(n)
+    if n < 1:
+        raise ExperimentError(f"--subset must be at least 1, got {n}")
+    changes = {name: getattr(split, name)[:n] for fields in _SUBSET_FIELDS.values() for name in fields}
+    return dataclasses.replace(split, **changes)
+
+
+def load_split(data_dir=None, seed=1234, subset=None):
+    """The paper's split for ``seed`` (:func:`untapped.data.make_split`), cut to ``subset`` rows."""
+    images, digits = load_images(data_dir)
+    return subset_split(data_io.make_split(images, digits, seed=seed), subset)
+
+
+def classifier_data(data_dir=None, subset=None):
+    """Images and digits the digit classifier is fitted on.
+
+    All 70,000 binarised images (paper §3: "pre-trained on the entire
+    dataset"); with ``subset`` (quick tests) only the first ``subset`` images
+    of each digit, so that every digit is still present.
+    """
+    images, digits = load_images(data_dir)
+    if subset is None:
+        return images, digits
+    rows = np.concatenate([np.flatnonzero(digits == d)[: int(subset)] for d in range(data_io.NUM_CLASSES)])
+    rows.sort()
+    return images[rows], digits[rows]
+
+
+def digit_classifier(data_dir=None, subset=None, cache_dir=None):
+    """The paper's logistic-regression digit classifier (:func:`untapped.evaluation.digit_classifier`), cached."""
+    from untapped import evaluation
+
+    images, digits = classifier_data(data_dir, subset)
+    return evaluation.digit_classifier(images, digits, cache_dir=cache_dir)
+
+
+# ---------------------------------------------------------------- judging a model
+
+
+def canonical_images(model, split):
+    """Figure 2: the 10 one-hot ``y`` decoded at ``z_bar`` (``original_code.md`` §6.1).
+
+    ``z_bar = model.encode(labeled_x, labeled_y).mean(0)``, the deterministic
+    z averaged over the labeled set. Returns ``z_bar``, ``means`` (the decoder
+    means, the paper's caption) and ``double_pass`` (the original's
+    thresholded, re-encoded and re-decoded images).
+    """
+    z_bar = np.asarray(model.encode(split.labeled_x, split.labeled_y)).mean(axis=0)
+    y = np.eye(model.n_classes, dtype=np.float32)
+    z = np.tile(z_bar, (model.n_classes, 1)).astype(np.float32)
+    return OrderedDict(
+        z_bar=z_bar,
+        means=np.asarray(model.generate(y, z)),
+        double_pass=np.asarray(model.generate(y, z, threshold=True, double_pass=True)),
+    )
+
+
+def judge(model, split, classifier):
+    """The paper's discriminative metric on digits 5-9, for both assignments and both kinds of images."""
+    from untapped import evaluation
+
+    images = canonical_images(model, split)
+    q = np.asarray(model.predict_proba(split.eval_x), dtype=np.float64)
+    results = OrderedDict()
+    for kind in ("means", "double_pass"):
+        for method in ("original", "hungarian"):
+            results[f"{kind}/{method}"] = evaluation.discriminative_metric(
+                images[kind], classifier, q, split.eval_digits, method=method
+            )
+    unpermuted = evaluation.cross_entropy(q, split.eval_digits)
+    return images, results, unpermuted
+
+
+def save_figures(spec, images, results):
+    from untapped import evaluation
+
+    title = TITLES.get(spec.model, spec.model)
+    for key, kind, what in (
+        ("figure", "means", "decoder means at z_bar"),
+        ("figure_double_pass", "double_pass", "thresholded double pass at z_bar (original's make_plots)"),
+    ):
+        recognised = results[f"{kind}/original"]["recognised"]
+        titles = [f"y={k} \u2192 {d}" for k, d in enumerate(recognised)]
+        try:
+            evaluation.save_digit_grid(images[kind], spec.path(key), titles=titles, suptitle=f"{title}: {what}")
+        except OSError as exc:
+            raise OutputError(f"cannot write {spec.path(key)} ({_one_line(exc)})") from None
+
+
+def _metric_summary(result):
+    return OrderedDict(
+        cross_entropy=result["cross_entropy"],
+        accuracy=result["accuracy"],
+        recognised=result["recognised"],
+        labels=result["labels"],
+        probabilities=result["probabilities"],
+        method=result["method"],
+    )
+
+
+# ---------------------------------------------------------------- one run
+
+
+def build_model(spec, resume=None):
+    from untapped.model import SSDGM
+
+    if resume is not None:
+        params = dict(resume.config.get("model_params", {}))
+        params.update(spec.model_params)
+        params.update(epochs=spec.epochs, eval_every=spec.eval_every, mode=spec.mode, batch_size=spec.batch)
+        try:
+            return SSDGM(**params)
+        except TypeError as exc:
+            raise ckpt_io.CheckpointError(f"{spec.resume}: model parameters do not fit this untapped ({_one_line(exc)})") from None
+    return SSDGM.from_preset(
+        spec.model,
+        seed=spec.seed,
+        batch_size=spec.batch,
+        epochs=spec.epochs,
+        eval_every=spec.eval_every,
+        mode=spec.mode,
+        **spec.model_params,
+    )
+
+
+def run_config(spec, model, location):
+    return OrderedDict(
+        model=spec.model,
+        seed=spec.seed,
+        epochs=spec.epochs,
+        batch=spec.batch,
+        eval_every=spec.eval_every,
+        subset=spec.subset,
+        mode=spec.mode,
+        data_dir=str(pathlib.Path(location).resolve()) if location is not None else None,
+        resumed_from=spec.resume,
+        untapped_version=untapped.__version__,
+        model_params=model.get_params(),
+    )
+
+
+class _Log:
+    """Appends lines to the run's ``log.txt`` and, with ``echo``, prints them prefixed with the run's name."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        try:
+            self.file = open(spec.path("log"), "a", buffering=1)
+        except OSError as exc:
+            raise OutputError(f"cannot write {spec.path('log')} ({_one_line(exc)})") from None
+
+    def __call__(self, line, echo=True):
+        self.file.write(line + "\n")
+        if self.spec.echo and echo:
+            print(f"[{self.spec.name}] {line}", flush=True)
+
+    def close(self):
+        self.file.close()
+
+
+def run_trial(spec, classifier=None):
+    """Train, checkpoint and judge one run; returns its result (a JSON-able dict).
+
+    ``classifier`` is the digit classifier (default: :func:`digit_classifier`
+    for the spec's data). A diverged run is not an exception here: its result
+    has ``status='diverged'`` and the message, and its last good checkpoint
+    stays on disk. Ctrl-C raises :class:`untapped.training.TrainingInterrupted`
+    after saving.
+    """
+    if spec.model not in MODELS:
+        raise ExperimentError(f"unknown model {spec.model!r}; choose from {', '.join(MODELS)}")
+    if spec.mode not in MODES:
+        raise ExperimentError(f"unknown mode {spec.mode!r}; choose from {', '.join(MODES)}")
+    resume = ckpt_io.load(spec.resume) if spec.resume is not None else None
+    prepare_outputs([spec])
+    location = data_location(spec.data_dir)
+    split = load_split(location, spec.seed, spec.subset)
+    model = build_model(spec, resume)
+    config = run_config(spec, model, location)
+    write_json(spec.path("config"), config)
+    log = _Log(spec)
+    result = OrderedDict(model=spec.model, seed=spec.seed, run_dir=spec.out, status="ok", message="")
+    try:
+        log(f"untapped {untapped.__version__}: {spec.name}, {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        log("config " + json.dumps(_to_json(config), sort_keys=True), echo=False)
+        if resume is not None:
+            log(f"resuming from {spec.resume} at epoch {resume.epoch}")
+        checkpoint_config = {k: v for k, v in config.items() if k != "model_params"}
+        try:
+            fit(
+                model,
+                split,
+                epochs=spec.epochs,
+                batch_size=spec.batch,
+                eval_every=spec.eval_every,
+                checkpoint_path=spec.path("checkpoint"),
+                resume=resume,
+                config=checkpoint_config,
+                progress=spec.progress,
+                log=log,
+                label=spec.name,
+            )
+        except TrainingDiverged as exc:
+            log(f"diverged: {exc}")
+            write_json(spec.path("history"), getattr(model, "history_", {}))
+            result.update(status="diverged", message=str(exc), epochs=exc.epoch)
+            return result
+        write_json(spec.path("history"), model.history_)
+        if classifier is None:
+            classifier = digit_classifier(location, spec.subset, spec.classifier_cache)
+        images, results, unpermuted = judge(model, split, classifier)
+        save_figures(spec, images, results)
+        main = results["means/original"]
+        history = model.history_
+        metrics = OrderedDict(
+            model=spec.model,
+            seed=spec.seed,
+            epochs=model.epoch_,
+            canonical="means",
+            method="original",
+            cross_entropy=main["cross_entropy"],
+            accuracy=main["accuracy"],
+            recognised=main["recognised"],
+            labels=main["labels"],
+            unpermuted_cross_entropy=unpermuted,
+            z_bar=images["z_bar"],
+            final_eval=OrderedDict(
+                (k[len("eval/"):], v[-1]) for k, v in history.items() if k.startswith("eval/") and v
+            ),
+            all=OrderedDict((k, _metric_summary(v)) for k, v in results.items()),
+            eval_rows=len(split.eval_x),
+        )
+        write_json(spec.path("metrics"), metrics)
+        log(
+            f"cross-entropy on digits 5-9 {main['cross_entropy']:.4f}, accuracy {main['accuracy']:.4f}, "
+            f"one-hots show {' '.join(str(d) for d in main['recognised'])}"
+        )
+        result.update(
+            epochs=model.epoch_,
+            cross_entropy=main["cross_entropy"],
+            accuracy=main["accuracy"],
+            recognised=[int(d) for d in main["recognised"]],
+            labels=[int(d) for d in main["labels"]],
+        )
+        return result
+    finally:
+        log.close()
+
+
+# ---------------------------------------------------------------- many runs
+
+
+def run_trials(specs, jobs=1, backend="loky", classifier=None):
+    """Run every spec; in this process one after another if ``jobs == 1``, else with joblib.
+
+    ``backend`` is any joblib backend name (``loky``, ``multiprocessing``,
+    ``dask`` with ``dask.distributed`` installed, ...). Returns the results in
+    the order of ``specs``.
+    """
+    if jobs == 1 or len(specs) <= 1:
+        return [run_trial(spec, classifier) for spec in specs]
+    import joblib
+
+    if backend == "dask":
+        try:
+            from dask.distributed import Client, get_client
+        except ImportError:
+            raise ExperimentError("--backend dask needs dask.distributed (pip install distributed)") from None
+        try:
+            get_client()
+        except ValueError:
+            Client()  # a local cluster, or the scheduler named by DASK_SCHEDULER_ADDRESS
+    specs = [dataclasses.replace(spec, progress=False) for spec in specs]
+    with joblib.parallel_config(backend=backend, n_jobs=jobs):
+        return joblib.Parallel()(joblib.delayed(run_trial)(spec) for spec in specs)
+
+
+def joblib_backends():
+    """Names of the joblib backends available for ``--backend``."""
+    import joblib.parallel
+
+    return sorted(set(joblib.parallel.BACKENDS) | set(joblib.parallel.EXTERNAL_BACKENDS))
+
+
+def summary(results):
+    """Per model: the runs' cross-entropies, mean and sample standard deviation."""
+    out = OrderedDict()
+    for model in dict.fromkeys(r["model"] for r in results):
+        runs = [r for r in results if r["model"] == model]
+        values = [r["cross_entropy"] for r in runs if r.get("status") == "ok"]
+        out[model] = OrderedDict(
+            runs=len(runs),
+            ok=len(values),
+            mean=float(np.mean(values)) if values else None,
+            sd=float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None),
+        )
+    return out
+
+
+def summary_table(results):
+    """The end-of-run table: per model and seed, the cross-entropy on 5-9 and each one-hot's digit; then mean +- sd."""
+    lines = [f"{'model':<9} {'seed':>6}  {'CE 5-9':>7}  {'acc':>6}  digit shown by y=0..9"]
+    for r in results:
+        if r.get("status") == "ok":
+            digits = " ".join(str(d) for d in r["recognised"])
+            lines.append(f"{r['model']:<9} {r['seed']:>6}  {r['cross_entropy']:>7.4f}  {r['accuracy']:>6.4f}  {digits}")
+        else:
+            lines.append(f"{r['model']:<9} {r['seed']:>6}  {r.get('status', '?'):>7}  {'':>6}  {r.get('message', '')}")
+    for model, s in summary(results).items():
+        if s["mean"] is None:
+            lines.append(f"{model:<9} {'all':>6}  no finished runs")
+        else:
+            lines.append(f"{model:<9} {'mean':>6}  {s['mean']:.4f} +- {s['sd']:.4f}  (n={s['ok']})")
+    return "\n".join(lines)
+
+
+def write_summary(out, results):
+    out = pathlib.Path(out)
+    write_json(out / "summary.json", OrderedDict(runs=results, summary=summary(results)))
+    table = summary_table(results)
+    try:
+        (out / "summary.txt").write_text(table + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write {out / 'summary.txt'} ({_one_line(exc)})") from None
+    return table
+
+
+# ---------------------------------------------------------------- environment
+
+
+def describe_environment(mode=DEFAULT_MODE, location=None):
+    """Lines describing versions, compile mode, BLAS, threads and the data source."""
+    import warnings
+
+    import pytensor
+
+    # PyTensor warns, in several lines, when it finds no BLAS to link; report
+    # that here in one line instead.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = environment(mode)
+    notes = [str(w.message).splitlines()[0] for w in caught if "BLAS" in str(w.message)]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    lines = [
+        f"untapped {untapped.__version__}, python {env['python']} ({sys.executable})",
+        f"versions: {versions}",
+        f"mode: {mode} (linker {env['linker']}, floatX {env['floatX']}, compiledir {pytensor.config.compiledir})",
+        f"blas__ldflags: {env['blas__ldflags'] or '(empty: PyTensor falls back to NumPy BLAS calls)'}"
+        + "".join(f" ({note})" for note in notes),
+    ]
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = "; ".join(
+            f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)" for p in threadpool_info()
+        )
+    except Exception:  # threadpoolctl is optional
+        pools = "unknown"
+    threads = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    lines.append(
+        f"threads: {os.cpu_count()} CPUs, pytensor openmp={pytensor.config.openmp}, "
+        + ", ".join(f"{k}={v}" for k, v in threads.items())
+        + f"; thread pools: {pools or 'none loaded'}"
+    )
+    if location is not None:
+        kind = "mnist.pkl.gz" if pathlib.Path(location).is_file() else "IDX files"
+        lines.append(f"data: {location} ({kind})")
+    return lines
