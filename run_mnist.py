@@ -80,7 +80,14 @@ def _version():
 @click.pass_context
 def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, resume, eval_every, mode, subset, overwrite):
     """Train the untapped model and/or M2 on MNIST (labels for digits 0-4 only) as the 2017 code did,
-    then draw Figure 2 and measure the cross-entropy of the permuted q(y|x) on digits 5-9."""
+    then draw Figure 2 and measure the cross-entropy of the permuted q(y|x) on digits 5-9.
+
+    Each run writes config.json, checkpoint.h5, history.json, log.txt, digits_means.png,
+    digits_double_pass.png and metrics.json to <out>/<model>-seed<seed>/; the table at the end
+    is also saved as <out>/summary.txt and summary.json.
+
+    Every option can also be set through an environment variable UNTAPPED_<OPTION>,
+    e.g. UNTAPPED_EPOCHS=150 or UNTAPPED_DATA_DIR=../shared/data/mnist."""
     from click.core import ParameterSource
 
     from untapped import experiment

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from untapped import checkpoint, experiment, training
+from untapped import checkpoint, experiment
 from untapped.checkpoint import CheckpointError
 
 SMALL = dict(classifier_hidden=(16,), encoder_hidden=(8,), decoder_hidden=(32,), batch_size=64, eval_every=5)

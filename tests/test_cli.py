@@ -1,0 +1,243 @@
+"""run_mnist.py: a one-epoch smoke run, resume through the command line, and one-line errors.
+
+The command runs in-process through click's CliRunner (one subprocess test
+checks the real entry point); runs use a 200-row subset and batches of 64.
+"""
+
+import hashlib
+import importlib.util
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from untapped import checkpoint
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "run_mnist.py"
+RUN_FILES = ("config.json", "checkpoint.h5", "history.json", "log.txt", "digits_means.png", "digits_double_pass.png", "metrics.json")
+QUICK = ["--batch", "64", "--subset", "200", "--eval-every", "1"]
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("run_mnist", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+MAIN = _load_cli()
+
+
+def invoke(args, env=None):
+    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, **(env or {})}
+    return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
+
+
+def assert_one_line_error(result, *fragments, code=None):
+    assert result.exit_code != 0, result.output
+    if code is not None:
+        assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # handled, not a crash
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def sha(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private cache for the digit classifier (XDG_CACHE_HOME)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def smoke(mnist_dir, cache, tmp_path_factory):
+    """One epoch of both models; the epoch count comes from UNTAPPED_EPOCHS."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    result = invoke(
+        QUICK + ["--model", "both", "--trials", "1", "--out", out, "--data-dir", mnist_dir],
+        env={"UNTAPPED_EPOCHS": "1", "XDG_CACHE_HOME": str(cache)},
+    )
+    return out, result
+
+
+# ---------------------------------------------------------------- the smoke run
+
+
+def test_smoke_run_writes_every_artefact(smoke):
+    out, result = smoke
+    assert result.exit_code == 0, result.output
+    assert "mode: c" in result.stdout and "blas__ldflags" in result.stdout and "threads:" in result.stdout
+    assert "data: " in result.stdout
+    for model in ("untapped", "m2"):
+        folder = out / f"{model}-seed1234"
+        for name in RUN_FILES:
+            assert (folder / name).is_file() and (folder / name).stat().st_size > 0, folder / name
+        assert (folder / "digits_means.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        config = json.loads((folder / "config.json").read_text())
+        assert config["epochs"] == 1 and config["model"] == model and config["subset"] == 200  # env var honoured
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert np.isfinite(metrics["cross_entropy"]) and 0 <= metrics["accuracy"] <= 1
+        assert len(metrics["recognised"]) == 10 and sorted(metrics["labels"]) == list(range(10))
+        history = json.loads((folder / "history.json").read_text())
+        assert history["epoch"] == [1.0] and history["eval/epoch"] == [1.0]
+        ckpt = checkpoint.load(folder / "checkpoint.h5")
+        assert ckpt.epoch == 1 and ckpt.config["model"] == model
+    assert (out / "summary.txt").is_file() and (out / "summary.json").is_file()
+    table = result.stdout.split("digit shown by y=0..9")[-1]
+    assert "untapped" in table and "m2" in table and "+-" in table
+
+
+def test_resume_through_the_cli_is_bit_identical(smoke, mnist_dir, cache, tmp_path):
+    out, result = smoke
+    assert result.exit_code == 0, result.output
+    env = {"XDG_CACHE_HOME": str(cache)}
+    straight = invoke(QUICK + ["--epochs", 2, "--model", "m2", "--out", tmp_path / "straight", "--data-dir", mnist_dir], env)
+    assert straight.exit_code == 0, straight.output
+    shutil.copytree(out / "m2-seed1234", tmp_path / "resumed" / "m2-seed1234")
+    path = tmp_path / "resumed" / "m2-seed1234" / "checkpoint.h5"
+    resumed = invoke(["--resume", path, "--epochs", 2, "--data-dir", mnist_dir], env)
+    assert resumed.exit_code == 0, resumed.output
+    a = checkpoint.load(tmp_path / "straight" / "m2-seed1234" / "checkpoint.h5")
+    b = checkpoint.load(path)
+    assert a.epoch == b.epoch == 2
+    for group in ("params", "optimizer"):
+        for name, value in getattr(a, group).items():
+            assert np.array_equal(getattr(b, group)[name], value), name
+    assert a.rng == b.rng
+    assert json.loads((path.parent / "metrics.json").read_text())["epochs"] == 2
+    assert b.history["epoch"] == [1.0, 2.0]
+
+
+def test_a_fresh_run_does_not_overwrite_a_saved_run(smoke, mnist_dir):
+    out, _ = smoke
+    before = sha(out / "untapped-seed1234" / "checkpoint.h5")
+    result = invoke(QUICK + ["--epochs", 1, "--model", "untapped", "--out", out, "--data-dir", mnist_dir])
+    assert_one_line_error(result, "already holds a run", "--resume")
+    assert sha(out / "untapped-seed1234" / "checkpoint.h5") == before
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [(["--seed", 7], "--seed 7 conflicts"), (["--trials", 2], "--trials"), (["--epochs", 0], "asks for fewer"),
+     (["--model", "untapped"], "conflicts")],
+)
+def test_resume_with_conflicting_options(smoke, mnist_dir, extra, fragment):
+    out, _ = smoke
+    path = out / "m2-seed1234" / "checkpoint.h5"
+    before = sha(path)
+    result = invoke(["--resume", path, "--data-dir", mnist_dir] + extra)
+    assert_one_line_error(result, fragment)
+    assert sha(path) == before
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_help_shows_defaults_and_options():
+    result = invoke(["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for fragment in ("--epochs", "default: 150", "default: 10000", "default: both", "--trials", "--jobs", "--backend",
+                     "--seed", "default: 1234", "--data-dir", "--out", "--resume", "--eval-every", "--mode",
+                     "default: c", "--version", "UNTAPPED_"):
+        assert fragment in text, fragment
+
+
+def test_version():
+    import untapped
+
+    result = invoke(["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"untapped {untapped.__version__}"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--epochs", "-1"], "--epochs"),
+        (["--epochs", "many"], "--epochs"),
+        (["--model", "m3"], "--model"),
+        (["--batch", "0"], "--batch"),
+        (["--trials", "0"], "--trials"),
+        (["--jobs", "0"], "--jobs"),
+        (["--mode", "gpu"], "--mode"),
+        (["--backend", "threads"], "--backend"),
+        (["--no-such-option"], "no-such-option"),
+    ],
+)
+def test_bad_option_values(args, fragment, tmp_path):
+    result = invoke(args + ["--out", tmp_path / "out"])
+    assert_one_line_error(result, fragment, code=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_environment_variables_are_read():
+    result = invoke([], env={"UNTAPPED_EPOCHS": "-5"})
+    assert_one_line_error(result, "--epochs", "-5", code=2)
+    result = invoke([], env={"UNTAPPED_MODEL": "nope"})
+    assert_one_line_error(result, "--model", code=2)
+
+
+def test_missing_data_dir(tmp_path):
+    result = invoke(["--data-dir", tmp_path / "nowhere", "--out", tmp_path / "out"])
+    assert_one_line_error(result, "nowhere", "does not exist", code=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_data_file(mnist_dir, tmp_path):
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for path in mnist_dir.glob("*-ubyte.gz"):
+        shutil.copy(path, data / path.name)
+    target = data / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    result = invoke(["--data-dir", data, "--out", tmp_path / "out"])
+    assert_one_line_error(result, "t10k-labels-idx1-ubyte.gz", code=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_foreign_checkpoint_for_resume(tmp_path, mnist_dir):
+    text = tmp_path / "notes.h5"
+    text.write_text("hello\n")
+    result = invoke(["--resume", text, "--data-dir", mnist_dir])
+    assert_one_line_error(result, "not an HDF5 file", code=1)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.arange(3)
+    result = invoke(["--resume", foreign, "--data-dir", mnist_dir])
+    assert_one_line_error(result, "not an untapped checkpoint", code=1)
+    assert text.read_text() == "hello\n"
+    result = invoke(["--resume", tmp_path / "missing.h5", "--data-dir", mnist_dir])
+    assert_one_line_error(result, "no such checkpoint", code=1)
+
+
+def test_output_folder_that_cannot_be_created(tmp_path, mnist_dir):
+    blocker = tmp_path / "somefile"
+    blocker.write_text("keep me\n")
+    result = invoke(["--out", blocker / "sub", "--data-dir", mnist_dir, "--subset", 10])
+    assert_one_line_error(result, "cannot write to the output folder", code=1)
+    assert blocker.read_text() == "keep me\n"
+
+
+def test_real_entry_point_prints_one_line_error(tmp_path):
+    """The script itself, in a fresh interpreter: no warning or traceback on stderr."""
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
