@@ -639,7 +639,11 @@ def _json_number(x):
 
 
 def _errors(actual, expected, rtol, atol):
-    """``(max_abs, max_rel, mismatches)`` of actual against expected (float64 arithmetic)."""
+    """``(max_abs, max_rel, used, mismatches)`` of actual against expected (float64 arithmetic).
+
+    ``used`` is the largest ``|actual - expected| / (atol + rtol |expected|)``:
+    the fraction of its tolerance the worst entry uses (> 1 fails).
+    """
     a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     both_nan = np.isnan(a) & np.isnan(e)
     same_inf = np.isinf(e) & (a == e)
@@ -647,12 +651,15 @@ def _errors(actual, expected, rtol, atol):
         err = np.abs(a - e)
         err = np.where(both_nan | same_inf, 0.0, err)
         err = np.where(np.isnan(err), np.inf, err)
-        ok = err <= atol + rtol * np.abs(e)
+        allowed = atol + rtol * np.abs(e)
+        ok = err <= allowed
+        used = np.where(err == 0, 0.0, err / np.where(allowed > 0, allowed, 1.0))
+        used = np.where((err > 0) & ~(allowed > 0), np.inf, used)
         nonzero = (e != 0) & np.isfinite(e)
         rel = err[nonzero] / np.abs(e[nonzero])
     max_abs = float(err.max()) if err.size else 0.0
     max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else math.inf)
-    return max_abs, max_rel, int((~ok).sum())
+    return max_abs, max_rel, float(used.max()) if used.size else 0.0, int((~ok).sum())
 
 
 def _compare_item(name, expected_bundle, actual_bundle):
@@ -672,8 +679,8 @@ def _compare_item(name, expected_bundle, actual_bundle):
         return dict(row, status="fail", reason=f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
     if actual.dtype != expected.dtype:
         return dict(row, status="fail", reason=f"dtype {actual.dtype}, expected {expected.dtype}")
-    max_abs, max_rel, bad = _errors(actual, expected, tol["rtol"], tol["atol"])
-    row.update(max_abs_error=max_abs, max_rel_error=max_rel, mismatches=bad, checked=int(expected.size))
+    max_abs, max_rel, used, bad = _errors(actual, expected, tol["rtol"], tol["atol"])
+    row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad, checked=int(expected.size))
     if bad:
         return dict(row, status="fail", reason=f"{bad} of {expected.size} entries outside tolerance")
     return dict(row, status="pass")
@@ -696,8 +703,8 @@ def _compare_entries(row, name, expected, actual_bundle, tol):
     if (index < 0).any() or (index >= np.array(expected.shape)).any():
         return dict(row, status="fail", reason=f"entry index out of range for shape {expected.shape}")
     picked = expected[tuple(index.T)]
-    max_abs, max_rel, bad = _errors(value, picked, tol["rtol"], tol["atol"])
-    row.update(max_abs_error=max_abs, max_rel_error=max_rel, mismatches=bad, checked=int(n))
+    max_abs, max_rel, used, bad = _errors(value, picked, tol["rtol"], tol["atol"])
+    row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad, checked=int(n))
     if bad:
         return dict(row, status="fail", reason=f"{bad} of {n} given entries outside tolerance")
     return dict(row, status="pass")
@@ -774,7 +781,7 @@ def compare(expected_path, actual_path):
 
 def format_report(report, failures_only=False):
     """The comparison as a table and a summary line."""
-    header = ("dataset", "shape", "max abs err", "max rel err", "rtol", "atol", "result")
+    header = ("dataset", "shape", "max abs err", "max rel err", "rtol", "atol", "used", "result")
     lines = []
     for r in report["datasets"]:
         if failures_only and r["status"] in ("pass", "not given"):
@@ -793,6 +800,7 @@ def format_report(report, failures_only=False):
                 _fmt(r.get("max_rel_error")),
                 _fmt(r.get("rtol")),
                 _fmt(r.get("atol")),
+                _fmt_used(r.get("tolerance_used")),
                 result,
             )
         )
@@ -830,6 +838,14 @@ def _fmt(x):
     if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
         return str(x)
     return f"{x:.2e}" if x else "0"
+
+
+def _fmt_used(x):
+    if x is None:
+        return "-"
+    if math.isinf(x):
+        return "inf"
+    return f"{x:.2f}" if x < 100 else f"{x:.3g}"
 
 
 def report_json(report):
@@ -914,6 +930,9 @@ class _OneLineErrors(click.Group):
             sys.exit(EXIT_ERROR)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+            sys.exit(EXIT_ERROR)
         except click.ClickException as exc:
             click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(EXIT_ERROR)
@@ -958,7 +977,7 @@ def export_command(out, model, seed, rows, steps, inputs, data_dir, download, mo
     )
 
 
-@main.command("compare")
+@main.command("compare", short_help="Check bundle ACTUAL against EXPECTED.")
 @click.argument("expected", type=click.Path(path_type=pathlib.Path))
 @click.argument("actual", type=click.Path(path_type=pathlib.Path))
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the results as JSON.")
