@@ -20,4 +20,5 @@ setup(
         "joblib",
         "matplotlib",
     ],
+    entry_points={"console_scripts": ["untapped-reference=untapped.reference:main"]},
 )
