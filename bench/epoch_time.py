@@ -34,13 +34,23 @@ import sys
 import tempfile
 import time
 
-# The compile cache must be chosen before PyTensor is imported. It is removed
-# at exit, after PyTensor's own exit handler (registered later, so run earlier).
-_CACHE = tempfile.mkdtemp(prefix="untapped-bench-cache-")
-atexit.register(lambda: None if os.environ.get("UNTAPPED_BENCH_KEEP_CACHE") else shutil.rmtree(_CACHE, ignore_errors=True))
-os.environ["PYTENSOR_FLAGS"] = ",".join(
-    f for f in (os.environ.get("PYTENSOR_FLAGS", ""), f"base_compiledir={_CACHE}") if f
-)
+_CACHE = None
+
+
+def use_empty_compile_cache():
+    """Point PyTensor at a fresh, empty compile cache; call before PyTensor is imported.
+
+    The folder is removed at exit, after PyTensor's own exit handler (which is
+    registered later, so runs earlier).
+    """
+    global _CACHE
+    if "pytensor" in sys.modules:
+        raise RuntimeError("the compile cache must be chosen before PyTensor is imported")
+    _CACHE = tempfile.mkdtemp(prefix="untapped-bench-cache-")
+    atexit.register(lambda: None if os.environ.get("UNTAPPED_BENCH_KEEP_CACHE") else shutil.rmtree(_CACHE, ignore_errors=True))
+    os.environ["PYTENSOR_FLAGS"] = ",".join(
+        f for f in (os.environ.get("PYTENSOR_FLAGS", ""), f"base_compiledir={_CACHE}") if f
+    )
 
 import numpy as np  # noqa: E402
 
@@ -318,5 +328,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    use_empty_compile_cache()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()

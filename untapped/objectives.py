@@ -32,6 +32,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 from parmesan_compat.distributions import log_bernoulli, log_concrete, log_normal
+from untapped import ops
 
 #: name -> (paper symbol, equation), in logging order.
 TERMS = OrderedDict(
@@ -63,7 +64,15 @@ def log_q_z(z_tilde, z_mean, z_std, z_log_det):
 
 
 def log_p_x(x, x_mean):
-    """log p_theta(x|y,z) (eq. 1): ``sum_d log Bern(x_d; b_theta(y,z)_d)``, the mean clipped to [1e-5, 1-1e-5]."""
+    """log p_theta(x|y,z) (eq. 1): ``sum_d log Bern(x_d; b_theta(y,z)_d)``, the mean clipped to [1e-5, 1-1e-5].
+
+    When the mean is the decoder's sigmoid, one fused op computes the sigmoid,
+    the clip, the log terms and the row sum (and, for the gradient, their
+    derivative) in one pass (:func:`untapped.ops.bernoulli_log_lik_rows`).
+    """
+    fused = ops.bernoulli_log_lik_rows(x, x_mean)
+    if fused is not None:
+        return fused
     return pt.sum(log_bernoulli(x, x_mean), axis=-1)
 
 
