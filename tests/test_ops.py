@@ -69,3 +69,99 @@ def test_fast_tanh_float64_graph_is_numpy_tanh():
     f = pytensor.function([x], ops.tanh(x), mode=compile_mode("c"))
     v = np.linspace(-5, 5, 101)
     np.testing.assert_allclose(f(v), np.tanh(v), rtol=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# Fused Bernoulli log-likelihood, float32 uniforms, oriented matmul
+
+
+def _bernoulli_reference(x, a, eps=1e-5, dtype=np.float32):
+    """float64 sums of the terms, from a sigmoid rounded to ``dtype`` (float32, as the graph's)."""
+    a = np.asarray(a, dtype)
+    p = (1.0 / (1.0 + np.exp(-a))).astype(np.float64)
+    c = np.clip(p, np.float32(eps), np.float32(1 - eps))
+    return np.sum(x * np.log(c) + (1 - x) * np.log(1 - c), axis=-1)
+
+
+@pytest.mark.parametrize("mode", ["c", "py"])
+def test_bernoulli_log_lik_rows_values_and_gradient(mode):
+    from parmesan_compat.distributions import log_bernoulli
+
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((37, 23)) * 4).astype(np.float32)
+    a[0, :3] = [-30.0, 30.0, 0.0]  # both clips and the middle
+    x = (rng.random((37, 23)) < 0.4).astype(np.float32)
+    x[1] = 0.3  # non-binary x is handled too
+    gw = rng.standard_normal(37).astype(np.float32)
+    with float32():
+        xs, as_ = pt.matrix("x"), pt.matrix("a")
+        fused = ops.bernoulli_log_lik_rows(xs, pt.sigmoid(as_))
+        assert isinstance(fused.owner.op, ops.BernoulliLogLikRows)
+        plain = pt.sum(log_bernoulli(xs, pt.sigmoid(as_)), axis=-1)
+        outs = []
+        for expr in (fused, plain):
+            cost = pt.sum(expr * gw)
+            outs += [expr, *pytensor.grad(cost, [as_, xs])]
+        kwargs = dict(mode=compile_mode("c")) if mode == "c" else dict(mode="FAST_COMPILE")
+        f = pytensor.function([xs, as_], outs, **kwargs)
+    v_f, ga_f, gx_f, v_p, ga_p, gx_p = f(x, a)
+    np.testing.assert_allclose(v_f, _bernoulli_reference(x, a), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v_f, v_p, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ga_f, ga_p, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gx_f, gx_p, rtol=1e-5, atol=1e-6)
+    assert ga_f[0, 0] == 0.0 and ga_f[0, 1] == 0.0  # clipped: no gradient, as Theano's clip
+    # central differences in float64 where the clip is not active
+    eps = 1e-3
+    inside = np.abs(a) < 10
+    # row sums: perturb one column at a time
+    fd = np.zeros_like(a, dtype=np.float64)
+    for j in range(a.shape[1]):
+        d = np.zeros_like(a, dtype=np.float64)
+        d[:, j] = eps
+        up, down = _bernoulli_reference(x, a + d, dtype=np.float64), _bernoulli_reference(x, a - d, dtype=np.float64)
+        fd[:, j] = gw * (up - down) / (2 * eps)
+    np.testing.assert_allclose(ga_f[inside], fd[inside], rtol=1e-3, atol=1e-4)
+
+
+def test_bernoulli_fused_op_only_for_float32_sigmoid():
+    with float32():
+        x, a = pt.matrix("x"), pt.matrix("a")
+        assert ops.bernoulli_log_lik_rows(x, a) is None
+        assert ops.bernoulli_log_lik_rows(x, pt.tanh(a)) is None
+    assert ops.bernoulli_log_lik_rows(pt.dmatrix(), pt.sigmoid(pt.dmatrix())) is None
+
+
+def test_uniform_float32_is_seeded_and_below_one():
+    from pytensor.tensor.random import shared_rng
+
+    with float32():
+        rng = shared_rng(np.random.default_rng(5))
+        next_rng, draw = ops.uniform_float32(rng, (1000, 7))
+        f = pytensor.function([], draw, updates={rng: next_rng}, mode=compile_mode("c"))
+    first, second = f(), f()
+    assert first.dtype == np.float32 and first.shape == (1000, 7)
+    assert not np.array_equal(first, second)
+    expected = np.random.default_rng(5)
+    assert np.array_equal(first, expected.random((1000, 7), dtype=np.float32))
+    assert np.array_equal(second, expected.random((1000, 7), dtype=np.float32))
+    assert first.min() >= 0.0 and max(first.max(), second.max()) < 1.0
+
+
+@pytest.mark.parametrize("shape", [(30, 200, 5), (5, 200, 30), (7, 3, 7)])
+def test_matmul_values_and_gradient(shape):
+    m, k, n = shape
+    rng = np.random.default_rng(4)
+    xv = rng.standard_normal((m, k)).astype(np.float32)
+    yv = rng.standard_normal((k, n)).astype(np.float32)
+    gv = rng.standard_normal((m, n)).astype(np.float32)
+    with float32():
+        x, y = pt.matrix("x"), pt.matrix("y")
+        z = ops.matmul(x, y)
+        gx, gy = pytensor.grad(pt.sum(z * gv), [x, y])
+        f = pytensor.function([x, y], [z, gx, gy, z.shape], mode=compile_mode("c"))
+    z_out, gx_out, gy_out, shp = f(xv, yv)
+    x64, y64, g64 = xv.astype(np.float64), yv.astype(np.float64), gv.astype(np.float64)
+    np.testing.assert_allclose(z_out, x64 @ y64, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(gx_out, g64 @ y64.T, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(gy_out, x64.T @ g64, rtol=1e-5, atol=1e-4)
+    assert tuple(shp) == (m, n) and z_out.dtype == np.float32

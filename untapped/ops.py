@@ -190,7 +190,7 @@ class BernoulliLogLikRows(_BernoulliBase):
         c = np.clip(p, lo, hi)
         outputs[0][0] = np.sum(x * np.log(c) + (1 - x) * np.log(1 - c), axis=-1, dtype=np.float64).astype(np.float32)
 
-    def grad(self, inputs, output_grads):
+    def pullback(self, inputs, outputs, output_grads):
         x, a = inputs
         (g,) = output_grads
         lo, hi = self.bounds
@@ -336,7 +336,7 @@ class Matmul(Op):
     def infer_shape(self, fgraph, node, shapes):
         return [(shapes[0][0], shapes[1][1])]
 
-    def grad(self, inputs, output_grads):
+    def pullback(self, inputs, outputs, output_grads):
         x, y = inputs
         (g,) = output_grads
         return [matmul(g, y.T), matmul(x.T, g)]
