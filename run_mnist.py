@@ -9,6 +9,7 @@ with a non-zero exit status; no traceback.
 """
 
 import pathlib
+import signal
 import sys
 import time
 
@@ -34,6 +35,10 @@ class OneLineErrors(click.Command):
             click.echo(f"error: {message}", err=True)
             sys.exit(exc.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _timestamp_out():
@@ -99,6 +104,7 @@ def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, 
         return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
     interactive = sys.stderr.isatty()
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
     try:
         if resume is not None:
             if trials != 1:
@@ -162,6 +168,8 @@ def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, 
     except (DataError, CheckpointError, experiment.ExperimentError) as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         sys.exit(EXIT_ERROR)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     click.echo("")
     click.echo(table)
     diverged = [r for r in results if r["status"] != "ok"]

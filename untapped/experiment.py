@@ -46,7 +46,7 @@ import untapped
 from untapped import checkpoint as ckpt_io
 from untapped import data as data_io
 from untapped.backend import DEFAULT_MODE, MODES, environment
-from untapped.training import TrainingDiverged, fit
+from untapped.training import TrainingDiverged, TrainingInterrupted, fit
 
 #: The models a run can train, by the names of :data:`untapped.model.PRESETS`.
 MODELS = ("untapped", "m2")
@@ -481,6 +481,10 @@ def run_trial(spec, classifier=None):
                 log=log,
                 label=spec.name,
             )
+        except TrainingInterrupted as exc:
+            log(f"interrupted: {exc}")
+            write_json(spec.path("history"), getattr(model, "history_", {}))
+            raise
         except TrainingDiverged as exc:
             log(f"diverged: {exc}")
             write_json(spec.path("history"), getattr(model, "history_", {}))
@@ -553,7 +557,20 @@ def run_trials(specs, jobs=1, backend="loky", classifier=None):
             Client()  # a local cluster, or the scheduler named by DASK_SCHEDULER_ADDRESS
     specs = [dataclasses.replace(spec, progress=False) for spec in specs]
     with joblib.parallel_config(backend=backend, n_jobs=jobs):
-        return joblib.Parallel()(joblib.delayed(run_trial)(spec) for spec in specs)
+        return joblib.Parallel()(joblib.delayed(_worker_trial)(spec) for spec in specs)
+
+
+def _worker_trial(spec):
+    """:func:`run_trial` in a joblib worker, without repeating PyTensor's multi-line BLAS warning.
+
+    The parent process has already reported the BLAS set-up (:func:`describe_environment`),
+    and every checkpoint records ``blas__ldflags``.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
+        return run_trial(spec)
 
 
 def joblib_backends():
