@@ -1,0 +1,604 @@
+"""Reference bundles (``untapped.reference``, ``docs/reference_format.md``).
+
+One bundle is exported in-process and shared by the module (full-size model,
+16 rows, 2 steps, synthetic inputs); an M2 bundle and one subprocess export
+(the command line in a fresh process) are the only other compilations. The
+foreign port (``foreign_port.py`` on ``numpy_port.py``) is written from the
+format page and must pass ``compare``; perturbed bundles must fail and name
+what was perturbed.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import foreign_port
+import numpy_port
+from untapped import data, reference
+
+ARGS = dict(model="untapped", seed=1234, rows=16, steps=2, inputs="synthetic")
+CLI_ARGS = ["--model", "untapped", "--seed", "1234", "--rows", "16", "--steps", "2", "--inputs", "synthetic"]
+PARAM_NAMES = numpy_port.param_names()
+FORWARD = {
+    "labeled": "logits y_probs y_sample z_mean z_std z_tilde z z_log_det x_mean x_sample".split(),
+    "unlabeled": "logits y_probs y_sample z_mean z_std z_tilde z z_log_det x_mean".split(),
+    "unfeatured": "logits y_probs x_mean x_sample".split(),
+}
+TERMS = list(numpy_port.TERMS)
+NOISE = [name for name, *_ in numpy_port.NOISE]
+
+
+def expected_names(steps):
+    """Every dataset name of a bundle, in the order of the format page's §3 table."""
+    names = [f"inputs/{k}" for k in numpy_port.BATCH]
+    names += [f"noise/{k}" for k in NOISE]
+    names += [f"params/initial/{p}" for p in PARAM_NAMES]
+    names += [f"forward/{s}/{k}" for s, keys in FORWARD.items() for k in keys]
+    names += [f"terms/{t}" for t in TERMS] + ["total"]
+    names += [f"gradients/{p}" for p in PARAM_NAMES]
+    for k in range(1, steps + 1):
+        names += [f"steps/{k}/noise/{n}" for n in NOISE] + [f"steps/{k}/total"]
+        names += [f"steps/{k}/gradients/{p}" for p in PARAM_NAMES]
+        names += [f"steps/{k}/params/{p}" for p in PARAM_NAMES]
+        names += [f"steps/{k}/adam/t"]
+        for p in PARAM_NAMES:
+            names += [f"steps/{k}/adam/m/{p}", f"steps/{k}/adam/v/{p}"]
+    return names
+
+
+def read_all(path):
+    """``(root attrs, {name: (array, attrs)})`` of a bundle, read with plain h5py."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        root = dict(f.attrs)
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj[()], dict(obj.attrs))
+
+        f.visititems(visit)
+    return root, out
+
+
+def invoke(*args):
+    return CliRunner().invoke(reference.main, [str(a) for a in args])
+
+
+def run_cli(*args):
+    """The command line in a fresh process: the console script if installed, else ``python -m``."""
+    script = pathlib.Path(sys.executable).parent / "untapped-reference"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "untapped.reference"]
+    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(stderr, *fragments):
+    lines = [line for line in stderr.splitlines() if line.strip() and "BLAS" not in line and "warn" not in line.lower()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+# ---------------------------------------------------------------------------
+# Shared bundles
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reference") / "ours.h5"
+    reference.export(path, **ARGS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def contents(bundle):
+    return read_all(bundle)
+
+
+@pytest.fixture(scope="module")
+def port_bundle(bundle, tmp_path_factory):
+    path = tmp_path_factory.mktemp("port") / "theirs.h5"
+    foreign_port.run(bundle, path, per_param=3, seed=0)
+    return path
+
+
+def copy_of(bundle, tmp_path, name="copy.h5"):
+    target = tmp_path / name
+    shutil.copyfile(bundle, target)
+    return target
+
+
+# ---------------------------------------------------------------------------
+# 1. Export: layout, determinism, the original's initial weights, the recipes
+
+
+def test_layout_shapes_dtypes_and_attributes(contents):
+    root, datasets = contents
+    assert root["format"] == "untapped-reference" and root["format_version"] == 1
+    for key in ("producer", "model", "seed", "rows", "steps", "learning_rate", "inputs_source", "coefficients",
+                "optimizer", "config", "param_order", "versions", "mode", "environment", "bernoulli_margin"):
+        assert key in root, key
+    assert (root["model"], root["seed"], root["rows"], root["steps"], root["inputs_source"]) == ("untapped", 1234, 16, 2, "synthetic")
+    assert json.loads(root["param_order"]) == PARAM_NAMES
+    assert json.loads(root["coefficients"]) == dict(numpy_port.UNTAPPED_COEFFICIENTS)
+    assert set(json.loads(root["optimizer"])) == set(numpy_port.OPTIMIZER_DEFAULTS)
+    assert json.loads(root["versions"])["pytensor"]
+
+    names = expected_names(steps=2)
+    assert sorted(datasets) == sorted(names)
+    n, widths = 16, dict(n_features=784, n_classes=10, n_latent=2)
+    params = numpy_port.initial_params()
+    shapes = {f"inputs/{k}": (n, w) for k, w in zip(numpy_port.BATCH, (784, 10, 784, 10, 2))}
+    shapes.update({f"noise/{name}": (n, widths[w]) for name, _, _, w in numpy_port.NOISE})
+    for name in names:
+        array, attrs = datasets[name]
+        assert array.dtype == np.float32, name
+        assert {"kind", "rtol", "atol", "required"} <= set(attrs), name
+        assert attrs["kind"] == reference.kind_of(name)
+        assert attrs["required"] == (0 if attrs["kind"] == "given" else 1), name
+        param = next((p for p in PARAM_NAMES if name.endswith("/" + p)), None)
+        if param is not None:
+            assert array.shape == params[param].shape, name
+            assert attrs["order"] == PARAM_NAMES.index(param), name
+        elif name in shapes:
+            assert array.shape == shapes[name], name
+        elif name.startswith(("terms/", "total")) or name.endswith(("/total", "adam/t")):
+            assert array.shape == (), name
+    for i, key in enumerate(NOISE):
+        assert datasets[f"noise/{key}"][1]["order"] == i
+        assert datasets[f"steps/2/noise/{key}"][1]["order"] == i
+    assert datasets["forward/labeled/z_log_det"][0].shape == (n,)
+    assert datasets["forward/unfeatured/x_mean"][0].shape == (n, 784)
+    for k in (1, 2):
+        assert datasets[f"steps/{k}/adam/t"][0] == k
+
+
+def test_tolerance_policy_is_stored_per_dataset(contents):
+    _, datasets = contents
+    policy = {
+        "inputs/labeled_x": (0, 0),
+        "forward/labeled/x_sample": (0, 0),
+        "steps/1/adam/t": (0, 0),
+        "terms/reverse_elbo": (1e-5, 1e-5),
+        "steps/2/params/decoder/mean/W": (1e-4, 1e-5),
+    }
+    for name, (rtol, atol) in policy.items():
+        attrs = datasets[name][1]
+        assert (attrs["rtol"], attrs["atol"]) == (rtol, atol), name
+    for name, rtol, factor in (
+        ("forward/labeled/logits", 1e-5, 1e-5),
+        ("gradients/decoder/mean/W", 1e-4, 1e-5),
+        ("steps/2/adam/v/encoder/std/b", 1e-4, 1e-5),
+    ):
+        array, attrs = datasets[name]
+        assert attrs["rtol"] == rtol
+        assert attrs["atol"] == pytest.approx(factor * np.abs(array).max(), rel=1e-6), name
+
+
+def test_terms_total_and_steps_are_consistent(contents):
+    _, datasets = contents
+    value = {name: np.float64(a) for name, (a, _) in datasets.items() if a.shape == ()}
+    expected = sum(c * value[f"terms/{t}"] for t, c in numpy_port.UNTAPPED_COEFFICIENTS.items())
+    assert value["total"] == pytest.approx(expected, rel=1e-6)
+    # each step moved every parameter, by at most about lr per entry
+    before = {p: datasets[f"params/initial/{p}"][0] for p in PARAM_NAMES}
+    for k in (1, 2):
+        after = {p: datasets[f"steps/{k}/params/{p}"][0] for p in PARAM_NAMES}
+        moved = [np.abs(after[p] - before[p]).max() for p in PARAM_NAMES]
+        assert min(moved) > 0 and max(moved) < 0.02
+        before = after
+
+
+def test_initial_params_are_the_originals_randomstate_glorot_draws(contents):
+    _, datasets = contents
+    rng = np.random.RandomState(1234)
+    glorot = [
+        ("classifier/hidden1/W", (784, 50)), ("classifier/hidden2/W", (50, 50)), ("classifier/logits/W", (50, 10)),
+        ("encoder/hidden1/W", (794, 10)), ("encoder/hidden2/W", (10, 10)), ("encoder/mean/W", (10, 2)),
+        ("decoder/hidden1/W", (12, 250)), ("decoder/hidden2/W", (250, 500)), ("decoder/mean/W", (500, 784)),
+    ]  # fmt: skip
+    for name, (fan_in, fan_out) in glorot:
+        std = np.sqrt(2) * np.sqrt(2.0 / (fan_in + fan_out))
+        draw = rng.uniform(low=0.0 - np.sqrt(3) * std, high=0.0 + np.sqrt(3) * std, size=(fan_in, fan_out))
+        stored = datasets[f"params/initial/{name}"][0]
+        assert np.array_equal(stored.view(np.uint32), draw.astype(np.float32).view(np.uint32)), name
+    for name in [p for p in PARAM_NAMES if p.endswith("/b")] + ["encoder/std/W"]:
+        assert not datasets[f"params/initial/{name}"][0].any(), name
+
+
+def test_inputs_and_noise_follow_the_documented_recipe(contents):
+    """§4.2 and §5 of the format page, reproduced with NumPy alone."""
+    root, datasets = contents
+    inputs_seq, noise_seq = np.random.SeedSequence(1234).spawn(2)
+    rng = np.random.default_rng(inputs_seq)
+    n = 16
+    z = rng.uniform(-1.5, 1.5, size=(n, 2)).astype(np.float32)
+    labeled_x = (rng.random((n, 784)) < 0.13).astype(np.float32)
+    unlabeled_x = (rng.random((n, 784)) < 0.13).astype(np.float32)
+    corners = data.close_corners()
+    expected = dict(
+        labeled_x=labeled_x,
+        labeled_y=np.eye(10, dtype=np.float32)[np.arange(n) % 5],
+        unlabeled_x=unlabeled_x,
+        unfeatured_y=corners[np.arange(n) % 10],
+        unfeatured_z=z,
+    )
+    for key, value in expected.items():
+        assert np.array_equal(datasets[f"inputs/{key}"][0], value), key
+    assert corners[0, 0] == np.float32(0.95) and corners[0, 1] == np.float32(0.05 / 9)
+
+    rng = np.random.default_rng(noise_seq)
+    shapes = numpy_port.noise_shapes(expected)
+    kinds = {name: kind for name, kind, *_ in numpy_port.NOISE}
+    margin = root["bernoulli_margin"]
+    for prefix, means_at in (("noise", "forward"), ("steps/1/noise", None), ("steps/2/noise", None)):
+        for key in NOISE:
+            if kinds[key] == "uniform":
+                draw = rng.random(shapes[key], dtype=np.float32)
+            else:
+                draw = rng.standard_normal(shapes[key], dtype=np.float32)
+            stored, attrs = datasets[f"{prefix}/{key}"]
+            assert stored.dtype == np.float32
+            if not key.endswith("bernoulli_uniform"):
+                assert np.array_equal(stored, draw), f"{prefix}/{key}"
+                continue
+            changed = stored != draw
+            assert attrs["moved"] == changed.sum() and 0 < changed.sum() < 0.01 * draw.size, f"{prefix}/{key}"
+            if means_at:  # the forward pass: every sample is >= margin from its mean
+                source = key.split("/")[0]
+                mean = datasets[f"forward/{source}/x_mean"][0].astype(np.float64)
+                assert np.abs(stored - mean).min() >= 0.999 * margin
+                assert np.abs(draw[changed] - mean[changed]).max() < margin
+                assert np.array_equal(datasets[f"forward/{source}/x_sample"][0], (stored < mean).astype(np.float32))
+
+
+def test_mnist_inputs_and_the_synthetic_fallback(mnist_dir, tmp_path, monkeypatch):
+    rng = np.random.default_rng(np.random.SeedSequence(5).spawn(2)[0])
+    batch, info = reference.make_inputs(rng, 12, "mnist", data_dir=mnist_dir)
+    assert info["source"] == "mnist"
+    images, digits = data.load_binarized_mnist(mnist_dir, download=False)
+    assert np.array_equal(batch["labeled_x"], images[info["labeled_index"]])
+    assert np.array_equal(batch["unlabeled_x"], images[info["unlabeled_index"]])
+    assert set(digits[info["labeled_index"]]) <= {0, 1, 2, 3, 4}
+    assert np.array_equal(batch["labeled_y"].argmax(1), digits[info["labeled_index"]])
+    assert set(np.unique(batch["labeled_x"])) <= {0.0, 1.0}
+    assert np.array_equal(batch["unfeatured_y"], data.close_corners()[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]])
+    assert batch["unfeatured_z"].min() >= -1.5 and batch["unfeatured_z"].max() < 1.5
+
+    # auto without any MNIST in sight: the synthetic batch, with a note; never a download
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    batch, info = reference.make_inputs(np.random.default_rng(0), 4, "auto")
+    assert info["source"] == "synthetic" and "MNIST not found" in info["note"]
+    # an explicit folder without MNIST is an error, not a fallback
+    with pytest.raises(reference.ReferenceError, match="MNIST inputs"):
+        reference.make_inputs(np.random.default_rng(0), 4, "auto", data_dir=tmp_path / "nothing-here")
+
+
+def test_exporting_twice_gives_identical_datasets(bundle, contents, tmp_path):
+    again = tmp_path / "again.h5"
+    reference.export(again, **ARGS)
+    root, datasets = read_all(again)
+    first_root, first = contents
+    assert list(datasets) == list(first)
+    for name, (array, attrs) in datasets.items():
+        assert array.dtype == first[name][0].dtype
+        assert array.tobytes() == first[name][0].tobytes(), name
+        assert attrs.keys() == first[name][1].keys(), name
+    assert root.keys() == first_root.keys()
+    assert bundle.read_bytes() == again.read_bytes()  # no timestamps: the very same file
+
+
+def test_command_line_export_in_a_fresh_process_then_compare(bundle, tmp_path):
+    """``untapped-reference export a.h5 && ... export b.h5 && ... compare a.h5 b.h5`` exits 0 (a = the fixture)."""
+    b = tmp_path / "b.h5"
+    result = run_cli("export", b, *CLI_ARGS)
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and "synthetic" in result.stdout
+    _, ours = read_all(bundle)
+    _, theirs = read_all(b)
+    assert list(ours) == list(theirs)
+    for name in ours:
+        assert ours[name][0].tobytes() == theirs[name][0].tobytes(), name
+    result = run_cli("compare", bundle, b)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("PASS")
+    # and an existing file is not replaced without --force
+    result = run_cli("export", b, "--rows", "1", "--steps", "0")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "exists", "--force")
+
+
+# ---------------------------------------------------------------------------
+# 2. Compare
+
+
+def test_identical_bundles_pass(bundle):
+    report = reference.compare(bundle, bundle)
+    assert report["passed"], report["failed"]
+    assert report["counts"]["passed"] == len(expected_names(2)) and not report["missing"] and not report["extra"]
+    result = invoke("compare", bundle, bundle)
+    assert result.exit_code == 0
+    lines = result.output.strip().splitlines()
+    assert lines[0].split()[:4] == ["dataset", "shape", "max", "abs"]
+    assert any(line.split()[:2] == ["forward/labeled/logits", "16x10"] for line in lines)
+    assert lines[-1].startswith("PASS")
+    result = invoke("compare", bundle, bundle, "--json")
+    assert result.exit_code == 0
+    parsed = json.loads(result.output)
+    assert parsed["passed"] is True and parsed["failed"] == [] and len(parsed["datasets"]) == len(expected_names(2))
+    row = next(r for r in parsed["datasets"] if r["name"] == "gradients/decoder/mean/W")
+    assert row["status"] == "pass" and row["shape"] == [500, 784] and row["max_abs_error"] == 0.0
+
+
+#: One dataset of every kind, and a few more.
+PERTURBED = [
+    "inputs/labeled_x",
+    "noise/labeled/gaussian_eps",
+    "steps/2/noise/unfeatured/bernoulli_uniform",
+    "params/initial/encoder/mean/W",
+    "forward/labeled/logits",
+    "forward/unlabeled/z_log_det",
+    "forward/labeled/x_sample",
+    "forward/unfeatured/x_sample",
+    "terms/reverse_elbo",
+    "total",
+    "gradients/decoder/mean/W",
+    "gradients/encoder/std/b",
+    "steps/2/total",
+    "steps/1/gradients/classifier/logits/b",
+    "steps/2/params/encoder/std/b",
+    "steps/2/adam/t",
+    "steps/1/adam/m/decoder/hidden1/W",
+    "steps/2/adam/v/classifier/hidden1/W",
+]
+
+
+def _perturb(path, name, factor):
+    """Move the largest entry of ``name`` by ``factor`` times its tolerance (the next float for exact kinds)."""
+    with h5py.File(path, "r+") as f:
+        ds = f[name]
+        array = ds[()]
+        flat = array.reshape(-1).copy()
+        i = int(np.argmax(np.abs(flat)))
+        allowed = float(ds.attrs["atol"]) + float(ds.attrs["rtol"]) * abs(float(flat[i]))
+        if allowed == 0:
+            if ds.attrs["kind"] == "sample":
+                flat[i] = 1.0 - flat[i]
+            else:
+                flat[i] = np.nextafter(flat[i], np.float32(np.inf)) if factor > 1 else flat[i]
+        else:
+            flat[i] = np.float32(float(flat[i]) + factor * allowed)
+        ds[...] = flat.reshape(array.shape)
+
+
+@pytest.mark.parametrize("name", PERTURBED)
+def test_a_dataset_changed_beyond_its_tolerance_fails_and_is_named(name, bundle, tmp_path):
+    changed = copy_of(bundle, tmp_path)
+    _perturb(changed, name, 1.5)
+    report = reference.compare(bundle, changed)
+    assert not report["passed"]
+    assert report["failed"] == [name]
+    row = next(r for r in report["datasets"] if r["name"] == name)
+    assert row["mismatches"] == 1 and row["tolerance_used"] > 1
+    result = invoke("compare", bundle, changed)
+    assert result.exit_code == 1
+    summary = result.output.strip().splitlines()[-1]
+    assert summary == f"FAIL: 1 differ: {name}"
+    assert any(line.startswith(name + " ") and "fail: 1 of" in line for line in result.output.splitlines())
+
+
+@pytest.mark.parametrize("name", ["forward/labeled/logits", "gradients/decoder/mean/W", "steps/2/params/encoder/std/b"])
+def test_a_change_within_tolerance_passes(name, bundle, tmp_path):
+    changed = copy_of(bundle, tmp_path)
+    _perturb(changed, name, 0.5)
+    with h5py.File(bundle, "r") as a, h5py.File(changed, "r") as b:
+        assert not np.array_equal(a[name][()], b[name][()])
+    report = reference.compare(bundle, changed)
+    assert report["passed"], report["failed"]
+
+
+def test_missing_extra_shape_and_dtype_are_reported(bundle, tmp_path):
+    broken = copy_of(bundle, tmp_path)
+    with h5py.File(broken, "r+") as f:
+        del f["terms/x_to_y_loss"]  # a required dataset
+        del f["noise/labeled/gumbel_uniform"]  # given data may be left out
+        f["forward/labeled/bonus"] = np.zeros(3, np.float32)
+        f["forward/extra_source/logits"] = np.zeros((16, 10), np.float32)
+        logits = f["forward/unlabeled/logits"][()]
+        del f["forward/unlabeled/logits"]
+        f["forward/unlabeled/logits"] = logits.T.copy()
+        mean = f["forward/labeled/x_mean"][()]
+        del f["forward/labeled/x_mean"]
+        f["forward/labeled/x_mean"] = mean.astype(np.float64)
+    report = reference.compare(bundle, broken)
+    assert not report["passed"]
+    assert report["missing"] == ["terms/x_to_y_loss"]
+    assert report["not_given"] == ["noise/labeled/gumbel_uniform"]
+    assert sorted(report["extra"]) == ["forward/extra_source/logits", "forward/labeled/bonus"]
+    assert sorted(report["failed"]) == ["forward/labeled/x_mean", "forward/unlabeled/logits"]
+    reasons = {r["name"]: r.get("reason", "") for r in report["datasets"]}
+    assert reasons["forward/unlabeled/logits"] == "shape (10, 16), expected (16, 10)"
+    assert reasons["forward/labeled/x_mean"] == "dtype float64, expected float32"
+    result = invoke("compare", bundle, broken)
+    assert result.exit_code == 1
+    summary = result.output.strip().splitlines()[-1]
+    for name in ("terms/x_to_y_loss", "forward/labeled/bonus", "forward/extra_source/logits", "forward/unlabeled/logits",
+                 "forward/labeled/x_mean"):
+        assert name in summary
+    assert "noise/labeled/gumbel_uniform" not in summary
+    result = invoke("compare", bundle, broken, "--failures")
+    listed = [line.split()[0] for line in result.output.strip().splitlines()[1:-1]]
+    assert sorted(listed) == sorted(
+        ["terms/x_to_y_loss", "forward/labeled/bonus", "forward/extra_source/logits", "forward/unlabeled/logits",
+         "forward/labeled/x_mean"]
+    )
+
+
+# ---------------------------------------------------------------------------
+# 3. A foreign port, written from the format page
+
+
+def test_foreign_port_passes_compare(bundle, port_bundle):
+    report = reference.compare(bundle, port_bundle)
+    assert report["passed"], reference.format_report(report, failures_only=True)
+    c = report["counts"]
+    # it computes everything; only inputs and noise are left out; gradients as entries
+    assert c["missing"] == 0 and c["extra"] == 0
+    assert sorted(report["not_given"]) == sorted(
+        [f"inputs/{k}" for k in numpy_port.BATCH] + [f"noise/{k}" for k in NOISE]
+        + [f"steps/{k}/noise/{n}" for k in (1, 2) for n in NOISE]
+    )
+    assert c["entries_only"] == 3 * len(PARAM_NAMES)
+    rows = {r["name"]: r for r in report["datasets"]}
+    # its own initialiser matches ours bit for bit
+    assert all(rows[f"params/initial/{p}"]["status"] == "pass" for p in PARAM_NAMES)
+    # the finite differences really checked something
+    sizes = {p: v.size for p, v in numpy_port.initial_params().items()}
+    assert sum(rows[f"gradients/{p}"]["checked"] for p in PARAM_NAMES) == sum(min(3, sizes[p]) for p in PARAM_NAMES)
+    assert max(rows[f"gradients/{p}"]["max_rel_error"] for p in PARAM_NAMES) > 0
+    # and with room to spare: a port that is right uses a fraction of each tolerance
+    used = max(r["tolerance_used"] for r in rows.values() if r.get("tolerance_used") is not None)
+    assert used < 0.5
+    result = invoke("compare", bundle, port_bundle)
+    assert result.exit_code == 0, result.output
+    assert "3/39200 entries" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("PASS")
+
+
+def test_foreign_port_in_float64_passes_too(bundle, tmp_path):
+    theirs = tmp_path / "theirs64.h5"
+    foreign_port.run(bundle, theirs, per_param=2, seed=1, dtype=np.float64, include_given=True)
+    report = reference.compare(bundle, theirs)
+    assert report["passed"], reference.format_report(report, failures_only=True)
+    assert report["not_given"] == []  # inputs and noise written back, compared exactly
+
+
+def test_foreign_port_bug_is_caught_where_it_arises(bundle, tmp_path, monkeypatch):
+    """A port that drops the original's 1e-4 guards in the Gumbel transform fails at the Concrete samples."""
+    monkeypatch.setattr(numpy_port, "GUMBEL_EPS", 0.0)
+    theirs = tmp_path / "buggy.h5"
+    foreign_port.run(bundle, theirs, per_param=1, seed=0)
+    report = reference.compare(bundle, theirs)
+    assert not report["passed"]
+    failed = set(report["failed"])
+    # g changes by ~1e-4: the samples show it plainly (the terms move by ~1e-5 relative, near their tolerance)
+    assert {"forward/labeled/y_sample", "forward/unlabeled/y_sample"} <= failed
+    # nothing upstream of the Concrete samples, nor anything that does not depend on them, fails
+    for name in failed:
+        assert name.endswith("y_sample") or name.startswith(("forward/unlabeled/", "terms/unlabeled_elbo",
+                                                                 "terms/x_to_y_loss", "total", "steps/")), name
+    for name in ("forward/labeled/logits", "forward/labeled/z", "forward/unfeatured/x_mean", "terms/labeled_elbo",
+                 "terms/reverse_elbo"):
+        assert name not in failed, name
+
+
+def test_gradient_entries_are_checked(bundle, port_bundle, tmp_path):
+    broken = copy_of(port_bundle, tmp_path)
+    with h5py.File(broken, "r+") as f:
+        value = f["gradients/classifier/logits/W/value"]
+        value[0] = value[0] + np.float32(0.01)
+        index = f["steps/1/gradients/decoder/mean/b/index"]
+        index[0, 0] = 784  # out of range
+        group = f.create_group("terms/total_as_entries")
+        group.attrs["form"] = "entries"
+    report = reference.compare(bundle, broken)
+    reasons = {r["name"]: r.get("reason", "") for r in report["datasets"] if r["status"] == "fail"}
+    assert reasons["gradients/classifier/logits/W"] == "1 of 3 given entries outside tolerance"
+    assert "out of range" in reasons["steps/1/gradients/decoder/mean/b"]
+    assert report["extra"] == ["terms/total_as_entries"]
+
+
+# ---------------------------------------------------------------------------
+# 4. M2
+
+
+def test_m2_bundle(bundle, tmp_path):
+    m2 = tmp_path / "m2.h5"
+    reference.export(m2, **dict(ARGS, model="m2"))
+    root, theirs = read_all(m2)
+    _, ours = read_all(bundle)
+    assert root["model"] == "m2" and json.loads(root["coefficients"]) == dict(numpy_port.M2_COEFFICIENTS)
+    # same seed, same inputs, noise and forward pass; another total and other gradients
+    for name in ours:
+        if name.startswith(("inputs/", "noise/", "params/", "forward/", "terms/")):
+            assert ours[name][0].tobytes() == theirs[name][0].tobytes(), name
+    t = {k: float(theirs[f"terms/{k}"][0]) for k in TERMS}
+    assert float(theirs["total"][0]) == pytest.approx(0.1 * t["labeled_elbo"] + 0.1 * t["unlabeled_elbo"] + t["x_to_y_loss"], rel=1e-6)
+    report = reference.compare(bundle, m2)
+    assert not report["passed"]
+    assert "total" in report["failed"] and "forward/labeled/logits" not in report["failed"]
+    assert report["notes"] == ["model: expected 'untapped', actual 'm2'"]
+    port = tmp_path / "m2-port.h5"
+    foreign_port.run(m2, port, per_param=2, seed=2)
+    report = reference.compare(m2, port)
+    assert report["passed"], reference.format_report(report, failures_only=True)
+
+
+# ---------------------------------------------------------------------------
+# 5. Describe and the command line's errors
+
+
+def test_describe_prints_the_layout(bundle):
+    result = invoke("describe", bundle)
+    assert result.exit_code == 0
+    out = result.output
+    assert out.splitlines()[0].endswith("untapped-reference version 1")
+    for fragment in ("@model = untapped", "@seed = 1234", "@rows = 16", "@inputs_source = synthetic", "inputs/", "noise/",
+                     "forward/", "terms/", "gradients/", "steps/", "adam/", "256 datasets"):
+        assert fragment in out, fragment
+    assert any(line.strip().startswith("logits  16x10 float32  kind=forward") for line in out.splitlines())
+    assert any(line.strip().startswith("gumbel_uniform  16x10 float32  kind=given") and "order=0" in line
+               for line in out.splitlines())
+    assert any(line.strip().startswith("W  784x50 float32") and "order=0" in line for line in out.splitlines())
+
+
+def test_bad_input_gives_one_line_errors(bundle, tmp_path):
+    not_hdf5 = tmp_path / "notes.txt"
+    not_hdf5.write_text("hello\n")
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["x"] = 1
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.attrs["format"] = "untapped-checkpoint"
+        f.attrs["format_version"] = 1
+    future = tmp_path / "future.h5"
+    with h5py.File(future, "w") as f:
+        f.attrs["format"] = "untapped-reference"
+        f.attrs["format_version"] = 2
+    cases = [
+        (("compare", tmp_path / "missing.h5", bundle), "no such file"),
+        (("compare", bundle, not_hdf5), "not an HDF5 file"),
+        (("compare", bundle, plain), "not an untapped reference bundle (no 'format' attribute)"),
+        (("describe", other), "format 'untapped-checkpoint'"),
+        (("compare", future, bundle), "version 2; this untapped reads version 1"),
+        (("describe", tmp_path), "is a folder"),
+        (("export", bundle), "exists; pass --force"),
+        (("export", tmp_path / "x.h5", "--rows", "0"), "--rows"),
+        (("export", tmp_path / "x.h5", "--model", "m3"), "--model"),
+        (("compare", bundle), "Missing argument"),
+        (("frobnicate",), "No such command"),
+    ]
+    for args, fragment in cases:
+        result = CliRunner().invoke(reference.main, [str(a) for a in args])
+        assert result.exit_code == 2, (args, result.output)
+        assert_one_line_error(result.stderr, fragment)
+        assert result.stdout == "", args
+    assert not (tmp_path / "x.h5").exists()
+    # the same from a fresh process, through python -m
+    result = subprocess.run(
+        [sys.executable, "-m", "untapped.reference", "compare", tmp_path / "missing.h5", bundle],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "missing.h5: no such file")
