@@ -38,7 +38,6 @@ of the last completed epoch (so resuming is exact) and raises
 :class:`TrainingInterrupted`.
 """
 
-import copy
 import math
 import os
 import sys
