@@ -198,6 +198,26 @@ def test_terms_total_and_steps_are_consistent(contents):
         before = after
 
 
+def test_bundle_is_what_the_models_public_api_computes(bundle, contents, tmp_path):
+    """``SSDGM.trace`` and ``total_gradients`` on the bundle's inputs and noise give the bundle's values."""
+    _, datasets = contents
+    model = reference.exporter("untapped", 1234).model
+    model.set_param_values_by_name({p: datasets[f"params/initial/{p}"][0] for p in PARAM_NAMES})
+    batch = {k: datasets[f"inputs/{k}"][0] for k in numpy_port.BATCH}
+    noise = {k: datasets[f"noise/{k}"][0] for k in NOISE}
+    values = {}
+    for key, value in model.trace(batch, noise).items():
+        values[key if key.startswith("terms/") or key == "total" else f"forward/{key}"] = value
+    gradients = model.total_gradients(batch, noise)
+    values.update({f"gradients/{p}": gradients[p] for p in PARAM_NAMES})
+    api = reference.write_bundle(
+        tmp_path / "api.h5", values, root=dict(format=reference.FORMAT, format_version=reference.FORMAT_VERSION)
+    )
+    report = reference.compare(bundle, api)
+    assert not report["failed"] and not report["extra"], reference.format_report(report, failures_only=True)
+    assert set(report["missing"]) == {n for n in datasets if n.startswith("steps/") and "/noise/" not in n}
+
+
 def test_initial_params_are_the_originals_randomstate_glorot_draws(contents):
     _, datasets = contents
     rng = np.random.RandomState(1234)
@@ -420,6 +440,9 @@ def test_missing_extra_shape_and_dtype_are_reported(bundle, tmp_path):
         mean = f["forward/labeled/x_mean"][()]
         del f["forward/labeled/x_mean"]
         f["forward/labeled/x_mean"] = mean.astype(np.float64)
+        z = f["forward/labeled/z"][()]
+        del f["forward/labeled/z"]
+        f["forward/labeled/z"] = z.astype(">f4")  # still float32: the byte order does not matter
     report = reference.compare(bundle, broken)
     assert not report["passed"]
     assert report["missing"] == ["terms/x_to_y_loss"]

@@ -351,9 +351,11 @@ def exporter(model="untapped", seed=DEFAULT_SEED, mode="c"):
 
 def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAULT_STEPS, inputs="auto", data_dir=None,
             download=False, mode="c"):
-    """Every dataset of a bundle and its attributes, in memory: ``(datasets, dataset_attrs, root_attrs)``.
+    """Every dataset of a bundle, in memory: ``(datasets, attrs, root_attrs, group_attrs, info)``.
 
-    ``datasets`` maps a dataset name (``forward/labeled/logits``) to an array.
+    ``datasets`` maps a dataset name (``forward/labeled/logits``) to an array,
+    ``attrs`` the same names to their attributes (tolerances, ``order``, ...);
+    ``info`` describes the inputs (:func:`make_inputs`).
     """
     from untapped import __version__, forward
     from untapped.backend import environment
@@ -644,7 +646,7 @@ def _errors(actual, expected, rtol, atol):
     ``used`` is the largest ``|actual - expected| / (atol + rtol |expected|)``:
     the fraction of its tolerance the worst entry uses (> 1 fails).
     """
-    if actual.dtype == expected.dtype and actual.tobytes() == expected.tobytes():
+    if actual.dtype == expected.dtype and actual.shape == expected.shape and actual.tobytes() == expected.tobytes():
         return 0.0, 0.0, 0.0, 0  # the same bits (the common case when comparing two exports)
     a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     both_nan = np.isnan(a) & np.isnan(e)
@@ -679,7 +681,7 @@ def _compare_item(name, expected_bundle, actual_bundle):
     row.update(actual_shape=list(actual.shape), actual_dtype=str(actual.dtype))
     if actual.shape != expected.shape:
         return dict(row, status="fail", reason=f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
-    if actual.dtype != expected.dtype:
+    if not _same_dtype(actual.dtype, expected.dtype):
         return dict(row, status="fail", reason=f"dtype {actual.dtype}, expected {expected.dtype}")
     max_abs, max_rel, used, bad = _errors(actual, expected, tol["rtol"], tol["atol"])
     row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad, checked=int(expected.size))
@@ -700,7 +702,7 @@ def _compare_entries(row, name, expected, actual_bundle, tol):
             row, status="fail", reason=f"entries need index (n, {expected.ndim}) integers and value (n,), n >= 1; "
             f"got index {index.shape} {index.dtype}, value {value.shape}"
         )
-    if value.dtype != expected.dtype:
+    if not _same_dtype(value.dtype, expected.dtype):
         return dict(row, status="fail", reason=f"dtype {value.dtype}, expected {expected.dtype}")
     if (index < 0).any() or (index >= np.array(expected.shape)).any():
         return dict(row, status="fail", reason=f"entry index out of range for shape {expected.shape}")
@@ -710,6 +712,11 @@ def _compare_entries(row, name, expected, actual_bundle, tol):
     if bad:
         return dict(row, status="fail", reason=f"{bad} of {n} given entries outside tolerance")
     return dict(row, status="pass")
+
+
+def _same_dtype(a, b):
+    """Equal dtypes up to byte order (float32 is float32, big or little endian)."""
+    return a.newbyteorder("=") == b.newbyteorder("=")
 
 
 def _stored_tolerance(item, name, expected):
