@@ -14,6 +14,7 @@ The graph (:class:`ModelGraph`) is built on explicit noise tensors
   noise as ordinary inputs, for reference outputs and tests.
 """
 
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -415,7 +416,7 @@ class ModelGraph:
             key = forward.noise_key(spec)
             rng = shared_rng(np.random.default_rng(seed), name=f"{prefix}/{key}")
             size = (rows(spec.source), dims[spec.width])
-            if spec.distribution == "uniform" and self.est.mode == "c":
+            if spec.distribution == "uniform":
                 # Drawn directly in float32 (half the work of a float64 draw and a
                 # cast); NumPy's float32 uniforms are at most 1 - 2**-24, never 1.
                 next_rng, draw = ops.uniform_float32(rng, size)
@@ -443,7 +444,11 @@ class ModelGraph:
         return self._functions[name]
 
     def _compile(self, inputs, outputs, **kwargs):
-        return pytensor.function(inputs, outputs, mode=self.mode, on_unused_input="ignore", **kwargs)
+        with warnings.catch_warnings():
+            # In Numba mode our C-only ops (untapped.ops) run their Python
+            # implementation; that is expected, not worth a warning per op.
+            warnings.filterwarnings("ignore", message="Numba will use object mode")
+            return pytensor.function(inputs, outputs, mode=self.mode, on_unused_input="ignore", **kwargs)
 
     def _compile_with_random_noise(self, inputs, outputs, noise, givens=None, updates=None):
         """Compile with each noise tensor the outputs use replaced by a draw, and its generator advanced.
