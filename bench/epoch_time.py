@@ -319,7 +319,7 @@ def main(argv=None):
             f"{preset:<9} {r['epoch_s']:13.2f} {r['epoch_min_s']:6.2f} {r['epoch_max_s']:6.2f} {r['floor_s']:8.2f} "
             f"{r['ratio']:6.2f} {r['gemm_flops'] / 1e9:6.0f} {r['compile_cold_s']:7.1f} {r['compile_warm_s']:8.1f} {r['peak_rss_mb']:7.0f}"
         )
-    print(f"\nfloor GEMM rates (GFLOP/s): " + ", ".join(f"{p} {results[p]['floor_gflops']:.0f}" for p in presets))
+    print("\nfloor GEMM rates (GFLOP/s): " + ", ".join(f"{p} {results[p]['floor_gflops']:.0f}" for p in presets))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=float)

@@ -41,15 +41,14 @@ import copy
 import dataclasses
 import datetime
 import json
-import os
 import pathlib
-import tempfile
 from collections import OrderedDict
 
 import h5py
 import numpy as np
 
 from untapped.backend import environment
+from untapped.files import atomic_output, jsonable, one_line
 
 FORMAT = "untapped-checkpoint"
 FORMAT_VERSION = 1
@@ -60,10 +59,6 @@ SPLIT_ARRAYS = ("labeled_index", "eval_index", "unlabeled_index", "unfeatured_y"
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read, or does not fit the model or data; one-line message."""
-
-
-def _one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclasses.dataclass
@@ -98,8 +93,8 @@ class Checkpoint:
         """
         rngs = OrderedDict(copy.deepcopy(model.rng_states()))
         rngs.update(copy.deepcopy(dict(rng or {})))
-        full_config = {"model_params": _jsonable(model.get_params())}
-        full_config.update(_jsonable(config or {}))
+        full_config = {"model_params": jsonable(model.get_params())}
+        full_config.update(jsonable(config or {}))
         return cls(
             epoch=int(epoch),
             params=OrderedDict((k, np.array(v)) for k, v in model.param_values_by_name().items()),
@@ -130,7 +125,7 @@ class Checkpoint:
             model.set_optimizer_state(self.optimizer)
             model.set_rng_states({k: self.rng[k] for k in model.rng_states()})
         except (ValueError, TypeError, KeyError) as exc:
-            raise CheckpointError(f"{where}: does not fit the model ({_one_line(exc)})") from None
+            raise CheckpointError(f"{where}: does not fit the model ({one_line(exc)})") from None
 
     def check_split(self, split):
         """Raise :class:`CheckpointError` unless ``split`` has the arrays stored under ``/data``."""
@@ -152,22 +147,10 @@ class Checkpoint:
         """Write this checkpoint to ``path`` atomically (temporary file + rename)."""
         path = pathlib.Path(path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except OSError as exc:
-            raise CheckpointError(f"{path}: cannot write a checkpoint there ({_one_line(exc)})") from None
-        os.close(fd)
-        try:
-            os.chmod(tmp, default_file_mode())
-            with h5py.File(tmp, "w") as f:
+            with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
                 self._write(f)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         except OSError as exc:
-            raise CheckpointError(f"{path}: writing the checkpoint failed ({_one_line(exc)})") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            raise CheckpointError(f"{path}: cannot write the checkpoint ({one_line(exc)})") from None
         self.path = path
         return path
 
@@ -222,14 +205,14 @@ def load(path):
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt HDF5 file ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt HDF5 file ({one_line(exc)})") from None
     try:
         with f:
             return _read(f, path)
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({one_line(exc)})") from None
 
 
 def _read(f, path):
@@ -321,27 +304,8 @@ def _check_arrays(where, what, arrays, expected):
         raise CheckpointError(f"{where}: {what} {extra[0]} is not in the model")
 
 
-def default_file_mode():
-    """``0o666`` less the process umask: what ``open()`` would give (``mkstemp`` gives 0o600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def split_arrays(split):
     """The arrays of ``split`` stored under ``/data`` (those it has)."""
     return OrderedDict((name, np.asarray(getattr(split, name))) for name in SPLIT_ARRAYS if hasattr(split, name))
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    return value

@@ -49,6 +49,7 @@ import urllib.request
 import zlib
 
 import numpy as np
+from untapped.files import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +98,6 @@ class DataError(Exception):
     """Any failure to find, fetch or read MNIST; the message is one line."""
 
 
-def _one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 # ---------------------------------------------------------------- reading
 
 
@@ -117,13 +114,13 @@ def read_idx(path, *, sha256=None):
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({_one_line(exc)})") from None
+        raise DataError(f"{path}: cannot read ({one_line(exc)})") from None
     if raw[:2] == _GZIP_MAGIC:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(
-                f"{path}: corrupt or truncated gzip data ({_one_line(exc)}); replace the file"
+                f"{path}: corrupt or truncated gzip data ({one_line(exc)}); replace the file"
             ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
@@ -256,9 +253,9 @@ def load_pickle(path):
         with gzip.open(path, "rb") as f:
             parts = _ArrayUnpickler(f, encoding="latin1").load()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read gzip data ({_one_line(exc)})") from None
+        raise DataError(f"{path}: cannot read gzip data ({one_line(exc)})") from None
     except (EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: corrupt or not an MNIST pickle ({_one_line(exc)})") from None
+        raise DataError(f"{path}: corrupt or not an MNIST pickle ({one_line(exc)})") from None
     try:
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = parts
     except (TypeError, ValueError):
@@ -328,7 +325,7 @@ def _fetch_one(name, cache_dir, mirrors, checksums, timeout):
                     with urllib.request.urlopen(request, timeout=timeout) as response:
                         shutil.copyfileobj(response, out)
                 except (OSError, ValueError, http.client.HTTPException) as exc:
-                    reasons.append(f"{url}: {_one_line(exc)}")
+                    reasons.append(f"{url}: {one_line(exc)}")
                     continue
                 out.flush()
                 os.fsync(out.fileno())
@@ -374,7 +371,7 @@ def _download(cache_dir, mirrors, checksums, timeout, searched):
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(
-            f"cannot create the MNIST cache {cache_dir} ({_one_line(exc)}): {_where_to_put(cache_dir)}"
+            f"cannot create the MNIST cache {cache_dir} ({one_line(exc)}): {_where_to_put(cache_dir)}"
         ) from None
     for name in IDX_FILES:
         if (cache_dir / f"{name}.gz").is_file() or (cache_dir / name).is_file():

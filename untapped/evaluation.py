@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import pathlib
-import uuid
 import warnings
 
 import h5py
@@ -49,6 +48,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 from sklearn.linear_model import LogisticRegression
+from untapped.files import atomic_output
 
 #: Settings of the digit classifier (see :func:`digit_classifier`).
 CLASSIFIER_SETTINGS = {"C": 0.1, "solver": "lbfgs", "tol": 1e-4, "max_iter": 1000}
@@ -275,34 +275,16 @@ def _load_classifier(path, data_hash, settings):
     return clf
 
 
-def _atomic_write(path, write):
-    """Call ``write(tmp)`` on a fresh name beside ``path``, then rename it to ``path``.
-
-    The rename is atomic on POSIX, so readers see the old file or the whole
-    new one, never a partial write; the temporary file is removed on failure.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_classifier(clf, path, data_hash, settings):
     """Write the fitted coefficients to ``path`` (HDF5), atomically."""
-
-    def write(tmp):
-        with h5py.File(tmp, "w-") as f:
-            f.attrs["format"] = CACHE_FORMAT
-            f.attrs["data_sha256"] = data_hash
-            f.attrs["settings"] = settings
-            f["coef"] = clf.coef_
-            f["intercept"] = clf.intercept_
-            f["classes"] = clf.classes_
-            f["n_iter"] = clf.n_iter_
-
-    _atomic_write(path, write)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = CACHE_FORMAT
+        f.attrs["data_sha256"] = data_hash
+        f.attrs["settings"] = settings
+        f["coef"] = clf.coef_
+        f["intercept"] = clf.intercept_
+        f["classes"] = clf.classes_
+        f["n_iter"] = clf.n_iter_
 
 
 def digit_classifier(images, labels, cache_dir=None):
@@ -497,4 +479,5 @@ def save_digit_grid(images, path, titles=None, suptitle=None):
     if suptitle:
         fig.suptitle(suptitle, fontsize=13)
 
-    _atomic_write(pathlib.Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")

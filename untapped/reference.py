@@ -40,12 +40,12 @@ import math
 import os
 import pathlib
 import sys
-import tempfile
 from collections import OrderedDict
 
 import click
 import h5py
 import numpy as np
+from untapped.files import atomic_output, jsonable, one_line
 
 FORMAT = "untapped-reference"
 FORMAT_VERSION = 1
@@ -101,10 +101,6 @@ ATOL_FLOOR = 1e-12
 
 class ReferenceError(Exception):
     """A bundle that cannot be written, read or compared; the message is one line."""
-
-
-def _one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def kind_of(name):
@@ -194,7 +190,7 @@ def make_inputs(rng, rows, source="auto", data_dir=None, download=False):
             images, digits = data.load_binarized_mnist(data_dir, download=download)
         except data.DataError as exc:
             if source == "mnist" or explicit:
-                raise ReferenceError(f"MNIST inputs: {_one_line(exc)}") from None
+                raise ReferenceError(f"MNIST inputs: {one_line(exc)}") from None
             info["note"] = "MNIST not found (no download without --download); using the synthetic batch"
     if images is not None:
         pool = np.flatnonzero(np.isin(digits, data.LABELED_DIGITS))
@@ -447,7 +443,7 @@ def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAUL
                 epsilon=float(est.adam_epsilon),
             )
         ),
-        config=json.dumps(_jsonable(params), sort_keys=True),
+        config=json.dumps(jsonable(params), sort_keys=True),
         param_order=json.dumps(ex.param_names),
         versions=json.dumps(env["versions"], sort_keys=True),
         mode=mode,
@@ -488,12 +484,7 @@ def write_bundle(path, datasets, attrs=None, root=None, group_attrs=None):
     path = pathlib.Path(path)
     attrs, root, group_attrs = attrs or {}, root or {}, group_attrs or {}
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise ReferenceError(f"{path}: cannot write there ({_one_line(exc)})") from None
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
+        with atomic_output(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
             for key, value in root.items():
                 f.attrs[key] = value
             for name, value in datasets.items():
@@ -505,15 +496,8 @@ def write_bundle(path, datasets, attrs=None, root=None, group_attrs=None):
                 if name in f:
                     for key, v in values.items():
                         f[name].attrs[key] = v
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
     except OSError as exc:
-        raise ReferenceError(f"{path}: writing the bundle failed ({_one_line(exc)})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        raise ReferenceError(f"{path}: cannot write the bundle ({one_line(exc)})") from None
     return path
 
 
@@ -522,16 +506,6 @@ def _group(f, name):
     for part in name.split("/"):
         group = group[part] if part in group else group.create_group(part, track_order=True)
     return group
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # ---------------------------------------------------------------------------
@@ -552,7 +526,7 @@ class Bundle:
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             self.file.close()
-            raise ReferenceError(f"{self.path}: unreadable bundle ({_one_line(exc)})") from None
+            raise ReferenceError(f"{self.path}: unreadable bundle ({one_line(exc)})") from None
 
     def __enter__(self):
         return self
@@ -568,7 +542,7 @@ class Bundle:
                 return np.asarray(item["index"][()]), np.asarray(item["value"][()])
             return np.asarray(item[()])
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise ReferenceError(f"{self.path}: cannot read {name} ({_one_line(exc)})") from None
+            raise ReferenceError(f"{self.path}: cannot read {name} ({one_line(exc)})") from None
 
 
 def _open(path):
@@ -579,13 +553,13 @@ def _open(path):
     try:
         is_hdf5 = h5py.is_hdf5(str(path))
     except OSError as exc:
-        raise ReferenceError(f"{path}: cannot read ({_one_line(exc)})") from None
+        raise ReferenceError(f"{path}: cannot read ({one_line(exc)})") from None
     if not is_hdf5:
         raise ReferenceError(f"{path}: not an HDF5 file, so not a reference bundle")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise ReferenceError(f"{path}: truncated or corrupt HDF5 file ({_one_line(exc)})") from None
+        raise ReferenceError(f"{path}: truncated or corrupt HDF5 file ({one_line(exc)})") from None
     fmt = _attr_value(f.attrs.get("format"))
     version = _attr_value(f.attrs.get("format_version"))
     if fmt != FORMAT:
@@ -950,7 +924,7 @@ class _OneLineErrors(click.Group):
             click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(EXIT_ERROR)
         except ReferenceError as exc:
-            click.echo(f"error: {_one_line(exc)}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(EXIT_ERROR)
         sys.exit(code if isinstance(code, int) else EXIT_OK)
 

@@ -1,0 +1,73 @@
+"""Writing files safely, and the small conversions every writer needs.
+
+Checkpoints, metrics, figures, cached classifiers and reference bundles are
+all written through :func:`atomic_output`: the content goes to a temporary
+file beside the target, which replaces the target only once complete, so a
+crash, a full disk or Ctrl-C never leaves a half-written file and never
+destroys the previous one.
+"""
+
+import contextlib
+import math
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+
+def one_line(exc):
+    """An exception's message on one line (for one-line error reports)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def default_file_mode():
+    """``0o666`` less the process umask: what ``open()`` gives a new file (``mkstemp`` gives 0o600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_output(path, suffix=".tmp"):
+    """Yield a temporary path beside ``path``; when the block succeeds, it replaces ``path``.
+
+    The temporary file gets the mode ``open()`` would give and is synced to
+    disk before the rename, which is atomic on POSIX: readers see the old
+    file or the whole new one. On any exception the temporary file is
+    removed and ``path`` is left as it was. Creating the temporary file
+    raises :class:`OSError` if the folder is not writable.
+    """
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = pathlib.Path(tmp)
+    try:
+        os.chmod(tmp, default_file_mode())
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def jsonable(value):
+    """``value`` with NumPy arrays and scalars, tuples and paths turned into JSON types.
+
+    Non-finite floats become ``None`` (NaN) or ``"inf"``/``"-inf"``, which
+    strict JSON readers accept.
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    return value
