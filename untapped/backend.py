@@ -22,6 +22,7 @@ import contextlib
 import importlib.metadata
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytensor
@@ -51,12 +52,25 @@ def float32():
 
 def compile_mode(name=DEFAULT_MODE):
     """The :class:`pytensor.compile.mode.Mode` for a mode name in :data:`MODES`."""
-    try:
-        return Mode(**MODES[name])
-    except KeyError:
-        raise ValueError(
-            f"unknown compile mode {name!r}; choose one of {', '.join(MODES)}"
-        ) from None
+    if name not in MODES:
+        raise ValueError(f"unknown compile mode {name!r}; choose one of {', '.join(MODES)}")
+    if name == "c":
+        blas_ldflags()  # resolve PyTensor's BLAS detection quietly, before any C compile
+    return Mode(**MODES[name])
+
+
+def blas_ldflags():
+    """The BLAS link flags PyTensor's C code uses ('' : it calls NumPy's BLAS instead).
+
+    PyTensor detects them once per process and, when it finds no BLAS to
+    link, warns in five lines that it is "severely degraded". Here that is
+    expected for a pip install (NumPy's OpenBLAS does the work; see the
+    README's Speed section), and the flags are recorded with every run, so
+    the detection runs without the warning.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
+        return pytensor.config.blas__ldflags
 
 
 def environment(mode=DEFAULT_MODE):
@@ -70,7 +84,7 @@ def environment(mode=DEFAULT_MODE):
         "versions": versions,
         "mode": mode,
         "linker": MODES[mode]["linker"],
-        "blas__ldflags": pytensor.config.blas__ldflags,
+        "blas__ldflags": blas_ldflags(),
         "floatX": FLOATX,
     }
 

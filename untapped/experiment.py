@@ -32,7 +32,6 @@ conflicts) is an :class:`ExperimentError`, :class:`untapped.data.DataError`,
 import dataclasses
 import functools
 import json
-import math
 import os
 import pathlib
 import sys
@@ -47,6 +46,7 @@ from untapped import checkpoint as ckpt_io
 from untapped import data as data_io
 from untapped.backend import DEFAULT_MODE, MODES, environment
 from untapped.training import TrainingDiverged, TrainingInterrupted, fit
+from untapped.files import atomic_output, jsonable, one_line
 
 #: The models a run can train, by the names of :data:`untapped.model.PRESETS`.
 MODELS = ("untapped", "m2")
@@ -79,10 +79,6 @@ class ExperimentError(Exception):
 
 class OutputError(ExperimentError):
     """The output folder cannot be created or written, or would overwrite a run."""
-
-
-def _one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ---------------------------------------------------------------- specs
@@ -201,7 +197,7 @@ def prepare_outputs(specs):
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError as exc:
-            raise OutputError(f"cannot write to the output folder {folder} ({_one_line(exc)})") from None
+            raise OutputError(f"cannot write to the output folder {folder} ({one_line(exc)})") from None
         target = spec.path("checkpoint")
         if target.exists() and not spec.overwrite:
             if spec.resume is None or not _same_file(spec.resume, target):
@@ -218,39 +214,15 @@ def _same_file(a, b):
         return False
 
 
-def _to_json(value):
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _to_json(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    return value
-
-
 def write_json(path, obj):
     """Write ``obj`` as indented JSON to ``path`` atomically (temporary file + rename)."""
     path = pathlib.Path(path)
-    text = json.dumps(_to_json(obj), indent=2) + "\n"
-    tmp = None
+    text = json.dumps(jsonable(obj), indent=2) + "\n"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, ckpt_io.default_file_mode())
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_output(path) as tmp:
+            tmp.write_text(text)
     except OSError as exc:
-        raise OutputError(f"cannot write {path} ({_one_line(exc)})") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        raise OutputError(f"cannot write {path} ({one_line(exc)})") from None
     return path
 
 
@@ -365,7 +337,7 @@ def save_figures(spec, images, results):
         try:
             evaluation.save_digit_grid(images[kind], spec.path(key), titles=titles, suptitle=f"{title}: {what}")
         except OSError as exc:
-            raise OutputError(f"cannot write {spec.path(key)} ({_one_line(exc)})") from None
+            raise OutputError(f"cannot write {spec.path(key)} ({one_line(exc)})") from None
 
 
 def _metric_summary(result):
@@ -392,7 +364,7 @@ def build_model(spec, resume=None):
         try:
             return SSDGM(**params)
         except TypeError as exc:
-            raise ckpt_io.CheckpointError(f"{spec.resume}: model parameters do not fit this untapped ({_one_line(exc)})") from None
+            raise ckpt_io.CheckpointError(f"{spec.resume}: model parameters do not fit this untapped ({one_line(exc)})") from None
     return SSDGM.from_preset(
         spec.model,
         seed=spec.seed,
@@ -428,7 +400,7 @@ class _Log:
         try:
             self.file = open(spec.path("log"), "a", buffering=1)
         except OSError as exc:
-            raise OutputError(f"cannot write {spec.path('log')} ({_one_line(exc)})") from None
+            raise OutputError(f"cannot write {spec.path('log')} ({one_line(exc)})") from None
 
     def __call__(self, line, echo=True):
         self.file.write(line + "\n")
@@ -463,7 +435,7 @@ def run_trial(spec, classifier=None):
     result = OrderedDict(model=spec.model, seed=spec.seed, run_dir=spec.out, status="ok", message="")
     try:
         log(f"untapped {untapped.__version__}: {spec.name}, {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        log("config " + json.dumps(_to_json(config), sort_keys=True), echo=False)
+        log("config " + json.dumps(jsonable(config), sort_keys=True), echo=False)
         if resume is not None:
             log(f"resuming from {spec.resume} at epoch {resume.epoch}")
         checkpoint_config = {k: v for k, v in config.items() if k != "model_params"}
@@ -557,20 +529,7 @@ def run_trials(specs, jobs=1, backend="loky", classifier=None):
             Client()  # a local cluster, or the scheduler named by DASK_SCHEDULER_ADDRESS
     specs = [dataclasses.replace(spec, progress=False) for spec in specs]
     with joblib.parallel_config(backend=backend, n_jobs=jobs):
-        return joblib.Parallel()(joblib.delayed(_worker_trial)(spec) for spec in specs)
-
-
-def _worker_trial(spec):
-    """:func:`run_trial` in a joblib worker, without repeating PyTensor's multi-line BLAS warning.
-
-    The parent process has already reported the BLAS set-up (:func:`describe_environment`),
-    and every checkpoint records ``blas__ldflags``.
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
-        return run_trial(spec)
+        return joblib.Parallel()(joblib.delayed(run_trial)(spec) for spec in specs)
 
 
 def joblib_backends():
@@ -619,7 +578,7 @@ def write_summary(out, results):
     try:
         (out / "summary.txt").write_text(table + "\n")
     except OSError as exc:
-        raise OutputError(f"cannot write {out / 'summary.txt'} ({_one_line(exc)})") from None
+        raise OutputError(f"cannot write {out / 'summary.txt'} ({one_line(exc)})") from None
     return table
 
 
@@ -628,23 +587,15 @@ def write_summary(out, results):
 
 def describe_environment(mode=DEFAULT_MODE, location=None):
     """Lines describing versions, compile mode, BLAS, threads and the data source."""
-    import warnings
-
     import pytensor
 
-    # PyTensor warns, in several lines, when it finds no BLAS to link; report
-    # that here in one line instead.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        env = environment(mode)
-    notes = [str(w.message).splitlines()[0] for w in caught if "BLAS" in str(w.message)]
+    env = environment(mode)
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     lines = [
         f"untapped {untapped.__version__}, python {env['python']} ({sys.executable})",
         f"versions: {versions}",
         f"mode: {mode} (linker {env['linker']}, floatX {env['floatX']}, compiledir {pytensor.config.compiledir})",
-        f"blas__ldflags: {env['blas__ldflags'] or '(empty: PyTensor falls back to NumPy BLAS calls)'}"
-        + "".join(f" ({note})" for note in notes),
+        f"blas__ldflags: {env['blas__ldflags'] or '(empty: PyTensor calls NumPy BLAS)'}",
     ]
     try:
         from threadpoolctl import threadpool_info
