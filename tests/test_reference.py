@@ -219,20 +219,12 @@ def test_bundle_is_what_the_models_public_api_computes(bundle, contents, tmp_pat
 
 
 def test_initial_params_are_the_originals_randomstate_glorot_draws(contents):
+    # numpy_port.initial_params is the original's RandomState(1234) Glorot recipe,
+    # itself checked draw by draw in tests/test_model.py.
     _, datasets = contents
-    rng = np.random.RandomState(1234)
-    glorot = [
-        ("classifier/hidden1/W", (784, 50)), ("classifier/hidden2/W", (50, 50)), ("classifier/logits/W", (50, 10)),
-        ("encoder/hidden1/W", (794, 10)), ("encoder/hidden2/W", (10, 10)), ("encoder/mean/W", (10, 2)),
-        ("decoder/hidden1/W", (12, 250)), ("decoder/hidden2/W", (250, 500)), ("decoder/mean/W", (500, 784)),
-    ]  # fmt: skip
-    for name, (fan_in, fan_out) in glorot:
-        std = np.sqrt(2) * np.sqrt(2.0 / (fan_in + fan_out))
-        draw = rng.uniform(low=0.0 - np.sqrt(3) * std, high=0.0 + np.sqrt(3) * std, size=(fan_in, fan_out))
+    for name, expected in numpy_port.initial_params(1234).items():
         stored = datasets[f"params/initial/{name}"][0]
-        assert np.array_equal(stored.view(np.uint32), draw.astype(np.float32).view(np.uint32)), name
-    for name in [p for p in PARAM_NAMES if p.endswith("/b")] + ["encoder/std/W"]:
-        assert not datasets[f"params/initial/{name}"][0].any(), name
+        assert np.array_equal(stored.view(np.uint32), expected.view(np.uint32)), name
 
 
 def test_inputs_and_noise_follow_the_documented_recipe(contents):
