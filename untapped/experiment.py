@@ -549,7 +549,8 @@ def summary(results):
             runs=len(runs),
             ok=len(values),
             mean=float(np.mean(values)) if values else None,
-            sd=float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None),
+            # The sample standard deviation needs two runs; one run has none.
+            sd=float(np.std(values, ddof=1)) if len(values) > 1 else None,
         )
     return out
 
@@ -567,7 +568,8 @@ def summary_table(results):
         if s["mean"] is None:
             lines.append(f"{model:<9} {'all':>6}  no finished runs")
         else:
-            lines.append(f"{model:<9} {'mean':>6}  {s['mean']:.4f} +- {s['sd']:.4f}  (n={s['ok']})")
+            sd = "n/a" if s["sd"] is None else f"{s['sd']:.4f}"
+            lines.append(f"{model:<9} {'mean':>6}  {s['mean']:.4f} +- {sd}  (n={s['ok']})")
     return "\n".join(lines)
 
 
