@@ -417,19 +417,14 @@ class ModelGraph:
             rng = shared_rng(np.random.default_rng(seed), name=f"{prefix}/{key}")
             size = (rows(spec.source), dims[spec.width])
             if spec.distribution == "uniform":
-                # Drawn directly in float32 (half the work of a float64 draw and a
-                # cast); NumPy's float32 uniforms are at most 1 - 2**-24, never 1.
+                # Drawn directly in float32: NumPy's float32 uniforms are at most
+                # 1 - 2**-24 (as Theano's MRG ones were). A float64 draw cast to
+                # float32 can round to exactly 1.0 (one in ~40 full-size epochs),
+                # where the original's Gumbel transform -log(-log(u + 1e-4) + 1e-4)
+                # is NaN; and it is twice the work.
                 next_rng, draw = ops.uniform_float32(rng, size)
             else:
-                sampler = rng.uniform if spec.distribution == "uniform" else rng.normal
-                next_rng, draw = sampler(0.0, 1.0, size=size)
-            if spec.distribution == "uniform" and draw.owner.op is not ops.standard_uniform_float32:
-                # NumPy draws U[0, 1) in float64 and the cast to float32 rounds
-                # the draws within 2**-25 of 1 up to exactly 1.0 (3e-8 of them:
-                # one in ~40 full-size epochs), where the original's Gumbel
-                # transform -log(-log(u + 1e-4) + 1e-4) is NaN. Theano's MRG
-                # float32 uniform never returned 1: its largest value is 1 - 2**-24.
-                draw = pt.minimum(draw, np.float32(1.0 - 2.0**-24))
+                next_rng, draw = rng.normal(0.0, 1.0, size=size)
             self.rngs[rng.name] = rng
             draws[self.noise[key]] = (rng, next_rng, draw)
         return draws
