@@ -2,7 +2,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytensor
+import pytensor.tensor as pt
 import pytest
+
+from untapped.backend import compile_mode, float32
 
 
 def run_python(code):
@@ -95,3 +99,26 @@ def test_environment_records_mode_and_blas_flags():
     env = environment("c")
     assert env["linker"] == "cvm" and "blas__ldflags" in env
     assert env["versions"]["pytensor"].startswith("3.0")
+
+
+@pytest.mark.parametrize("mode", ["c", "numba"])
+def test_softmax_is_inlined_into_c_loops(mode):
+    """Our modes replace PyTensor 3's Python-run Softmax / LogSoftmax by their max-exp-sum graphs."""
+    from pytensor.tensor.special import LogSoftmax, Softmax, log_softmax, softmax
+
+    with float32():
+        x = pt.matrix("x")
+        y, ly = softmax(x, axis=-1), log_softmax(x, axis=-1)
+        gx = pytensor.grad((y * pt.arange(3)).sum() + ly[:, 0].sum(), x)
+        f = pytensor.function([x], [y, ly, gx], mode=compile_mode(mode))
+    assert not [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, (Softmax, LogSoftmax))]
+    v = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32) * 5
+    s = np.exp(v - v.max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    out, log_out, grad = f(v)
+    np.testing.assert_allclose(out, s, rtol=1e-6)
+    np.testing.assert_allclose(log_out, np.log(s), rtol=1e-5, atol=1e-6)
+    w = np.arange(3.0)
+    expected = s * (w - (s * w).sum(1, keepdims=True))  # d/dx of sum(softmax * w)
+    expected += np.eye(3)[0] - s  # d/dx of log_softmax[:, 0]
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)

@@ -123,6 +123,49 @@ def test_bernoulli_log_lik_rows_values_and_gradient(mode):
     np.testing.assert_allclose(ga_f[inside], fd[inside], rtol=1e-3, atol=1e-4)
 
 
+def test_bernoulli_vectorised_loops_match_plain_graph_at_mnist_width():
+    """The vectorised (fast-math, libmvec) loops at the decoder's width agree with PyTensor's own
+    float32 graph to float32 rounding, for logits in every regime, and C- or Fortran-ordered input."""
+    from parmesan_compat.distributions import log_bernoulli
+
+    rng = np.random.default_rng(11)
+    a = rng.uniform(-15, 15, (64, 784)).astype(np.float32)
+    a[0, :6] = [-100.0, 100.0, -89.0, 89.0, -1e30, 1e30]  # exp overflows
+    x = (rng.random((64, 784)) < 0.13).astype(np.float32)
+    gw = rng.standard_normal(64).astype(np.float32)
+    with float32():
+        xs, as_ = pt.matrix("x"), pt.matrix("a")
+        fused = ops.bernoulli_log_lik_rows(xs, pt.sigmoid(as_))
+        plain = pt.sum(log_bernoulli(xs, pt.sigmoid(as_)), axis=-1)
+        outs = [fused, plain, *pytensor.grad(pt.sum(fused * gw), [as_]), *pytensor.grad(pt.sum(plain * gw), [as_])]
+        f = pytensor.function([xs, as_], outs, mode=compile_mode("c"))
+    for xv, av in ((x, a), (np.asfortranarray(x), np.asfortranarray(a))):
+        v_f, v_p, ga_f, ga_p = f(xv, av)
+        np.testing.assert_allclose(v_f, v_p, rtol=2e-6)
+        np.testing.assert_allclose(ga_f, ga_p, rtol=1e-5, atol=1e-6)
+
+
+def test_bernoulli_ops_propagate_nan():
+    """A NaN in x, a or the row weight makes its row (value) or element (gradient) NaN, despite fast-math."""
+    x = np.zeros((3, 40), np.float32)
+    a = np.zeros((3, 40), np.float32)
+    g = np.ones(3, np.float32)
+    x[0, 17], a[1, 33], g[2] = np.nan, np.nan, np.nan
+    with float32():
+        xs, as_, gs = pt.matrix("x"), pt.matrix("a"), pt.vector("g")
+        f = pytensor.function(
+            [xs, as_, gs],
+            [ops.BernoulliLogLikRows()(xs, as_), ops.BernoulliLogLikRowsGrad()(xs, as_, gs)],
+            mode=compile_mode("c"),
+        )
+    value, grad = f(x, a, g)
+    assert np.array_equal(np.isnan(value), [True, True, False])
+    expected = np.zeros((3, 40), bool)
+    expected[0, 17] = expected[1, 33] = True
+    expected[2] = True
+    assert np.array_equal(np.isnan(grad), expected)
+
+
 def test_bernoulli_fused_op_only_for_float32_sigmoid():
     with float32():
         x, a = pt.matrix("x"), pt.matrix("a")
@@ -165,3 +208,68 @@ def test_matmul_values_and_gradient(shape):
     np.testing.assert_allclose(gx_out, g64 @ y64.T, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(gy_out, x64.T @ g64, rtol=1e-5, atol=1e-4)
     assert tuple(shp) == (m, n) and z_out.dtype == np.float32
+
+
+def test_bias_tanh_values_gradient_and_layouts():
+    """``bias_tanh(a, b)`` is tanh(a + b) to a few float32 ulps, in every regime and memory layout;
+    its gradients match the closed form and float64 central differences; NaN stays NaN."""
+    rng = np.random.default_rng(5)
+    a = np.concatenate([_grid()[:15], rng.uniform(-12, 12, 64 * 37 - 15)]).astype(np.float32).reshape(64, 37)
+    b = rng.standard_normal(37).astype(np.float32)
+    g = rng.standard_normal((64, 37)).astype(np.float32)
+    with float32():
+        av, bv, gv = pt.matrix("a"), pt.vector("b"), pt.matrix("g")
+        t = ops.bias_tanh(av, bv)
+        grads = pytensor.grad((t * gv).sum(), [av, bv])
+        f = pytensor.function([av, bv, gv], [t, *grads], mode=compile_mode("c"))
+    exact = np.tanh(a.astype(np.float64) + b.astype(np.float32))
+    for a_in in (a, np.asfortranarray(a), a[:, ::-1][:, ::-1]):
+        out, ga, gb = f(a_in, b, g)
+        assert out.dtype == np.float32
+        assert np.abs(out - exact).max() <= 4 * np.spacing(np.float32(1.0))
+    np.testing.assert_allclose(ga, g * (1 - exact**2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gb, (g * (1 - exact**2)).sum(0), rtol=1e-4, atol=1e-5)
+    eps = 1e-4
+    z = a.astype(np.float64) + b
+    fd = g * (np.tanh(z + eps) - np.tanh(z - eps)) / (2 * eps)
+    np.testing.assert_allclose(ga, fd, rtol=1e-3, atol=1e-5)
+    special = np.array([[np.nan, np.inf, -np.inf, 0.0]], np.float32)
+    out = f(special, np.zeros(4, np.float32), np.ones((1, 4), np.float32))[0]
+    assert np.isnan(out[0, 0]) and list(out[0, 1:]) == [1.0, -1.0, 0.0]
+
+
+def test_dense_tanh_layers_use_bias_tanh():
+    from untapped.networks import Networks
+
+    with float32():
+        nets = Networks(seed=1)
+        x = pt.matrix("x")
+        logits = nets.classifier(x)["logits"]
+    hidden = [v for v in pytensor.graph.traversal.ancestors([logits]) if v.owner and isinstance(v.owner.op, ops.BiasTanh)]
+    assert len(hidden) == 2
+
+
+def test_bernoulli_sample_is_fused_and_draws_the_same():
+    """Our modes turn cast(u < sigmoid(a)) into one op that draws what NumPy's float32 formula draws."""
+    from parmesan_compat.layers.sample import bernoulli_sample
+
+    rng = np.random.default_rng(9)
+    a = rng.uniform(-12, 12, (200, 784)).astype(np.float32)
+    a[0, :6] = [-100.0, 100.0, -89.0, 89.0, -1e30, 1e30]  # exp overflows
+    u = rng.random((200, 784), dtype=np.float32)
+    with float32():
+        us, as_ = pt.matrix("u"), pt.matrix("a")
+        sample = bernoulli_sample(pt.sigmoid(as_), us)
+        f = pytensor.function([us, as_], [sample, pytensor.grad(sample.sum(), as_)], mode=compile_mode("c"))
+    assert [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, ops.BernoulliSampleLogits)]
+    out, grad = f(u, a)
+    with np.errstate(over="ignore"):
+        p = (np.float32(1) / (np.float32(1) + np.exp(-a))).astype(np.float32)
+    expected = (u < p).astype(np.float32)
+    differ = out != expected
+    # only where u and p are within float32 rounding of each other
+    assert np.all(np.abs(u[differ] - p[differ]) <= 2 * np.spacing(p[differ]))
+    assert differ.sum() <= 2
+    assert not grad.any()  # a comparison has no gradient, as in the original
+    for u_in, a_in in ((np.asfortranarray(u), a), (u, np.asfortranarray(a))):
+        assert np.array_equal(f(u_in, a_in)[0], out)

@@ -29,6 +29,8 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
 
+from untapped import rewrites
+
 FLOATX = "float32"
 
 #: Compile modes by the names the command line uses. ``c`` is PyTensor's C
@@ -56,7 +58,7 @@ def compile_mode(name=DEFAULT_MODE):
         raise ValueError(f"unknown compile mode {name!r}; choose one of {', '.join(MODES)}")
     if name == "c":
         blas_ldflags()  # resolve PyTensor's BLAS detection quietly, before any C compile
-    return Mode(**MODES[name])
+    return Mode(**MODES[name]).including(rewrites.TAG)
 
 
 def blas_ldflags():

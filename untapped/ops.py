@@ -1,21 +1,30 @@
-"""Elementwise ops with faster float32 C code than PyTensor's defaults.
+"""Float32 C ops for the training step's hot spots, where PyTensor's defaults are slow.
 
-PyTensor's C code for ``tanh`` calls the C library's scalar ``tanhf``
-(about 12-17 ns an element on the benchmark machine); the decoder applies it
-to 22.5 million elements a training step. :data:`tanh` here is the same
-function, computed as the Cephes library's ``tanhf`` does, with branch-free
-float32 code the compiler can vectorise:
+A training step applies transcendental functions to tens of millions of
+elements (the decoder's 10,000 x 500 tanh layer and its 10,000 x 784
+Bernoulli outputs, three passes each). PyTensor's C loops call the C
+library's scalar ``expf`` / ``logf`` / ``tanhf`` on one thread. Here:
 
-- ``|x| < 0.625``: the odd minimax polynomial ``x + x^3 P(x^2)``;
-- otherwise: ``sign(x) (1 - 2 / (exp(2|x|) + 1))``.
+- :data:`tanh` is the Cephes library's ``tanhf`` (an odd minimax polynomial
+  ``x + x^3 P(x^2)`` for ``|x| < 0.625``, else ``sign(x) (1 - 2 / (exp(2|x|) + 1))``),
+  a scalar op PyTensor fuses like its own ``tanh``; :data:`bias_tanh` is a
+  dense layer's ``tanh(a + b)`` with it, in one vectorised pass.
+- :class:`BernoulliLogLikRows` (and its gradient) is the decoder's sigmoid,
+  clip, Bernoulli log terms and row sum in one pass, writing nothing of
+  size (rows, 784); :class:`BernoulliSampleLogits` is the sample
+  ``1[u < sigmoid(a)]``.
+- :data:`uniform_float32` draws U[0, 1) directly in float32.
+- :data:`matmul` runs each product in the orientation BLAS is fastest at.
 
-Its error is a few float32 ulps (about 1e-7 relative, measured against
-NumPy's float64 ``tanh`` in ``tests/test_ops.py``), the size of a float32
-reassociation, so the values stay within the reference tolerances. It is a
-:class:`pytensor.scalar.UnaryScalarOp`, so PyTensor fuses it with the bias
-add and the gradient ``g (1 - tanh(x)^2)`` like its own ``tanh``. In float64
-graphs (and in the Python implementation) it is NumPy's ``tanh``.
+The row ops run rows on OpenMP threads and columns as SIMD loops, with
+glibc's vector ``expf`` / ``logf``. Every result equals PyTensor's own
+float32 graph to float32 rounding (a few ulps; ``tests/test_ops.py``), the
+size of a float32 reassociation, so values stay within the reference
+tolerances. Each op also has a NumPy implementation (the Numba mode uses it).
 """
+
+import ctypes.util
+import functools
 
 import numpy as np
 import pytensor.scalar as ps
@@ -26,6 +35,23 @@ from pytensor.link.c.op import COp
 from pytensor.scalar.basic import UnaryScalarOp, float_types, upgrade_to_float
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.random.op import RandomVariable
+
+
+_TANH_SUPPORT = r"""
+#include <math.h>
+/* Cephes tanhf: an odd minimax polynomial below 0.625, 1 - 2 / (exp(2|x|) + 1) above.
+   |x| is capped at 10, where tanh is 1 in float32, so that exp cannot
+   overflow (fast-math may rewrite the formula into inf / inf). */
+static inline float untapped_tanhf(float x) {
+    const float a = fabsf(x) > 10.0f ? 10.0f : fabsf(x);
+    const float s = x * x;
+    const float p = ((((-5.70498872745E-3f * s + 2.06390887954E-2f) * s
+                       - 5.37397155531E-2f) * s + 1.33314422036E-1f) * s
+                     - 3.33332819422E-1f) * s * a + a;
+    const float e = expf(2.0f * a);
+    return copysignf((a < 0.625f) ? p : 1.0f - 2.0f / (e + 1.0f), x);
+}
+"""
 
 
 class FastTanh(UnaryScalarOp):
@@ -46,25 +72,19 @@ class FastTanh(UnaryScalarOp):
             return [x.zeros_like()]
         return (gz * (1 - ps.sqr(scalar_tanh(x))),)
 
+    def c_support_code(self, **kwargs):
+        return _TANH_SUPPORT
+
     def c_code(self, node, name, inputs, outputs, sub):
         (x,) = inputs
         (z,) = outputs
         if node.outputs[0].type.dtype != "float32":
             cast = node.outputs[0].type.dtype_specs()[1]
             return f"{z} = tanh(({cast}){x});"
-        return f"""{{
-            const float t_x = {x};
-            const float t_a = fabsf(t_x);
-            const float t_s = t_x * t_x;
-            const float t_p = ((((-5.70498872745E-3f * t_s + 2.06390887954E-2f) * t_s
-                                 - 5.37397155531E-2f) * t_s + 1.33314422036E-1f) * t_s
-                               - 3.33332819422E-1f) * t_s * t_a + t_a;
-            const float t_e = expf(2.0f * t_a);
-            {z} = copysignf((t_a < 0.625f) ? t_p : 1.0f - 2.0f / (t_e + 1.0f), t_x);
-        }}"""
+        return f"{z} = untapped_tanhf({x});"
 
     def c_code_cache_version(self):
-        return (2,)
+        return (4,)
 
 
 scalar_tanh = FastTanh(upgrade_to_float, name="fast_tanh")
@@ -104,27 +124,244 @@ def uniform_float32(rng, size):
 
 
 # --------------------------------------------------------------------------
-# The decoder's Bernoulli log-likelihood, fused with its sigmoid
+# Row-parallel, vectorised float32 ops for the (rows, units) hot spots
+#
+# Each runs its rows on OpenMP threads and its columns as one SIMD loop.
+# They are compiled with -ffast-math so that GCC vectorises expf / logf
+# through glibc's vector math library (libmvec); their results differ from
+# the scalar C library's by float32 rounding only (tests/test_ops.py).
 
-_BERNOULLI_SUPPORT = r"""
-/* p = sigmoid(a) as PyTensor computes it; the clip and the log terms of
-   parmesan_compat.distributions.log_bernoulli, for one element. */
+_ROW_SUPPORT = r"""
+#include <stdint.h>
+#include <string.h>
+/* -ffast-math lets the compiler assume there is no NaN, so NaNs are found
+   from the bits: a NaN in an input must still give a NaN out (the training
+   loop's divergence check relies on it). */
+static inline int untapped_is_nan(float v) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    return (b & 0x7fffffffu) > 0x7f800000u;
+}
+static inline float untapped_nan(void) {
+    const uint32_t b = 0x7fc00000u;
+    float v;
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+/* sigmoid(a) = 1 / (1 + exp(-a)), as PyTensor computes it. Below a = -87,
+   where exp(-a) would overflow (and fast-math code may then give 1 instead
+   of 0), a is raised to -87: the sigmoid is 0 in float32 either way, to
+   within 1.7e-38. */
+static inline float untapped_sigmoidf(float a) {
+    return 1.0f / (1.0f + expf(-(a < -87.0f ? -87.0f : a)));
+}
+/* The clip and the log terms of parmesan_compat.distributions.log_bernoulli,
+   for one element, p = sigmoid(a). */
 static inline float untapped_bern_ll(float x, float a, float lo, float hi) {
-    const float p = 1.0f / (1.0f + expf(-a));
+    const float p = untapped_sigmoidf(a);
     const float c = p < lo ? lo : (p > hi ? hi : p);
     return x * logf(c) + (1.0f - x) * logf(1.0f - c);
 }
 /* d/da of the same, times g: the clip passes the gradient where lo <= p <= hi. */
 static inline float untapped_bern_ll_grad(float x, float a, float g, float lo, float hi) {
-    const float p = 1.0f / (1.0f + expf(-a));
+    const float p = untapped_sigmoidf(a);
     const float c = p < lo ? lo : (p > hi ? hi : p);
     const float inside = (p >= lo && p <= hi) ? 1.0f : 0.0f;
     return g * inside * (x / c - (1.0f - x) / (1.0f - c)) * (p * (1.0f - p));
 }
 """
 
+# A 2-D float32 argument's C view: data pointer and strides in elements.
+_MATRIX_VIEW = """
+        const float* {v}_p = (const float*)PyArray_DATA({arr});
+        const npy_intp {v}_s0 = PyArray_STRIDES({arr})[0] / 4, {v}_s1 = PyArray_STRIDES({arr})[1] / 4;
+"""
 
-class _BernoulliBase(COp):
+
+@functools.cache
+def vector_math_libraries():
+    """``['mvec']`` where glibc's vector math library exists (Linux), else ``[]``."""
+    return ["mvec"] if ctypes.util.find_library("mvec") else []
+
+
+class _RowOp(COp):
+    """Shared C set-up of the row ops: OpenMP, fast-math, libmvec, the helpers above."""
+
+    __props__ = ()
+
+    def c_support_code(self, **kwargs):
+        return _TANH_SUPPORT + _ROW_SUPPORT
+
+    def c_compile_args(self, **kwargs):
+        return ["-fopenmp", "-ffast-math"]
+
+    def c_libraries(self, **kwargs):
+        return ["gomp"] + vector_math_libraries()
+
+    def c_headers(self, **kwargs):
+        return ["<math.h>", "<omp.h>"]
+
+    def c_code_cache_version(self):
+        return (5,)
+
+    def _check(self, *arrays):
+        for a in arrays:
+            if a.type.dtype != "float32":
+                raise TypeError(f"{type(self).__name__} works on float32, got {a.type}")
+
+    def _matrices(self, sub, *pairs):
+        """C that checks the matrices ``pairs`` = ((c_name, short), ...) share one shape and views them."""
+        first = pairs[0][0]
+        same = " || ".join(
+            f"PyArray_NDIM({arr}) != 2 || PyArray_DIMS({arr})[0] != PyArray_DIMS({first})[0]"
+            f" || PyArray_DIMS({arr})[1] != PyArray_DIMS({first})[1]"
+            for arr, _ in pairs
+        )
+        code = f"""
+        if ({same}) {{
+            PyErr_SetString(PyExc_ValueError, "{type(self).__name__}: the inputs must be matrices of one shape");
+            {sub["fail"]}
+        }}
+        const npy_intp n_rows = PyArray_DIMS({first})[0], n_cols = PyArray_DIMS({first})[1];
+        """
+        return code + "".join(_MATRIX_VIEW.format(v=v, arr=arr) for arr, v in pairs)
+
+    @staticmethod
+    def _output(z, ndim, dims, sub):
+        """C that (re)allocates the C-contiguous float32 output ``z`` of shape ``dims``."""
+        same = " || ".join(f"PyArray_DIMS({z})[{i}] != {d}" for i, d in enumerate(dims))
+        return f"""
+        {{
+            npy_intp z_dims[{ndim}] = {{{", ".join(dims)}}};
+            if (!{z} || {same} || !PyArray_IS_C_CONTIGUOUS({z})) {{
+                Py_XDECREF({z});
+                {z} = (PyArrayObject*)PyArray_EMPTY({ndim}, z_dims, NPY_FLOAT32, 0);
+                if (!{z}) {{ {sub["fail"]} }}
+            }}
+        }}
+        float* z_p = (float*)PyArray_DATA({z});
+        """
+
+
+def _contiguous_rows(*shorts):
+    """C condition: every named view has unit column stride (the SIMD path)."""
+    return " && ".join(f"{v}_s1 == 1" for v in shorts)
+
+
+class BiasTanh(_RowOp):
+    """``tanh(a + b)`` for a (rows, units) pre-activation ``a`` and a bias vector ``b``: a tanh dense layer's output.
+
+    The same function as ``ops.tanh(a + b)`` (the Cephes ``tanhf`` of
+    :class:`FastTanh`), computed in one vectorised pass. Its gradient is
+    ``g (1 - t^2)`` for ``a`` and the column sums of that for ``b``.
+    """
+
+    def make_node(self, a, b):
+        a, b = pt.as_tensor_variable(a), pt.as_tensor_variable(b)
+        self._check(a, b)
+        if a.ndim != 2 or b.ndim != 1:
+            raise TypeError("BiasTanh takes a matrix and a bias vector")
+        return Apply(self, [a, b], [pt.matrix(dtype="float32", shape=a.type.shape)])
+
+    def perform(self, node, inputs, outputs):
+        a, b = inputs
+        outputs[0][0] = np.tanh(a + b).astype(np.float32)
+
+    def pullback(self, inputs, outputs, output_grads):
+        (t,), (g,) = outputs, output_grads
+        g_a = g * (1.0 - pt.sqr(t))
+        return [g_a, g_a.sum(axis=0)]
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[0]]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        a, b = inputs
+        (z,) = outputs
+        return "{" + self._matrices(sub, (a, "a")) + f"""
+        if (PyArray_NDIM({b}) != 1 || PyArray_DIMS({b})[0] != n_cols) {{
+            PyErr_SetString(PyExc_ValueError, "BiasTanh: the bias must have one entry a column");
+            {sub["fail"]}
+        }}
+        const float* b_p = (const float*)PyArray_DATA({b});
+        const npy_intp b_s = PyArray_STRIDES({b})[0] / 4;
+        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
+        const float nan = untapped_nan();
+        #pragma omp parallel for schedule(static)
+        for (npy_intp i = 0; i < n_rows; ++i) {{
+            const float* ar = a_p + i * a_s0;
+            float* zr = z_p + i * n_cols;
+            if ({_contiguous_rows("a")} && b_s == 1) {{
+                #pragma omp simd
+                for (npy_intp j = 0; j < n_cols; ++j) {{
+                    const float v = ar[j] + b_p[j];
+                    zr[j] = untapped_is_nan(v) ? nan : untapped_tanhf(v);
+                }}
+            }} else {{
+                for (npy_intp j = 0; j < n_cols; ++j) {{
+                    const float v = ar[j * a_s1] + b_p[j * b_s];
+                    zr[j] = untapped_is_nan(v) ? nan : untapped_tanhf(v);
+                }}
+            }}
+        }}
+        }}"""
+
+
+bias_tanh = BiasTanh()
+
+
+class BernoulliSampleLogits(_RowOp):
+    """The Bernoulli sample ``1[u < sigmoid(a)]`` from logits ``a`` and uniforms ``u``, as float32.
+
+    The same draw as ``parmesan_compat``'s ``bernoulli_sample(sigmoid(a), u)``
+    (a comparison: no gradient), without writing the probabilities; the
+    rewrite :func:`untapped.rewrites.fuse_bernoulli_sample` puts it in.
+    """
+
+    def make_node(self, u, a):
+        u, a = pt.as_tensor_variable(u), pt.as_tensor_variable(a)
+        self._check(u, a)
+        if u.ndim != 2 or a.ndim != 2:
+            raise TypeError("BernoulliSampleLogits takes matrices")
+        shape = tuple(s1 if s1 is not None else s2 for s1, s2 in zip(u.type.shape, a.type.shape))
+        return Apply(self, [u, a], [pt.matrix(dtype="float32", shape=shape)])
+
+    def perform(self, node, inputs, outputs):
+        u, a = inputs
+        p = (1.0 / (1.0 + np.exp(-a))).astype(np.float32)
+        outputs[0][0] = (u < p).astype(np.float32)
+
+    def pullback(self, inputs, outputs, output_grads):
+        return [pt.zeros_like(v) for v in inputs]
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[1]]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        u, a = inputs
+        (z,) = outputs
+        return "{" + self._matrices(sub, (u, "u"), (a, "a")) + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
+        #pragma omp parallel for schedule(static)
+        for (npy_intp i = 0; i < n_rows; ++i) {{
+            const float* ur = u_p + i * u_s0;
+            const float* ar = a_p + i * a_s0;
+            float* zr = z_p + i * n_cols;
+            if ({_contiguous_rows("u", "a")}) {{
+                #pragma omp simd
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    zr[j] = (ur[j] < untapped_sigmoidf(ar[j])) ? 1.0f : 0.0f;
+            }} else {{
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    zr[j] = (ur[j * u_s1] < untapped_sigmoidf(ar[j * a_s1])) ? 1.0f : 0.0f;
+            }}
+        }}
+        }}"""
+
+
+bernoulli_sample_logits = BernoulliSampleLogits()
+
+
+class _BernoulliLogLik(_RowOp):
     __props__ = ("eps",)
 
     def __init__(self, eps=1e-5):
@@ -134,49 +371,18 @@ class _BernoulliBase(COp):
     def bounds(self):
         return np.float32(self.eps), np.float32(1.0 - self.eps)
 
-    def c_support_code(self, **kwargs):
-        return _BERNOULLI_SUPPORT
-
-    def c_compile_args(self, **kwargs):
-        return ["-fopenmp"]
-
-    def c_libraries(self, **kwargs):
-        return ["gomp"]
-
-    def c_headers(self, **kwargs):
-        return ["<math.h>", "<omp.h>"]
-
-    def _check(self, *arrays):
-        for a in arrays:
-            if a.type.dtype != "float32":
-                raise TypeError(f"{type(self).__name__} works on float32, got {a.type}")
-
-    def _c_prelude(self, inputs, sub):
-        x, a = inputs[:2]
-        fail = sub["fail"]
+    def _c_bounds(self):
         lo, hi = (repr(float(v)) + "f" for v in self.bounds)
-        return f"""
-        if (PyArray_NDIM({x}) != 2 || PyArray_NDIM({a}) != 2
-            || PyArray_DIMS({x})[0] != PyArray_DIMS({a})[0] || PyArray_DIMS({x})[1] != PyArray_DIMS({a})[1]) {{
-            PyErr_SetString(PyExc_ValueError, "{type(self).__name__}: x and a must be matrices of one shape");
-            {fail}
-        }}
-        const npy_intp n_rows = PyArray_DIMS({a})[0], n_cols = PyArray_DIMS({a})[1];
-        const npy_intp xs0 = PyArray_STRIDES({x})[0] / 4, xs1 = PyArray_STRIDES({x})[1] / 4;
-        const npy_intp as0 = PyArray_STRIDES({a})[0] / 4, as1 = PyArray_STRIDES({a})[1] / 4;
-        const float* xp = (const float*)PyArray_DATA({x});
-        const float* ap = (const float*)PyArray_DATA({a});
-        const float lo = {lo}, hi = {hi};
-        """
+        return f"const float lo = {lo}, hi = {hi};\n"
 
 
-class BernoulliLogLikRows(_BernoulliBase):
+class BernoulliLogLikRows(_BernoulliLogLik):
     """``sum_d [x log c + (1 - x) log(1 - c)]`` per row, ``c = clip(sigmoid(a), eps, 1 - eps)``.
 
-    One pass over ``x`` and the pre-activation ``a`` (both (rows, d) float32),
-    rows shared out among OpenMP threads; nothing of size (rows, d) is
-    written. The same values as ``sum(log_bernoulli(x, sigmoid(a)), -1)`` up
-    to float32 rounding (the row sum is accumulated in float64).
+    One pass over ``x`` and the pre-activation ``a`` (both (rows, d) float32);
+    nothing of size (rows, d) is written. The same values as
+    ``sum(log_bernoulli(x, sigmoid(a)), -1)`` up to float32 rounding (the row
+    sum is accumulated in float64).
     """
 
     def make_node(self, x, a):
@@ -202,36 +408,31 @@ class BernoulliLogLikRows(_BernoulliBase):
     def c_code(self, node, name, inputs, outputs, sub):
         x, a = inputs
         (z,) = outputs
-        fail = sub["fail"]
-        return "{" + self._c_prelude(inputs, sub) + f"""
-        npy_intp dims[1] = {{n_rows}};
-        if (!{z} || PyArray_DIMS({z})[0] != n_rows || !PyArray_IS_C_CONTIGUOUS({z})) {{
-            Py_XDECREF({z});
-            {z} = (PyArrayObject*)PyArray_EMPTY(1, dims, NPY_FLOAT32, 0);
-            if (!{z}) {{ {fail} }}
-        }}
-        float* zp = (float*)PyArray_DATA({z});
+        return "{" + self._matrices(sub, (x, "x"), (a, "a")) + self._c_bounds() + self._output(z, 1, ["n_rows"], sub) + f"""
         #pragma omp parallel for schedule(static)
         for (npy_intp i = 0; i < n_rows; ++i) {{
-            const float* xr = xp + i * xs0;
-            const float* ar = ap + i * as0;
+            const float* xr = x_p + i * x_s0;
+            const float* ar = a_p + i * a_s0;
             double acc = 0.0;
-            if (xs1 == 1 && as1 == 1) {{
-                for (npy_intp j = 0; j < n_cols; ++j)
+            int nan_seen = 0;
+            if ({_contiguous_rows("x", "a")}) {{
+                #pragma omp simd reduction(+:acc) reduction(|:nan_seen)
+                for (npy_intp j = 0; j < n_cols; ++j) {{
                     acc += untapped_bern_ll(xr[j], ar[j], lo, hi);
+                    nan_seen |= untapped_is_nan(xr[j]) | untapped_is_nan(ar[j]);
+                }}
             }} else {{
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    acc += untapped_bern_ll(xr[j * xs1], ar[j * as1], lo, hi);
+                for (npy_intp j = 0; j < n_cols; ++j) {{
+                    acc += untapped_bern_ll(xr[j * x_s1], ar[j * a_s1], lo, hi);
+                    nan_seen |= untapped_is_nan(xr[j * x_s1]) | untapped_is_nan(ar[j * a_s1]);
+                }}
             }}
-            zp[i] = (float)acc;
+            z_p[i] = nan_seen ? untapped_nan() : (float)acc;
         }}
         }}"""
 
-    def c_code_cache_version(self):
-        return (1,)
 
-
-class BernoulliLogLikRowsGrad(_BernoulliBase):
+class BernoulliLogLikRowsGrad(_BernoulliLogLik):
     """The gradient of :class:`BernoulliLogLikRows` with respect to ``a``, for row weights ``g``."""
 
     def make_node(self, x, a, g):
@@ -250,38 +451,36 @@ class BernoulliLogLikRowsGrad(_BernoulliBase):
     def c_code(self, node, name, inputs, outputs, sub):
         x, a, g = inputs
         (z,) = outputs
-        fail = sub["fail"]
-        return "{" + self._c_prelude(inputs, sub) + f"""
+        return "{" + self._matrices(sub, (x, "x"), (a, "a")) + self._c_bounds() + f"""
         if (PyArray_NDIM({g}) != 1 || PyArray_DIMS({g})[0] != n_rows) {{
             PyErr_SetString(PyExc_ValueError, "BernoulliLogLikRowsGrad: g must have one entry a row");
-            {fail}
+            {sub["fail"]}
         }}
-        if (!{z} || PyArray_DIMS({z})[0] != n_rows || PyArray_DIMS({z})[1] != n_cols || !PyArray_IS_C_CONTIGUOUS({z})) {{
-            Py_XDECREF({z});
-            {z} = (PyArrayObject*)PyArray_EMPTY(2, PyArray_DIMS({a}), NPY_FLOAT32, 0);
-            if (!{z}) {{ {fail} }}
-        }}
-        const npy_intp gs = PyArray_STRIDES({g})[0] / 4;
-        const float* gp = (const float*)PyArray_DATA({g});
-        float* zp = (float*)PyArray_DATA({z});
+        const npy_intp g_s = PyArray_STRIDES({g})[0] / 4;
+        const float* g_p = (const float*)PyArray_DATA({g});
+        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
+        const float nan = untapped_nan();
         #pragma omp parallel for schedule(static)
         for (npy_intp i = 0; i < n_rows; ++i) {{
-            const float* xr = xp + i * xs0;
-            const float* ar = ap + i * as0;
-            float* zr = zp + i * n_cols;
-            const float gi = gp[i * gs];
-            if (xs1 == 1 && as1 == 1) {{
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = untapped_bern_ll_grad(xr[j], ar[j], gi, lo, hi);
+            const float* xr = x_p + i * x_s0;
+            const float* ar = a_p + i * a_s0;
+            float* zr = z_p + i * n_cols;
+            const float gi = g_p[i * g_s];
+            const int g_nan = untapped_is_nan(gi);
+            if ({_contiguous_rows("x", "a")}) {{
+                #pragma omp simd
+                for (npy_intp j = 0; j < n_cols; ++j) {{
+                    const float v = untapped_bern_ll_grad(xr[j], ar[j], gi, lo, hi);
+                    zr[j] = (g_nan | untapped_is_nan(xr[j]) | untapped_is_nan(ar[j])) ? nan : v;
+                }}
             }} else {{
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = untapped_bern_ll_grad(xr[j * xs1], ar[j * as1], gi, lo, hi);
+                for (npy_intp j = 0; j < n_cols; ++j) {{
+                    const float v = untapped_bern_ll_grad(xr[j * x_s1], ar[j * a_s1], gi, lo, hi);
+                    zr[j] = (g_nan | untapped_is_nan(xr[j * x_s1]) | untapped_is_nan(ar[j * a_s1])) ? nan : v;
+                }}
             }}
         }}
         }}"""
-
-    def c_code_cache_version(self):
-        return (1,)
 
 
 def bernoulli_log_lik_rows(x, p, eps=1e-5):

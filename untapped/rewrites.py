@@ -1,0 +1,67 @@
+"""Graph rewrites that our compile modes add to PyTensor's ``fast_run``.
+
+Both run late (position 47.5: after PyTensor's canonicalisation and
+specialisation, before elementwise fusion) and only in the modes of
+:func:`untapped.backend.compile_mode`, which include the tag :data:`TAG`:
+
+- :func:`inline_softmax`: PyTensor 3's ``Softmax`` / ``LogSoftmax`` are
+  ``OpFromGraph``s that the C backend runs through Python (about 15 ms for a
+  10,000 x 10 softmax); inlined, their max-exp-sum graph becomes C loops.
+  Running after the rewrites that recognise softmax patterns keeps them from
+  folding it back.
+- :func:`fuse_bernoulli_sample`: ``cast(u < sigmoid(a))``, the Bernoulli
+  sample of ``parmesan_compat``, becomes one vectorised pass
+  (:class:`untapped.ops.BernoulliSampleLogits`) instead of a scalar loop.
+"""
+
+from pytensor.compile import optdb
+from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+from pytensor.scalar import basic as ps
+from pytensor.scalar.math import sigmoid as scalar_sigmoid
+from pytensor.tensor.elemwise import Elemwise
+from pytensor.tensor.rewriting.ofg import inline_ofg_node
+from pytensor.tensor.special import LogSoftmax, Softmax
+
+from untapped import ops
+
+#: The tag that selects these rewrites.
+TAG = "untapped_rewrites"
+
+
+@node_rewriter([Softmax, LogSoftmax])
+def inline_softmax(fgraph, node):
+    """Replace a ``Softmax`` / ``LogSoftmax`` node by its inner graph."""
+    return inline_ofg_node(node)
+
+
+def _elemwise_input(var, scalar_op_type):
+    """The inputs of ``var``'s owner if it is an ``Elemwise`` of ``scalar_op_type``, else None."""
+    owner = var.owner
+    if owner is None or not isinstance(owner.op, Elemwise) or not isinstance(owner.op.scalar_op, scalar_op_type):
+        return None
+    return owner.inputs
+
+
+@node_rewriter([Elemwise])
+def fuse_bernoulli_sample(fgraph, node):
+    """``cast(u < sigmoid(a), float32)`` on float32 matrices -> ``BernoulliSampleLogits(u, a)``."""
+    if not isinstance(node.op.scalar_op, ps.Cast) or node.outputs[0].type.dtype != "float32":
+        return None
+    (less,) = node.inputs
+    compared = _elemwise_input(less, ps.LT)
+    if compared is None:
+        return None
+    u, p = compared
+    logits = _elemwise_input(p, type(scalar_sigmoid))
+    if logits is None:
+        return None
+    (a,) = logits
+    if u.ndim != 2 or a.ndim != 2 or u.type.dtype != "float32" or a.type.dtype != "float32":
+        return None
+    if u.type.broadcastable != a.type.broadcastable:
+        return None
+    return [ops.bernoulli_sample_logits(u, a)]
+
+
+optdb.register("untapped_inline_softmax", dfs_rewriter(inline_softmax), TAG, position=47.5)
+optdb.register("untapped_fuse_bernoulli_sample", dfs_rewriter(fuse_bernoulli_sample), TAG, position=47.6)
