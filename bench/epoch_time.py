@@ -236,8 +236,6 @@ def bench_model(preset, data, epochs, mode, log):
 
 
 def environment(mode):
-    import pytensor
-
     from untapped import backend
 
     env = backend.environment(mode)
@@ -247,8 +245,6 @@ def environment(mode):
         cores=os.cpu_count(),
         platform=platform.platform(),
         load_average_at_start=os.getloadavg(),
-        cxxflags=pytensor.config.gcc__cxxflags,
-        openmp=pytensor.config.openmp,
         numpy_blas=_numpy_blas(),
         compile_cache=_CACHE,
     )

@@ -30,6 +30,7 @@ import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
 
 from untapped import rewrites
+from untapped.ops import vector_math_libraries
 
 FLOATX = "float32"
 
@@ -50,6 +51,20 @@ def float32():
     the global default of float64 they would silently upcast float32 tensors.
     """
     return pytensor.config.change_flags(floatX=FLOATX)
+
+
+#: C compiler flags for the modules of our graphs, before the user's own
+#: ``gcc__cxxflags`` (so theirs win). PyTensor passes ``-g -O3`` to every
+#: module; without debug information and at -O2 the cold compile of a model
+#: is about a fifth shorter. The hot loops are ours and are vectorised at -O2
+#: too (``omp simd``); the rest is memory-bound.
+C_COMPILE_FLAGS = "-g0 -O2"
+
+
+def compiling():
+    """Context manager under which we compile: float32 graphs (:func:`float32`) and :data:`C_COMPILE_FLAGS`."""
+    cxxflags = " ".join(f for f in (C_COMPILE_FLAGS, pytensor.config.gcc__cxxflags) if f)
+    return pytensor.config.change_flags(floatX=FLOATX, gcc__cxxflags=cxxflags)
 
 
 def compile_mode(name=DEFAULT_MODE):
@@ -87,6 +102,8 @@ def environment(mode=DEFAULT_MODE):
         "mode": mode,
         "linker": MODES[mode]["linker"],
         "blas__ldflags": blas_ldflags(),
+        "cxxflags": " ".join(f for f in (C_COMPILE_FLAGS, pytensor.config.gcc__cxxflags) if f),
+        "vector_math": vector_math_libraries() or None,
         "floatX": FLOATX,
     }
 

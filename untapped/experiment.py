@@ -598,6 +598,7 @@ def describe_environment(mode=DEFAULT_MODE, location=None):
         f"versions: {versions}",
         f"mode: {mode} (linker {env['linker']}, floatX {env['floatX']}, compiledir {pytensor.config.compiledir})",
         f"blas__ldflags: {env['blas__ldflags'] or '(empty: PyTensor calls NumPy BLAS)'}",
+        f"C flags: {env['cxxflags']}; vector math: {', '.join(env['vector_math'] or []) or 'none (scalar expf/logf)'}",
     ]
     try:
         from threadpoolctl import threadpool_info
@@ -609,7 +610,7 @@ def describe_environment(mode=DEFAULT_MODE, location=None):
         pools = "unknown"
     threads = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     lines.append(
-        f"threads: {os.cpu_count()} CPUs, pytensor openmp={pytensor.config.openmp}, "
+        f"threads: {os.cpu_count()} CPUs (untapped's row ops use OpenMP), "
         + ", ".join(f"{k}={v}" for k, v in threads.items())
         + f"; thread pools: {pools or 'none loaded'}"
     )

@@ -25,7 +25,7 @@ from pytensor.tensor.random import shared_rng
 from sklearn.base import BaseEstimator
 
 from untapped import forward, objectives, ops
-from untapped.backend import DEFAULT_MODE, as_float32, compile_mode, float32, lasagne
+from untapped.backend import DEFAULT_MODE, as_float32, compile_mode, compiling, float32, lasagne
 from untapped.networks import Networks
 
 PRESETS = OrderedDict(
@@ -434,7 +434,7 @@ class ModelGraph:
     def function(self, name):
         """The compiled function ``name``, compiled on first request."""
         if name not in self._functions:
-            with float32():
+            with compiling():
                 self._functions[name] = getattr(self, f"_compile_{name}")()
         return self._functions[name]
 

@@ -282,7 +282,7 @@ class Exporter:
     def __init__(self, model="untapped", seed=DEFAULT_SEED, mode="c"):
         import pytensor
 
-        from untapped.backend import float32
+        from untapped.backend import compiling
         from untapped.model import SSDGM
 
         if model not in MODELS:
@@ -298,7 +298,7 @@ class Exporter:
         assert len(trace_vars) == len(self.trace_names)
         self._inputs = list(graph.batch.values()) + list(graph.noise.values())
         self._batch_names, self._noise_names = list(graph.batch), list(graph.noise)
-        with float32():
+        with compiling():
             self._forward = pytensor.function(
                 self._inputs, trace_vars + list(graph.gradients), mode=graph.mode, on_unused_input="ignore"
             )
