@@ -124,7 +124,7 @@ def test_bernoulli_log_lik_rows_values_and_gradient(mode):
 
 
 def test_bernoulli_vectorised_loops_match_plain_graph_at_mnist_width():
-    """The vectorised (fast-math, libmvec) loops at the decoder's width agree with PyTensor's own
+    """The vectorised (OpenMP, libmvec) loops at the decoder's width agree with PyTensor's own
     float32 graph to float32 rounding, for logits in every regime, and C- or Fortran-ordered input."""
     from parmesan_compat.distributions import log_bernoulli
 
@@ -146,7 +146,7 @@ def test_bernoulli_vectorised_loops_match_plain_graph_at_mnist_width():
 
 
 def test_bernoulli_ops_propagate_nan():
-    """A NaN in x, a or the row weight makes its row (value) or element (gradient) NaN, despite fast-math."""
+    """A NaN in x, a or the row weight makes its row (value) or element (gradient) NaN (the divergence check relies on it)."""
     x = np.zeros((3, 40), np.float32)
     a = np.zeros((3, 40), np.float32)
     g = np.ones(3, np.float32)
@@ -273,3 +273,29 @@ def test_bernoulli_sample_is_fused_and_draws_the_same():
     assert not grad.any()  # a comparison has no gradient, as in the original
     for u_in, a_in in ((np.asfortranarray(u), a), (u, np.asfortranarray(a))):
         assert np.array_equal(f(u_in, a_in)[0], out)
+
+
+def test_loading_the_row_ops_keeps_subnormals():
+    """Compiling and running our C ops must not switch the process to flush-to-zero
+    (a module built with -ffast-math does that when loaded), which would change every
+    other float computation in the process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, pytensor, pytensor.tensor as pt\n"
+        "from untapped import ops\n"
+        "from untapped.backend import compile_mode, float32\n"
+        "with float32():\n"
+        "    a, b, x, u = pt.matrix('a'), pt.vector('b'), pt.matrix('x'), pt.matrix('u')\n"
+        "    outs = [ops.bias_tanh(a, b), ops.BernoulliLogLikRows()(x, a), ops.bernoulli_sample_logits(u, a)]\n"
+        "    outs.append(pytensor.grad(outs[1].sum(), a))\n"
+        "    f = pytensor.function([a, b, x, u], outs, mode=compile_mode('c'))\n"
+        "m = np.ones((3, 20), np.float32)\n"
+        "f(m, m[0], m, m)\n"
+        "print(np.float32(1e-39) * np.float32(1.0), np.float64(1e-310) * 1.0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    tiny32, tiny64 = (float(v) for v in result.stdout.split())
+    assert tiny32 > 0.0 and tiny64 > 0.0
