@@ -52,6 +52,11 @@ def use_empty_compile_cache():
         f for f in (os.environ.get("PYTENSOR_FLAGS", ""), f"base_compiledir={_CACHE}") if f
     )
 
+if __name__ == "__main__":
+    use_empty_compile_cache()
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import untapped  # noqa: E402,F401 - first, so that its thread settings reach NumPy's OpenBLAS
 import numpy as np  # noqa: E402
 
 SIZES = dict(labeled=35735, unlabeled=20000, unfeatured=10)
@@ -324,6 +329,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    use_empty_compile_cache()
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()

@@ -608,7 +608,8 @@ def describe_environment(mode=DEFAULT_MODE, location=None):
         )
     except Exception:  # threadpoolctl is optional
         pools = "unknown"
-    threads = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+    threads = {k: os.environ.get(k, "unset") for k in names}
     lines.append(
         f"threads: {os.cpu_count()} CPUs (untapped's row ops use OpenMP), "
         + ", ".join(f"{k}={v}" for k, v in threads.items())

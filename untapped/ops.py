@@ -375,6 +375,9 @@ class BernoulliLogLikRows(_BernoulliLogLik):
         self._check(x, a)
         return Apply(self, [x, a], [pt.vector(dtype="float32", shape=(a.type.shape[0],))])
 
+    def infer_shape(self, fgraph, node, shapes):
+        return [(shapes[1][0],)]
+
     def perform(self, node, inputs, outputs):
         x, a = inputs
         lo, hi = self.bounds
@@ -419,6 +422,9 @@ class BernoulliLogLikRowsGrad(_BernoulliLogLik):
         x, a, g = (pt.as_tensor_variable(v) for v in (x, a, g))
         self._check(x, a, g)
         return Apply(self, [x, a, g], [a.type()])
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[1]]
 
     def perform(self, node, inputs, outputs):
         x, a, g = inputs

@@ -12,10 +12,20 @@ specialisation, before elementwise fusion) and only in the modes of
 - :func:`fuse_bernoulli_sample`: ``cast(u < sigmoid(a))``, the Bernoulli
   sample of ``parmesan_compat``, becomes one vectorised pass
   (:class:`untapped.ops.BernoulliSampleLogits`) instead of a scalar loop.
+
+One runs between canonicalisation and specialisation (position 1.9):
+
+- :func:`drop_self_evident_asserts`: the shape graph of a training step
+  nests "could not broadcast" assertions that a batch's row count equals
+  itself, ten deep. PyTensor removes one level per specialisation pass
+  (~0.1 s each); this removes every level at once. Only assertions whose
+  every condition is ``a == a`` (up to such assertions on ``a``) go.
 """
 
 from pytensor.compile import optdb
+from pytensor.graph.basic import Constant
 from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+from pytensor.raise_op import Assert
 from pytensor.scalar import basic as ps
 from pytensor.scalar.math import sigmoid as scalar_sigmoid
 from pytensor.tensor.elemwise import Elemwise
@@ -63,5 +73,33 @@ def fuse_bernoulli_sample(fgraph, node):
     return [ops.bernoulli_sample_logits(u, a)]
 
 
+def _strip_asserts(var):
+    while var.owner is not None and isinstance(var.owner.op, Assert):
+        var = var.owner.inputs[0]
+    return var
+
+
+def _self_evident(condition):
+    """Whether ``condition`` is a constant true, or ``a == a`` up to assertions on ``a``."""
+    if isinstance(condition, Constant):
+        return bool(condition.data)
+    owner = condition.owner
+    while owner is not None and not isinstance(owner.op, Elemwise) and len(owner.inputs) == 1:
+        owner = owner.inputs[0].owner  # ScalarFromTensor and the like
+    if owner is None or not isinstance(owner.op, Elemwise) or not isinstance(owner.op.scalar_op, ps.EQ):
+        return False
+    a, b = (_strip_asserts(v) for v in owner.inputs)
+    return a is b
+
+
+@node_rewriter([Assert])
+def drop_self_evident_asserts(fgraph, node):
+    """``Assert(x, c1, c2, ...)`` -> ``x`` when every ``c`` is self-evident (see :func:`_self_evident`)."""
+    if all(_self_evident(c) for c in node.inputs[1:]):
+        return [_strip_asserts(node.inputs[0])]
+    return None
+
+
+optdb.register("untapped_drop_self_evident_asserts", dfs_rewriter(drop_self_evident_asserts), TAG, position=1.9)
 optdb.register("untapped_inline_softmax", dfs_rewriter(inline_softmax), TAG, position=47.5)
 optdb.register("untapped_fuse_bernoulli_sample", dfs_rewriter(fuse_bernoulli_sample), TAG, position=47.6)

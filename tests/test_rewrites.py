@@ -1,0 +1,50 @@
+"""The graph rewrites our compile modes add (``untapped.rewrites``)."""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from pytensor.raise_op import Assert
+
+from untapped import rewrites
+from untapped.backend import compile_mode
+
+
+def _asserts(f):
+    return [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, Assert)]
+
+
+def test_self_evident_assert_chains_are_dropped():
+    """Assert(n, n == n), nested as PyTensor's shape graph nests them, goes in one step (PyTensor's
+    own rewrites need one pass per level) and compiles to nothing."""
+    from pytensor.graph.fg import FunctionGraph
+
+    x = pt.vector("x")
+    n = x.shape[0]
+    inner = Assert("rows")(n, pt.eq(n, n))
+    outer = Assert("rows")(inner, pt.eq(inner, n))
+    fgraph = FunctionGraph([x], [outer], clone=False)
+    assert rewrites.drop_self_evident_asserts.transform(fgraph, outer.owner) == [n]
+    f = pytensor.function([x], outer * 2, mode=compile_mode("c"))
+    assert not _asserts(f)
+    assert f(np.zeros(3)) == 6
+
+
+def test_real_assertions_are_kept():
+    x, y = pt.vector("x"), pt.vector("y")
+    checked = Assert("same length")(x.shape[0], pt.eq(x.shape[0], y.shape[0]))
+    f = pytensor.function([x, y], checked, mode=compile_mode("c"))
+    assert _asserts(f)
+    assert f(np.zeros(3), np.zeros(3)) == 3
+    with pytest.raises(AssertionError, match="same length"):
+        f(np.zeros(3), np.zeros(4))
+
+
+def test_training_step_has_no_broadcast_assert_chains():
+    """Our ops infer their shapes, so no row-count assertion survives into the training step."""
+    from untapped.model import SSDGM
+
+    est = SSDGM.from_preset("untapped", batch_size=4, decoder_hidden=(5, 6), classifier_hidden=(3, 3), encoder_hidden=(3, 3))
+    f = est.graph.function("train")
+    rows = [n for n in _asserts(f) if any("index" in str(v) for v in pytensor.graph.traversal.ancestors(n.inputs))]
+    assert not rows
