@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -122,3 +123,15 @@ def test_softmax_is_inlined_into_c_loops(mode):
     expected = s * (w - (s * w).sum(1, keepdims=True))  # d/dx of sum(softmax * w)
     expected += np.eye(3)[0] - s  # d/dx of log_softmax[:, 0]
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_import_sets_thread_hand_off_defaults_but_keeps_the_users():
+    """import untapped defaults OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT (README, Speed); a user's values win."""
+    code = "import os, untapped; print(os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["PASSIVE", "4"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["ACTIVE", "4"]

@@ -48,3 +48,23 @@ def test_training_step_has_no_broadcast_assert_chains():
     f = est.graph.function("train")
     rows = [n for n in _asserts(f) if any("index" in str(v) for v in pytensor.graph.traversal.ancestors(n.inputs))]
     assert not rows
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_matrix_sums_run_on_all_threads_and_match_float64_sums(axis):
+    from untapped import ops
+    from untapped.backend import float32
+
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((1003, 37)) * 100).astype(np.float32)
+    with float32():
+        xs = pt.matrix("x")
+        total = pt.sqr(xs).sum(axis=axis)
+        f = pytensor.function([xs], [total, pytensor.grad(total.sum(), xs)], mode=compile_mode("c"))
+    assert [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, ops.MatrixSum)]
+    expected = np.square(x.astype(np.float64)).sum(axis=axis).astype(np.float32)
+    for layout in (x, np.asfortranarray(x)):
+        out, grad = f(layout)
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
+        np.testing.assert_allclose(grad, 2 * x, rtol=1e-6)

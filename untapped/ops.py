@@ -189,7 +189,7 @@ class _RowOp(COp):
         return ["gomp"] + vector_math_libraries()
 
     def c_headers(self, **kwargs):
-        return ["<math.h>", "<omp.h>"]
+        return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
         return (7,)
@@ -344,6 +344,93 @@ class BernoulliSampleLogits(_RowOp):
 
 
 bernoulli_sample_logits = BernoulliSampleLogits()
+
+
+class MatrixSum(_RowOp):
+    """``x.sum(axis)`` of a float32 matrix, accumulated in float64 as PyTensor's ``Sum`` does, on all threads.
+
+    The training step's bias gradients are column sums of (10,000, units)
+    arrays, and its per-row log densities are row sums; PyTensor's ``Sum``
+    runs them on one thread. Column sums give each thread a band of rows and
+    add the threads' float64 partial sums at the end; the result is the
+    float32 rounding of a float64 sum, whatever the order.
+    """
+
+    __props__ = ("axis",)
+
+    def __init__(self, axis):
+        if axis not in (0, 1):
+            raise ValueError("MatrixSum sums over axis 0 or 1")
+        self.axis = axis
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        self._check(x)
+        if x.ndim != 2:
+            raise TypeError("MatrixSum takes a matrix")
+        return Apply(self, [x], [pt.vector(dtype="float32", shape=(x.type.shape[1 - self.axis],))])
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = inputs[0].sum(axis=self.axis, dtype=np.float64).astype(np.float32)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [(shapes[0][1 - self.axis],)]
+
+    def pullback(self, inputs, outputs, output_grads):
+        (x,), (g,) = inputs, output_grads
+        return [pt.ones_like(x) * (g[None, :] if self.axis == 0 else g[:, None])]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        (x,), (z,) = inputs, outputs
+        view = self._matrices(sub, (x, "x"))
+        if self.axis == 1:
+            return "{" + view + self._output(z, 1, ["n_rows"], sub) + """
+        #pragma omp parallel for schedule(static)
+        for (npy_intp i = 0; i < n_rows; ++i) {
+            const float* xr = x_p + i * x_s0;
+            double acc = 0.0;
+            if (x_s1 == 1) {
+                #pragma omp simd reduction(+:acc)
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    acc += xr[j];
+            } else {
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    acc += xr[j * x_s1];
+            }
+            z_p[i] = (float)acc;
+        }
+        }"""
+        return "{" + view + self._output(z, 1, ["n_cols"], sub) + f"""
+        const int n_threads = omp_get_max_threads();
+        double* partial = (double*)calloc((size_t)n_threads * (size_t)(n_cols > 0 ? n_cols : 1), sizeof(double));
+        if (!partial) {{
+            PyErr_NoMemory();
+            {sub["fail"]}
+        }}
+        #pragma omp parallel num_threads(n_threads)
+        {{
+            double* acc = partial + (size_t)omp_get_thread_num() * n_cols;
+            #pragma omp for schedule(static)
+            for (npy_intp i = 0; i < n_rows; ++i) {{
+                const float* xr = x_p + i * x_s0;
+                if (x_s1 == 1) {{
+                    #pragma omp simd
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        acc[j] += xr[j];
+                }} else {{
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        acc[j] += xr[j * x_s1];
+                }}
+            }}
+        }}
+        for (npy_intp j = 0; j < n_cols; ++j) {{
+            double total = 0.0;
+            for (int t = 0; t < n_threads; ++t)
+                total += partial[(size_t)t * n_cols + j];
+            z_p[j] = (float)total;
+        }}
+        free(partial);
+        }}"""
 
 
 class _BernoulliLogLik(_RowOp):

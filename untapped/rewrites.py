@@ -13,6 +13,11 @@ specialisation, before elementwise fusion) and only in the modes of
   sample of ``parmesan_compat``, becomes one vectorised pass
   (:class:`untapped.ops.BernoulliSampleLogits`) instead of a scalar loop.
 
+One runs after elementwise fusion (position 49.05), on what fusion left:
+
+- :func:`parallel_matrix_sums`: a float32 matrix's row or column sum
+  (float64 accumulator) runs on all threads (:class:`untapped.ops.MatrixSum`).
+
 One runs between canonicalisation and specialisation (position 1.9):
 
 - :func:`drop_self_evident_asserts`: the shape graph of a training step
@@ -29,6 +34,7 @@ from pytensor.raise_op import Assert
 from pytensor.scalar import basic as ps
 from pytensor.scalar.math import sigmoid as scalar_sigmoid
 from pytensor.tensor.elemwise import Elemwise
+from pytensor.tensor.math import Sum
 from pytensor.tensor.rewriting.ofg import inline_ofg_node
 from pytensor.tensor.special import LogSoftmax, Softmax
 
@@ -73,6 +79,18 @@ def fuse_bernoulli_sample(fgraph, node):
     return [ops.bernoulli_sample_logits(u, a)]
 
 
+@node_rewriter([Sum])
+def parallel_matrix_sums(fgraph, node):
+    """``Sum{axis=0 or 1, acc=float64}`` of a float32 matrix -> ``MatrixSum(axis)``."""
+    (x,) = node.inputs
+    axis = node.op.axis
+    if x.ndim != 2 or x.type.dtype != "float32" or node.outputs[0].type.dtype != "float32":
+        return None
+    if axis is None or len(axis) != 1 or node.op.acc_dtype != "float64":
+        return None
+    return [ops.MatrixSum(axis[0])(x)]
+
+
 def _strip_asserts(var):
     while var.owner is not None and isinstance(var.owner.op, Assert):
         var = var.owner.inputs[0]
@@ -103,3 +121,4 @@ def drop_self_evident_asserts(fgraph, node):
 optdb.register("untapped_drop_self_evident_asserts", dfs_rewriter(drop_self_evident_asserts), TAG, position=1.9)
 optdb.register("untapped_inline_softmax", dfs_rewriter(inline_softmax), TAG, position=47.5)
 optdb.register("untapped_fuse_bernoulli_sample", dfs_rewriter(fuse_bernoulli_sample), TAG, position=47.6)
+optdb.register("untapped_parallel_matrix_sums", dfs_rewriter(parallel_matrix_sums), TAG, position=49.05)
