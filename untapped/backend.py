@@ -73,7 +73,8 @@ def compile_mode(name=DEFAULT_MODE):
         raise ValueError(f"unknown compile mode {name!r}; choose one of {', '.join(MODES)}")
     if name == "c":
         blas_ldflags()  # resolve PyTensor's BLAS detection quietly, before any C compile
-    return Mode(**MODES[name]).including(rewrites.TAG)
+    tags = (rewrites.TAG, rewrites.C_TAG) if name == "c" else (rewrites.TAG,)
+    return Mode(**MODES[name]).including(*tags)
 
 
 def blas_ldflags():

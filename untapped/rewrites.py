@@ -1,8 +1,9 @@
 """Graph rewrites that our compile modes add to PyTensor's ``fast_run``.
 
-Both run late (position 47.5: after PyTensor's canonicalisation and
-specialisation, before elementwise fusion) and only in the modes of
-:func:`untapped.backend.compile_mode`, which include the tag :data:`TAG`:
+They run only in the modes of :func:`untapped.backend.compile_mode`, which
+include the tag :data:`TAG`, and in the C mode also :data:`C_TAG` (the
+rewrites that put in our C ops). Two run late (after PyTensor's
+canonicalisation and specialisation, before elementwise fusion):
 
 - :func:`inline_softmax`: PyTensor 3's ``Softmax`` / ``LogSoftmax`` are
   ``OpFromGraph``s that the C backend runs through Python (about 15 ms for a
@@ -40,8 +41,11 @@ from pytensor.tensor.special import LogSoftmax, Softmax
 
 from untapped import ops
 
-#: The tag that selects these rewrites.
+#: The tag that selects the rewrites for every backend.
 TAG = "untapped_rewrites"
+#: The tag of the rewrites that put in C-only ops (the C backend's; Numba
+#: would run those ops through Python).
+C_TAG = "untapped_c_rewrites"
 
 
 @node_rewriter([Softmax, LogSoftmax])
@@ -120,5 +124,5 @@ def drop_self_evident_asserts(fgraph, node):
 
 optdb.register("untapped_drop_self_evident_asserts", dfs_rewriter(drop_self_evident_asserts), TAG, position=1.9)
 optdb.register("untapped_inline_softmax", dfs_rewriter(inline_softmax), TAG, position=47.5)
-optdb.register("untapped_fuse_bernoulli_sample", dfs_rewriter(fuse_bernoulli_sample), TAG, position=47.6)
-optdb.register("untapped_parallel_matrix_sums", dfs_rewriter(parallel_matrix_sums), TAG, position=49.05)
+optdb.register("untapped_fuse_bernoulli_sample", dfs_rewriter(fuse_bernoulli_sample), C_TAG, position=47.6)
+optdb.register("untapped_parallel_matrix_sums", dfs_rewriter(parallel_matrix_sums), C_TAG, position=49.05)
