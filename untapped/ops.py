@@ -13,6 +13,8 @@ library's scalar ``expf`` / ``logf`` / ``tanhf`` on one thread. Here:
   clip, Bernoulli log terms and row sum in one pass, writing nothing of
   size (rows, 784); :class:`BernoulliSampleLogits` is the sample
   ``1[u < sigmoid(a)]``.
+- :class:`MatrixSum` is a float32 matrix's row or column sum (the bias
+  gradients, the per-row densities), float64-accumulated on all threads.
 - :data:`uniform_float32` draws U[0, 1) directly in float32.
 - :data:`matmul` runs each product in the orientation BLAS is fastest at.
 
