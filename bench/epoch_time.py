@@ -25,6 +25,7 @@ share, so it is reported but only untapped's is a true cold figure.
 
 import argparse
 import atexit
+import gc
 import json
 import os
 import platform
@@ -228,7 +229,7 @@ def bench_model(preset, data, epochs, mode, log):
         if epoch:
             times.append(dt)
         log(f"{preset}: epoch {epoch}{' (warm-up)' if not epoch else ''} {dt:.2f} s, total {values['total']:.3f}")
-    return dict(
+    result = dict(
         epoch_s=statistics.median(times),
         epoch_min_s=min(times),
         epoch_max_s=max(times),
@@ -238,6 +239,10 @@ def bench_model(preset, data, epochs, mode, log):
         compile_warm_s=warm,
         peak_rss_mb=peak_rss_mb(),
     )
+    # The training step keeps its buffers while it lives; free them before the next model's phase.
+    del model
+    gc.collect()
+    return result
 
 
 def environment(mode):

@@ -447,6 +447,10 @@ def test_training_is_reproducible_and_resumable(training_data):
         assert ka == kc and np.array_equal(sa, sc)
     assert a.rng_states() == c.rng_states()
 
+    # the training step keeps its buffers between calls (README, Speed); evaluation frees them
+    assert a.graph.function("train").maker.linker.allow_gc is False
+    assert a.graph.function("evaluate").maker.linker.allow_gc is not False
+
     # no float64 in the compiled training step; int64 only for indices and shapes
     fgraph = a.graph.function("train").maker.fgraph
     dtypes = {getattr(v.type, "dtype", None) for v in fgraph.variables}

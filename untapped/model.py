@@ -347,6 +347,7 @@ class ModelGraph:
             )
         self.est = est
         self.mode = compile_mode(est.mode)
+        self.train_mode = compile_mode(est.mode, keep_buffers=True)
         self._functions = {}
         with float32():
             self.networks = Networks(
@@ -438,14 +439,14 @@ class ModelGraph:
                 self._functions[name] = getattr(self, f"_compile_{name}")()
         return self._functions[name]
 
-    def _compile(self, inputs, outputs, **kwargs):
+    def _compile(self, inputs, outputs, mode=None, **kwargs):
         with warnings.catch_warnings():
             # In Numba mode our C-only ops (untapped.ops) run their Python
             # implementation; that is expected, not worth a warning per op.
             warnings.filterwarnings("ignore", message="Numba will use object mode")
-            return pytensor.function(inputs, outputs, mode=self.mode, on_unused_input="ignore", **kwargs)
+            return pytensor.function(inputs, outputs, mode=mode or self.mode, on_unused_input="ignore", **kwargs)
 
-    def _compile_with_random_noise(self, inputs, outputs, noise, givens=None, updates=None):
+    def _compile_with_random_noise(self, inputs, outputs, noise, givens=None, updates=None, mode=None):
         """Compile with each noise tensor the outputs use replaced by a draw, and its generator advanced.
 
         Generators whose noise the outputs never read are left out, so a model
@@ -457,13 +458,18 @@ class ModelGraph:
             if var in needed:
                 givens[var] = draw
                 updates[rng] = next_rng
-        return self._compile(inputs, outputs, givens=givens, updates=updates)
+        return self._compile(inputs, outputs, givens=givens, updates=updates, mode=mode)
 
     def _compile_train(self):
         outputs = [self.terms[t] for t in self.train_outputs[:-1]] + [self.total]
         data = OrderedDict((var, self.data[name][self.index[forward.BATCH_SOURCE[name]]]) for name, var in self.batch.items())
         return self._compile_with_random_noise(
-            list(self.index.values()) + [self.learning_rate], outputs, self.train_noise, givens=data, updates=self.updates
+            list(self.index.values()) + [self.learning_rate],
+            outputs,
+            self.train_noise,
+            givens=data,
+            updates=self.updates,
+            mode=self.train_mode,
         )
 
     def _compile_evaluate(self):
