@@ -182,14 +182,22 @@ def reset_peak_rss():
         return False
 
 
-def peak_rss_mb():
+def _proc_field(path, key):
+    """The text after ``key`` on the first line of ``path`` (a /proc file) that starts with it, or None."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
+                if line.startswith(key):
+                    return line[len(key):].strip()
     except OSError:
         pass
+    return None
+
+
+def peak_rss_mb():
+    hwm = _proc_field("/proc/self/status", "VmHWM:")  # "<n> kB"
+    if hwm is not None:
+        return int(hwm.split()[0]) / 1024.0
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -262,14 +270,8 @@ def environment(mode):
 
 
 def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    name = _proc_field("/proc/cpuinfo", "model name")  # "\t: <name>"
+    return name.lstrip("\t :") if name is not None else platform.processor()
 
 
 def _numpy_blas():

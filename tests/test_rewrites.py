@@ -40,6 +40,17 @@ def test_real_assertions_are_kept():
         f(np.zeros(3), np.zeros(4))
 
 
+def test_a_real_assertion_inside_a_self_evident_one_is_kept():
+    x, y = pt.vector("x"), pt.vector("y")
+    n = x.shape[0]
+    real = Assert("same length")(n, pt.eq(n, y.shape[0]))
+    outer = Assert("rows")(real, pt.eq(real, n))
+    f = pytensor.function([x, y], outer, mode=compile_mode("c"))
+    assert [a.op.msg for a in _asserts(f)] == ["same length"]
+    with pytest.raises(AssertionError, match="same length"):
+        f(np.zeros(3), np.zeros(4))
+
+
 def test_training_step_has_no_broadcast_assert_chains():
     """Our ops infer their shapes, so no row-count assertion survives into the training step."""
     from untapped.model import SSDGM

@@ -61,10 +61,14 @@ def float32():
 C_COMPILE_FLAGS = "-g0 -O2"
 
 
+def _cxxflags():
+    """:data:`C_COMPILE_FLAGS`, then the user's ``gcc__cxxflags``."""
+    return " ".join(f for f in (C_COMPILE_FLAGS, pytensor.config.gcc__cxxflags) if f)
+
+
 def compiling():
     """Context manager under which we compile: float32 graphs (:func:`float32`) and :data:`C_COMPILE_FLAGS`."""
-    cxxflags = " ".join(f for f in (C_COMPILE_FLAGS, pytensor.config.gcc__cxxflags) if f)
-    return pytensor.config.change_flags(floatX=FLOATX, gcc__cxxflags=cxxflags)
+    return pytensor.config.change_flags(floatX=FLOATX, gcc__cxxflags=_cxxflags())
 
 
 def compile_mode(name=DEFAULT_MODE, keep_buffers=False):
@@ -114,7 +118,7 @@ def environment(mode=DEFAULT_MODE):
         "mode": mode,
         "linker": MODES[mode]["linker"],
         "blas__ldflags": blas_ldflags(),
-        "cxxflags": " ".join(f for f in (C_COMPILE_FLAGS, pytensor.config.gcc__cxxflags) if f),
+        "cxxflags": _cxxflags(),
         "vector_math": vector_math_libraries() or None,
         "floatX": FLOATX,
     }

@@ -129,10 +129,10 @@ def uniform_float32(rng, size):
 # Each runs its rows on OpenMP threads and its columns as one SIMD loop.
 # Where glibc's vector math library (libmvec) exists, expf / logf are
 # declared as having vector versions (as glibc's own math.h does under
-# -ffast-math), so GCC calls libmvec in those loops. Not -ffast-math itself: a module
-# built with it sets flush-to-zero for the whole process when loaded. The
-# vector functions differ from the scalar ones by float32 rounding only
-# (tests/test_ops.py).
+# -ffast-math), so GCC calls libmvec in those loops. Not -ffast-math
+# itself: a module built with it sets flush-to-zero for the whole process
+# when loaded. The vector functions differ from the scalar ones by float32
+# rounding only (tests/test_ops.py).
 
 _ROW_SUPPORT = r"""
 #include <math.h>
@@ -354,8 +354,8 @@ class MatrixSum(_RowOp):
     The training step's bias gradients are column sums of (10,000, units)
     arrays, and its per-row log densities are row sums; PyTensor's ``Sum``
     runs them on one thread. Column sums give each thread a band of rows and
-    add the threads' float64 partial sums at the end; the result is the
-    float32 rounding of a float64 sum, whatever the order.
+    add the threads' float64 partial sums at the end, so they equal
+    PyTensor's up to float64 reassociation, rounded to float32.
     """
 
     __props__ = ("axis",)

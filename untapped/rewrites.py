@@ -34,6 +34,7 @@ from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
 from pytensor.raise_op import Assert
 from pytensor.scalar import basic as ps
 from pytensor.scalar.math import sigmoid as scalar_sigmoid
+from pytensor.tensor.basic import ScalarFromTensor
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.math import Sum
 from pytensor.tensor.rewriting.ofg import inline_ofg_node
@@ -95,8 +96,11 @@ def parallel_matrix_sums(fgraph, node):
     return [ops.MatrixSum(axis[0])(x)]
 
 
-def _strip_asserts(var):
+def _strip_asserts(var, only_self_evident=False):
+    """``var`` without the assertions wrapped around it (only the self-evident ones, if asked)."""
     while var.owner is not None and isinstance(var.owner.op, Assert):
+        if only_self_evident and not all(_self_evident(c) for c in var.owner.inputs[1:]):
+            break
         var = var.owner.inputs[0]
     return var
 
@@ -106,8 +110,8 @@ def _self_evident(condition):
     if isinstance(condition, Constant):
         return bool(condition.data)
     owner = condition.owner
-    while owner is not None and not isinstance(owner.op, Elemwise) and len(owner.inputs) == 1:
-        owner = owner.inputs[0].owner  # ScalarFromTensor and the like
+    if owner is not None and isinstance(owner.op, ScalarFromTensor):
+        owner = owner.inputs[0].owner
     if owner is None or not isinstance(owner.op, Elemwise) or not isinstance(owner.op.scalar_op, ps.EQ):
         return False
     a, b = (_strip_asserts(v) for v in owner.inputs)
@@ -116,10 +120,10 @@ def _self_evident(condition):
 
 @node_rewriter([Assert])
 def drop_self_evident_asserts(fgraph, node):
-    """``Assert(x, c1, c2, ...)`` -> ``x`` when every ``c`` is self-evident (see :func:`_self_evident`)."""
-    if all(_self_evident(c) for c in node.inputs[1:]):
-        return [_strip_asserts(node.inputs[0])]
-    return None
+    """``Assert(x, c1, c2, ...)`` -> ``x`` when every ``c`` is self-evident (see :func:`_self_evident`),
+    together with the self-evident assertions directly inside it; any other assertion stays."""
+    stripped = _strip_asserts(node.outputs[0], only_self_evident=True)
+    return None if stripped is node.outputs[0] else [stripped]
 
 
 optdb.register("untapped_drop_self_evident_asserts", dfs_rewriter(drop_self_evident_asserts), TAG, position=1.9)
