@@ -29,7 +29,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
 
-from untapped import rewrites
+from untapped import precompiled_header, rewrites
 from untapped.ops import vector_math_libraries
 
 FLOATX = "float32"
@@ -67,8 +67,12 @@ def _cxxflags():
 
 
 def compiling():
-    """Context manager under which we compile: float32 graphs (:func:`float32`) and :data:`C_COMPILE_FLAGS`."""
-    return pytensor.config.change_flags(floatX=FLOATX, gcc__cxxflags=_cxxflags())
+    """Context manager under which we compile: float32 graphs (:func:`float32`), :data:`C_COMPILE_FLAGS`
+    and the precompiled header of :mod:`untapped.precompiled_header`."""
+    cxxflags = _cxxflags()
+    with pytensor.config.change_flags(gcc__cxxflags=cxxflags):
+        header = precompiled_header.compiler_flags()
+    return pytensor.config.change_flags(floatX=FLOATX, gcc__cxxflags=" ".join(f for f in (cxxflags, header) if f))
 
 
 def compile_mode(name=DEFAULT_MODE, keep_buffers=False):
