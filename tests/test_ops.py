@@ -238,6 +238,36 @@ def test_bias_tanh_values_gradient_and_layouts():
     assert np.isnan(out[0, 0]) and list(out[0, 1:]) == [1.0, -1.0, 0.0]
 
 
+def test_tanh_grad_matches_the_plain_graph_in_every_layout():
+    """``tanh_grad(g, t)`` = g (1 - t^2): PyTensor's own float32 graph of it, to an ulp, for every memory layout."""
+    rng = np.random.default_rng(6)
+    t = np.tanh(rng.uniform(-4, 4, (70, 41))).astype(np.float32)
+    t[0, :4] = [1.0, -1.0, 0.0, np.nan]
+    g = rng.standard_normal((70, 41)).astype(np.float32)
+    with float32():
+        gv, tv = pt.matrix("g"), pt.matrix("t")
+        ours = pytensor.function([gv, tv], ops.tanh_grad(gv, tv), mode=compile_mode("c"))
+        plain = pytensor.function([gv, tv], gv * (1 - pt.sqr(tv)), mode=compile_mode("c"))
+    expected = plain(g, t)
+    np.testing.assert_allclose(expected[1:], g[1:] * (1 - t[1:].astype(np.float64) ** 2), rtol=1e-5, atol=1e-6)
+    for g_in in (g, np.asfortranarray(g)):
+        for t_in in (t, np.asfortranarray(t), t[::-1][::-1], np.ascontiguousarray(t.T).T):
+            got = ours(g_in, t_in)
+            assert got.dtype == np.float32 and got.flags.c_contiguous
+            np.testing.assert_array_max_ulp(got[1:], expected[1:], maxulp=1)
+            assert list(got[0, :3]) == [0.0, 0.0, g[0, 2]] and np.isnan(got[0, 3])
+    with pytest.raises(ValueError, match="one shape"):
+        ours(g, t[:, :40])
+
+
+def test_the_tanh_layer_gradient_runs_on_tanh_grad():
+    with float32():
+        a, b, g = pt.matrix("a"), pt.vector("b"), pt.matrix("g")
+        grads = pytensor.grad((ops.bias_tanh(a, b) * g).sum(), [a, b])
+        f = pytensor.function([a, b, g], grads, mode=compile_mode("c"))
+    assert any(isinstance(n.op, ops.TanhGrad) for n in f.maker.fgraph.apply_nodes)
+
+
 def test_dense_tanh_layers_use_bias_tanh():
     from untapped.networks import Networks
 
