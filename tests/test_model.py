@@ -470,6 +470,44 @@ def test_training_is_reproducible_and_resumable(training_data):
             assert all(o.type.dtype != "float64" for o in node.outputs)
 
 
+def _training_noise(model, rows):
+    """The noise the next training step will draw: copies of its generators, drawn as the graph draws."""
+    states = model.rng_states()
+    noise = {}
+    for spec in forward.NOISE:
+        key = forward.noise_key(spec)
+        generator = np.random.Generator(np.random.PCG64())
+        generator.bit_generator.state = states[f"train/{key}"]
+        shape = (rows[spec.source], model.dims[spec.width])
+        if spec.distribution == "uniform":
+            noise[key] = generator.random(shape, dtype=np.float32)
+        else:
+            noise[key] = generator.normal(0.0, 1.0, shape).astype(np.float32)
+    return noise
+
+
+def test_the_training_step_decodes_each_unfeatured_pair_once_and_takes_the_plain_step(training_data):
+    """The training step runs the decoder on the distinct unfeatured pairs of its batch; its terms and
+    update are those of the plain graph (every row decoded) on the same batch and noise."""
+    data, _ = training_data
+    rng = np.random.RandomState(8)
+    index = dict(labeled=rng.randint(0, 30, 8), unlabeled=rng.randint(0, 25, 8), unfeatured=np.array([3, 1, 3, 3, 0, 1, 3, 0]))
+    a, b = small(seed=21), small(seed=21)
+    a.set_training_data(**data)
+    noise = _training_noise(a, {source: len(i) for source, i in index.items()})
+    batch = {name: data[name][index[forward.BATCH_SOURCE[name]]] for name in forward.BATCH}
+
+    fgraph = a.graph.function("train").maker.fgraph
+    assert {"Unique", "GatherRows", "ScatterAddRows"} <= {type(n.op).__name__ for n in fgraph.apply_nodes}
+    terms = a.train_step(index["labeled"], index["unlabeled"], index["unfeatured"], 0.01)
+    plain = b.trace(batch, noise)
+    for term, value in terms.items():
+        assert value == pytest.approx(float(plain[term if term == "total" else f"terms/{term}"]), rel=1e-6), term
+    b.step_with_noise(batch, noise, 0.01)
+    for name, va, vb in zip(a.param_names, a.get_param_values(), b.get_param_values()):
+        np.testing.assert_allclose(va, vb, rtol=0, atol=1e-6, err_msg=name)
+
+
 # ---------------------------------------------------------------------------
 # 7. Real MNIST: a few steps lower the loss
 

@@ -268,6 +268,34 @@ def test_the_tanh_layer_gradient_runs_on_tanh_grad():
     assert any(isinstance(n.op, ops.TanhGrad) for n in f.maker.fgraph.apply_nodes)
 
 
+@pytest.mark.parametrize("mode", ["c", "py"])
+def test_gather_rows_and_its_gradient_are_numpys_take_and_add_at(mode):
+    """``gather_rows(a, rows)`` is ``a[rows]`` and its gradient is ``np.add.at``'s scatter, bit for bit,
+    in every memory layout (the scatter adds in NumPy's order); a row out of range raises."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((6, 37)).astype(np.float32)
+    rows = rng.integers(0, 6, 50)
+    g = rng.standard_normal((50, 37)).astype(np.float32)
+    with float32():
+        av, rv, gv = pt.matrix("a"), pt.vector("rows", dtype="int64"), pt.matrix("g")
+        out = ops.gather_rows(av, rv)
+        grad = pytensor.grad((out * gv).sum(), av)
+        f = pytensor.function([av, rv, gv], [out, grad], mode=compile_mode("c") if mode == "c" else "FAST_COMPILE")
+    scattered = np.zeros_like(a)
+    np.add.at(scattered, rows, g)
+    for a_in in (a, np.asfortranarray(a)):
+        for rows_in in (rows, np.repeat(rows, 2)[::2]):
+            for g_in in (g, np.asfortranarray(g)):
+                got, got_grad = f(a_in, rows_in, g_in)
+                assert np.array_equal(got, a[rows]) and got.flags.c_contiguous
+                assert np.array_equal(got_grad, scattered)
+    got, got_grad = f(a, rows[:0], g[:0])
+    assert got.shape == (0, 37) and np.array_equal(got_grad, np.zeros_like(a))
+    for bad in ([0, 6], [-1, 0]):
+        with pytest.raises(IndexError):
+            f(a, np.array(bad), g[:2])
+
+
 def test_dense_tanh_layers_use_bias_tanh():
     from untapped.networks import Networks
 

@@ -75,13 +75,23 @@ def unlabeled_pass(nets, x, noise):
     return _intermediates(cls, enc, dec)
 
 
-def unfeatured_pass(nets, y, z, noise, encode_generated=False):
+def unfeatured_pass(nets, y, z, noise, encode_generated=False, distinct=None):
     """Reverse pass of unfeatured (y, z): decode x^ ~ p(x|y,z), then classify x^.
 
     With ``encode_generated`` (eq. 17 as printed) the encoder is also applied to
     (x^, y), and the observed z is mapped back through the flow to score it.
+
+    ``distinct``, optional: ``(y_distinct, z_distinct, rows)`` with
+    ``y = y_distinct[rows]`` and ``z = z_distinct[rows]``. The decoder then
+    runs once per distinct pair (see :class:`untapped.networks.Decoder`);
+    the values are the same.
     """
-    dec = nets.decoder(y, z, noise["unfeatured/bernoulli_uniform"])
+    uniform = noise["unfeatured/bernoulli_uniform"]
+    if distinct is None:
+        dec = nets.decoder(y, z, uniform)
+    else:
+        y_distinct, z_distinct, rows = distinct
+        dec = nets.decoder(y_distinct, z_distinct, uniform, rows=rows)
     cls = nets.classifier(dec["sample"])
     out = _intermediates(cls, None, dec)
     if encode_generated:

@@ -21,6 +21,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.traversal import ancestors
+from pytensor.tensor.basic import tensor_copy
 from pytensor.tensor.random import shared_rng
 from sklearn.base import BaseEstimator
 
@@ -371,11 +372,25 @@ class ModelGraph:
         self.batch = forward.symbolic_batch()
         self.noise = forward.symbolic_noise()
         nets, b, n = self.networks, self.batch, self.noise
+        # The distinct unfeatured (y, z) pairs of a batch and the pair of each
+        # row, for the decoder to run once a pair. Here every row is its own
+        # pair; the training step substitutes the distinct pairs of its data
+        # (10 pairs fill a batch of 10,000; see _compile_train).
+        self.unfeatured_distinct = OrderedDict(
+            y=tensor_copy(b["unfeatured_y"]),
+            z=tensor_copy(b["unfeatured_z"]),
+            rows=pt.arange(b["unfeatured_y"].shape[0], dtype="int64"),
+        )
         self.passes = OrderedDict(
             labeled=forward.labeled_pass(nets, b["labeled_x"], b["labeled_y"], n),
             unlabeled=forward.unlabeled_pass(nets, b["unlabeled_x"], n),
             unfeatured=forward.unfeatured_pass(
-                nets, b["unfeatured_y"], b["unfeatured_z"], n, encode_generated=est.reverse_elbo_variant == "eq17"
+                nets,
+                b["unfeatured_y"],
+                b["unfeatured_z"],
+                n,
+                encode_generated=est.reverse_elbo_variant == "eq17",
+                distinct=tuple(self.unfeatured_distinct.values()),
             ),
         )
         self.terms = objectives.all_terms(b, *self.passes.values(), temperature=est.concrete_temperature)
@@ -442,7 +457,8 @@ class ModelGraph:
     def _compile(self, inputs, outputs, mode=None, **kwargs):
         with warnings.catch_warnings():
             # In Numba mode our C-only ops (untapped.ops) run their Python
-            # implementation; that is expected, not worth a warning per op.
+            # implementation, and NumPy's unique runs in object mode; that is
+            # expected, not worth a warning per op.
             warnings.filterwarnings("ignore", message="Numba will use object mode")
             return pytensor.function(inputs, outputs, mode=mode or self.mode, on_unused_input="ignore", **kwargs)
 
@@ -463,6 +479,12 @@ class ModelGraph:
     def _compile_train(self):
         outputs = [self.terms[t] for t in self.train_outputs[:-1]] + [self.total]
         data = OrderedDict((var, self.data[name][self.index[forward.BATCH_SOURCE[name]]]) for name, var in self.batch.items())
+        # The decoder runs once for each distinct unfeatured pair of the batch.
+        pairs, rows = pt.unique(self.index["unfeatured"], return_inverse=True)
+        distinct = self.unfeatured_distinct
+        data[distinct["y"]] = self.data["unfeatured_y"][pairs]
+        data[distinct["z"]] = self.data["unfeatured_z"][pairs]
+        data[distinct["rows"]] = rows
         return self._compile_with_random_noise(
             list(self.index.values()) + [self.learning_rate],
             outputs,

@@ -25,7 +25,9 @@ symbolic inputs: that is how the same weights serve every data source.
 from collections import OrderedDict
 
 import numpy as np
+import pytensor.scalar as ps
 import pytensor.tensor as pt
+from pytensor.tensor.elemwise import Elemwise
 
 from parmesan_compat.layers import BernoulliSampleLayer, ConcreteSampleLayer, GaussianSampleLayer, LogisticFlowLayer
 from parmesan_compat.layers.flow import DEFAULT_HIGH, DEFAULT_LOW
@@ -149,15 +151,49 @@ class Decoder:
         )
         self.sample = BernoulliSampleLayer(self.mean, self.bernoulli_uniform, name="decoder/sample")
 
-    def __call__(self, y, z, bernoulli_uniform=None, deterministic=False):
-        """``{'mean', 'sample'}``; ``sample`` is 1[mean >= 0.5] if deterministic, absent without noise."""
-        inputs = {self.y: y, self.z: z}
-        outputs = OrderedDict(mean=self.mean)
+    def __call__(self, y, z, bernoulli_uniform=None, deterministic=False, rows=None):
+        """``{'mean', 'sample'}``; ``sample`` is 1[mean >= 0.5] if deterministic, absent without noise.
+
+        ``rows`` (an index vector): decode the pairs ``(y[rows], z[rows])``.
+        The network runs once per pair of ``(y, z)`` and its output
+        pre-activation is gathered to the rows, so a pair that fills many
+        rows is decoded once (the unfeatured source: 10 pairs fill a batch of
+        10,000). Each row's mean is the same function of its pair; the sample
+        still draws one uniform per row.
+        """
+        if rows is None:
+            inputs = {self.y: y, self.z: z}
+            outputs = OrderedDict(mean=self.mean)
+            if bernoulli_uniform is not None or deterministic:
+                outputs["sample"] = self.sample
+            if bernoulli_uniform is not None:
+                inputs[self.bernoulli_uniform] = bernoulli_uniform
+            return _evaluate(outputs, inputs, deterministic)
+        mean = _gather_rows(_evaluate(OrderedDict(mean=self.mean), {self.y: y, self.z: z}, deterministic)["mean"], rows)
+        out = OrderedDict(mean=mean)
         if bernoulli_uniform is not None or deterministic:
-            outputs["sample"] = self.sample
-        if bernoulli_uniform is not None:
-            inputs[self.bernoulli_uniform] = bernoulli_uniform
-        return _evaluate(outputs, inputs, deterministic)
+            out["sample"] = self.sample.get_output_for([mean, bernoulli_uniform], deterministic=deterministic)
+        return out
+
+
+def _gather_rows(mean, rows):
+    """``mean[rows]``, gathered before the output sigmoid when there is one.
+
+    The sigmoid then stays the last op, so the fused Bernoulli ops
+    (:func:`untapped.ops.bernoulli_log_lik_rows`, the sample rewrite) still
+    find its pre-activation.
+    """
+    owner = mean.owner
+    if owner is not None and isinstance(owner.op, Elemwise) and owner.op.scalar_op == ps.sigmoid:
+        return pt.sigmoid(_take_rows(owner.inputs[0], rows))
+    return _take_rows(mean, rows)
+
+
+def _take_rows(a, rows):
+    """``a[rows]``; for float32 matrices :data:`untapped.ops.gather_rows`, whose gradient runs in C."""
+    if a.ndim == 2 and a.type.dtype == "float32":
+        return ops.gather_rows(a, rows)
+    return a[rows]
 
 
 class Networks:

@@ -34,6 +34,7 @@ import pytensor.scalar as ps
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
+from pytensor.gradient import DisconnectedType
 from pytensor.link.c.op import COp
 from pytensor.scalar.basic import UnaryScalarOp, float_types, upgrade_to_float
 from pytensor.tensor.elemwise import Elemwise
@@ -343,6 +344,176 @@ class TanhGrad(_RowOp):
 
 
 tanh_grad = TanhGrad()
+
+
+def _int64_vector_view(arr, name, sub, op):
+    """C that checks ``arr`` is an int64 vector and views it as ``{name}_p`` / ``{name}_s`` (stride in elements)."""
+    return f"""
+        if (PyArray_NDIM({arr}) != 1 || PyArray_TYPE({arr}) != NPY_INT64) {{
+            PyErr_SetString(PyExc_TypeError, "{op}: the row index must be an int64 vector");
+            {sub["fail"]}
+        }}
+        const npy_int64* {name}_p = (const npy_int64*)PyArray_DATA({arr});
+        const npy_intp {name}_s = PyArray_STRIDES({arr})[0] / 8;
+        const npy_intp n_{name} = PyArray_DIMS({arr})[0];
+        """
+
+
+def _check_rows(rows, n, op):
+    """NumPy would wrap negative rows around; the C code and this refuse them."""
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        bad = rows[(rows < 0) | (rows >= n)][0]
+        raise IndexError(f"{op}: row {bad} out of range for {n} rows")
+
+
+class GatherRows(_RowOp):
+    """``a[rows]``: the rows of a float32 matrix picked by an int64 index, copied on all threads.
+
+    Its gradient is :class:`ScatterAddRows`. PyTensor's own gather has the
+    same values; its gradient (``AdvancedIncSubtensor1``) runs ``np.add.at``
+    in Python, ~90 ms for the decoder's 10,000 x 784 pre-activation.
+    """
+
+    def make_node(self, a, rows):
+        a, rows = pt.as_tensor_variable(a), pt.as_tensor_variable(rows)
+        self._check(a)
+        if a.ndim != 2 or rows.ndim != 1 or rows.type.dtype != "int64":
+            raise TypeError("GatherRows takes a float32 matrix and an int64 vector")
+        return Apply(self, [a, rows], [pt.matrix(dtype="float32", shape=(rows.type.shape[0], a.type.shape[1]))])
+
+    def perform(self, node, inputs, outputs):
+        a, rows = inputs
+        _check_rows(rows, a.shape[0], "GatherRows")
+        outputs[0][0] = np.ascontiguousarray(a[rows])
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [(shapes[1][0], shapes[0][1])]
+
+    def connection_pattern(self, node):
+        return [[True], [False]]
+
+    def pullback(self, inputs, outputs, output_grads):
+        a, rows = inputs
+        (g,) = output_grads
+        return [scatter_add_rows(g, rows, a.shape[0]), DisconnectedType()()]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        a, rows = inputs
+        (z,) = outputs
+        return "{" + _int64_vector_view(rows, "rows", sub, "GatherRows") + f"""
+        if (PyArray_NDIM({a}) != 2) {{
+            PyErr_SetString(PyExc_ValueError, "GatherRows: a must be a matrix");
+            {sub["fail"]}
+        }}
+        const npy_intp n_source = PyArray_DIMS({a})[0], n_cols = PyArray_DIMS({a})[1];
+        """ + _MATRIX_VIEW.format(v="a", arr=a) + f"""
+        for (npy_intp i = 0; i < n_rows; ++i) {{
+            const npy_int64 r = rows_p[i * rows_s];
+            if (r < 0 || r >= n_source) {{
+                PyErr_Format(PyExc_IndexError, "GatherRows: row %lld out of range for %lld rows", (long long)r, (long long)n_source);
+                {sub["fail"]}
+            }}
+        }}
+        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
+        #pragma omp parallel for schedule(static)
+        for (npy_intp i = 0; i < n_rows; ++i) {{
+            const float* ar = a_p + rows_p[i * rows_s] * a_s0;
+            float* zr = z_p + i * n_cols;
+            if (a_s1 == 1) {{
+                #pragma omp simd
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    zr[j] = ar[j];
+            }} else {{
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    zr[j] = ar[j * a_s1];
+            }}
+        }}
+        }}"""
+
+
+gather_rows = GatherRows()
+
+
+class ScatterAddRows(_RowOp):
+    """``z = zeros(n, cols); z[rows[i]] += g[i]`` for every i: the gradient of :class:`GatherRows`.
+
+    Each thread owns a band of columns and adds the rows in index order, so
+    every sum is accumulated in float32 in the same order as NumPy's
+    ``np.add.at`` (PyTensor's ``AdvancedIncSubtensor1``): the same values.
+    """
+
+    def make_node(self, g, rows, n):
+        g, rows = pt.as_tensor_variable(g), pt.as_tensor_variable(rows)
+        n = pt.cast(pt.as_tensor_variable(n), "int64")
+        self._check(g)
+        if g.ndim != 2 or rows.ndim != 1 or rows.type.dtype != "int64" or n.ndim != 0:
+            raise TypeError("ScatterAddRows takes a float32 matrix, an int64 vector and a row count")
+        return Apply(self, [g, rows, n], [pt.matrix(dtype="float32", shape=(None, g.type.shape[1]))])
+
+    def perform(self, node, inputs, outputs):
+        g, rows, n = inputs
+        _check_rows(rows, int(n), "ScatterAddRows")
+        z = np.zeros((int(n), g.shape[1]), np.float32)
+        np.add.at(z, rows, g)
+        outputs[0][0] = z
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [(node.inputs[2], shapes[0][1])]
+
+    def connection_pattern(self, node):
+        return [[True], [False], [False]]
+
+    def pullback(self, inputs, outputs, output_grads):
+        _, rows, _ = inputs
+        (gz,) = output_grads
+        return [gather_rows(gz, rows), DisconnectedType()(), DisconnectedType()()]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        g, rows, n = inputs
+        (z,) = outputs
+        return "{" + _int64_vector_view(rows, "rows", sub, "ScatterAddRows") + f"""
+        if (PyArray_NDIM({g}) != 2 || PyArray_DIMS({g})[0] != n_rows) {{
+            PyErr_SetString(PyExc_ValueError, "ScatterAddRows: g must be a matrix with one row an index");
+            {sub["fail"]}
+        }}
+        const npy_intp n_out = (npy_intp)*(const npy_int64*)PyArray_DATA({n});
+        const npy_intp n_cols = PyArray_DIMS({g})[1];
+        if (n_out < 0) {{
+            PyErr_SetString(PyExc_ValueError, "ScatterAddRows: negative row count");
+            {sub["fail"]}
+        }}
+        for (npy_intp i = 0; i < n_rows; ++i) {{
+            const npy_int64 r = rows_p[i * rows_s];
+            if (r < 0 || r >= n_out) {{
+                PyErr_Format(PyExc_IndexError, "ScatterAddRows: row %lld out of range for %lld rows", (long long)r, (long long)n_out);
+                {sub["fail"]}
+            }}
+        }}
+        """ + _MATRIX_VIEW.format(v="g", arr=g) + self._output(z, 2, ["n_out", "n_cols"], sub) + """
+        #pragma omp parallel
+        {
+            const int t = omp_get_thread_num(), n_threads = omp_get_num_threads();
+            const npy_intp j0 = n_cols * t / n_threads, j1 = n_cols * (t + 1) / n_threads;
+            for (npy_intp r = 0; r < n_out; ++r)
+                for (npy_intp j = j0; j < j1; ++j)
+                    z_p[r * n_cols + j] = 0.0f;
+            for (npy_intp i = 0; i < n_rows; ++i) {
+                float* zr = z_p + rows_p[i * rows_s] * n_cols;
+                const float* gr = g_p + i * g_s0;
+                if (g_s1 == 1) {
+                    #pragma omp simd
+                    for (npy_intp j = j0; j < j1; ++j)
+                        zr[j] += gr[j];
+                } else {
+                    for (npy_intp j = j0; j < j1; ++j)
+                        zr[j] += gr[j * g_s1];
+                }
+            }
+        }
+        }"""
+
+
+scatter_add_rows = ScatterAddRows()
 
 
 class BernoulliSampleLogits(_RowOp):
