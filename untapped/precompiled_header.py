@@ -6,14 +6,15 @@ them takes 0.2-0.4 s of the 0.5-1 s that g++ spends on a typical module, and
 a cold compile of the untapped training step builds 75 modules. So we compile
 those lines once, per compile directory and compiler flags, into a GCC
 precompiled header (``.gch``), and hand it to every module with ``-include``.
-That makes a cold compile about a third shorter (README, *Speed*).
+That makes a cold compile about a third shorter (README, *Speed*). There are
+two versions of it, for PyTensor's flags and for the OpenMP flags of our row
+ops (:mod:`untapped.ops`); g++ takes the first that suits a module.
 
 The compiled code does not change. The modules include the same headers, in
 the same order, under the same flags. GCC uses a precompiled header only when
 the module's flags are compatible with the ones it was built with; otherwise
-it reads the plain header it was made from. So a module with other flags (our
-OpenMP row ops), a newer compiler or a compiler that is not GCC costs time,
-never correctness. The header is built in a temporary folder and moved into
+it reads the plain header it was made from. So a module with other flags, a
+newer compiler or a compiler that is not GCC costs time, never correctness. The header is built in a temporary folder and moved into
 place only after g++ has been seen to accept it, so a half-written file is
 never used.
 """
@@ -29,6 +30,8 @@ import pytensor.tensor as pt
 from pytensor.graph.fg import FunctionGraph
 from pytensor.link.c.basic import CLinker
 from pytensor.link.c.cmodule import std_include_dirs
+
+from untapped import ops
 
 #: File name of the header, inside its folder; g++ looks for ``HEADER + ".gch"`` beside it.
 HEADER = "modules.h"
@@ -55,32 +58,44 @@ def compiler_flags(cache_root=None):
     if not pytensor.config.cxx:
         return ""
     root = cache_root or os.path.join(pytensor.config.compiledir, "untapped-precompiled-header")
-    template = _template_module()
-    folder = os.path.join(root, _digest(template))
-    if any(c.isspace() for c in folder + "".join(template["include_dirs"])):
+    templates = _template_modules()
+    folder = os.path.join(root, _digest(templates))
+    include_dirs = templates[0]["include_dirs"]
+    if any(c.isspace() for c in folder + "".join(include_dirs)):
         return ""  # PyTensor splits gcc__cxxflags on spaces
     header = os.path.join(folder, HEADER)
     usable = _checked.get(folder)
     if usable is False:
         return ""
     if not (usable and os.path.exists(header + ".gch")):
-        usable = _checked[folder] = _build(folder, template)
+        usable = _checked[folder] = _build(folder, templates)
         if not usable:
             return ""
-    return " ".join([f"-include{header}"] + [f"-I{d}" for d in template["include_dirs"]])
+    return " ".join([f"-include{header}"] + [f"-I{d}" for d in include_dirs])
 
 
-def _template_module():
-    """The source and g++ arguments of a typical module: one float32 elementwise op."""
-    x = pt.vector("x", dtype="float32")
-    linker = CLinker().accept(FunctionGraph([x], [pt.exp(x)]))
-    source = linker.get_src_code()
-    return dict(
-        source=source,
-        includes=_leading_includes(source),
-        args=linker.compile_args(),
-        include_dirs=linker.header_dirs() + std_include_dirs(),
-    )
+def _template_modules():
+    """The source and g++ arguments of two typical modules: PyTensor's (a float32
+    elementwise op) and ours (a row op of :mod:`untapped.ops`, built with OpenMP).
+
+    Each gets its own precompiled header, in the folder ``HEADER + ".gch"``,
+    from which g++ takes the first one that suits a module's flags.
+    """
+    x = pt.matrix("x", dtype="float32")
+    templates = []
+    for name, output in (("elementwise", pt.exp(x)), ("row_op", ops.MatrixSum(0)(x))):
+        linker = CLinker().accept(FunctionGraph([x], [output]))
+        source = linker.get_src_code()
+        templates.append(
+            dict(
+                name=name,
+                source=source,
+                includes=_leading_includes(source),
+                args=linker.compile_args(),
+                include_dirs=linker.header_dirs() + std_include_dirs(),
+            )
+        )
+    return templates
 
 
 def _leading_includes(source):
@@ -93,9 +108,10 @@ def _leading_includes(source):
     return "\n".join(lines) + "\n"
 
 
-def _digest(template):
+def _digest(templates):
     text = repr(
-        (pytensor.config.cxx, pytensor.config.gcc_version_str, template["args"], template["include_dirs"], template["includes"])
+        [pytensor.config.cxx, pytensor.config.gcc_version_str]
+        + [(t["name"], t["args"], t["include_dirs"], t["includes"]) for t in templates]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -105,21 +121,33 @@ def _command(template, *args):
     return [pytensor.config.cxx, "-g", *template["args"], *(f"-I{d}" for d in template["include_dirs"]), "-fvisibility=hidden", *args]
 
 
-def _build(folder, template):
-    """Build, check and move the header into ``folder``; whether it is there and usable."""
+def _build(folder, templates):
+    """Build, check and move the header into ``folder``; whether it is there and usable.
+
+    The header is PyTensor's modules' leading includes; it is usable when
+    g++ takes the first template's precompiled version of it for that
+    template's module. A later template's version is kept only if g++
+    takes it for its own module.
+    """
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     work = tempfile.mkdtemp(prefix=".building-", dir=os.path.dirname(folder))
     try:
         header = os.path.join(work, HEADER)
         with open(header, "w") as f:
-            f.write(template["includes"])
-        module = os.path.join(work, "module.cpp")
-        with open(module, "w") as f:
-            f.write(template["source"])
-        built = _run(_command(template, "-x", "c++-header", header, "-o", header + ".gch"))
-        if not (built and _is_used(template, header, module)):
-            return False
-        os.remove(module)
+            f.write(templates[0]["includes"])
+        os.mkdir(header + ".gch")
+        for i, template in enumerate(templates):
+            module = os.path.join(work, "module.cpp")
+            with open(module, "w") as f:
+                f.write(template["source"])
+            variant = os.path.join(header + ".gch", template["name"] + ".gch")
+            built = _run(_command(template, "-x", "c++-header", header, "-o", variant))
+            if not (built and _is_used(template, header, module, variant)):
+                if i == 0:
+                    return False
+                if os.path.exists(variant):
+                    os.remove(variant)
+            os.remove(module)
         try:
             os.rename(work, folder)
         except OSError:
@@ -129,10 +157,10 @@ def _build(folder, template):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _is_used(template, header, module):
-    """Whether g++ takes the precompiled ``header`` for a module compiled with the template's flags."""
-    result = _run(_command(template, f"-include{header}", "-Winvalid-pch", "-H", "-fsyntax-only", module))
-    return bool(result) and f"! {header}.gch" in result.stderr.splitlines()
+def _is_used(template, header, module, variant):
+    """Whether g++ takes the precompiled ``variant`` of ``header`` for a module compiled with the template's flags."""
+    result = _run(_command(template, f"-include{header}", "-H", "-fsyntax-only", module))
+    return bool(result) and f"! {variant}" in result.stderr.splitlines()
 
 
 def _run(command):
