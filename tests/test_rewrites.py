@@ -79,3 +79,26 @@ def test_matrix_sums_run_on_all_threads_and_match_float64_sums(axis):
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, expected, rtol=1e-6)
         np.testing.assert_allclose(grad, 2 * x, rtol=1e-6)
+
+
+def test_row_gathers_from_float32_data_run_on_all_threads():
+    """``data[rows]`` of a float32 matrix becomes GatherRows: NumPy's take, bit for bit; other gathers stay."""
+    from untapped import ops
+    from untapped.backend import float32
+
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal((500, 37)).astype(np.float32)
+    rows = rng.integers(0, 500, 300)
+    with float32():
+        shared = pytensor.shared(data)
+        index = pt.vector("index", dtype="int64")
+        f = pytensor.function([index], [shared[index], shared[index, 0]], mode=compile_mode("c"))
+        f64 = pytensor.function([index], pytensor.shared(data.astype(np.float64))[index], mode=compile_mode("c"))
+    gathers = [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, ops.GatherRows)]
+    assert len(gathers) == 1
+    assert not [n for n in f64.maker.fgraph.apply_nodes if isinstance(n.op, ops.GatherRows)]
+    picked, column = f(rows)
+    assert np.array_equal(picked, data[rows]) and np.array_equal(column, data[rows, 0])
+    assert np.array_equal(f64(rows), data.astype(np.float64)[rows])
+    with pytest.raises(IndexError):
+        f(np.array([0, 500]))

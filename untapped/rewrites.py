@@ -14,10 +14,14 @@ canonicalisation and specialisation, before elementwise fusion):
   sample of ``parmesan_compat``, becomes one vectorised pass
   (:class:`untapped.ops.BernoulliSampleLogits`) instead of a scalar loop.
 
-One runs after elementwise fusion (position 49.05), on what fusion left:
+Two run after elementwise fusion (position 49.05), on what fusion left:
 
 - :func:`parallel_matrix_sums`: a float32 matrix's row or column sum
   (float64 accumulator) runs on all threads (:class:`untapped.ops.MatrixSum`).
+- :func:`parallel_row_gathers`: a batch's rows picked from the data
+  (``x[index]``, float32) are copied on all threads
+  (:class:`untapped.ops.GatherRows`), about 5x faster than PyTensor's loop.
+  A negative row, which NumPy would count from the end, raises instead.
 
 One runs between canonicalisation and specialisation (position 1.9):
 
@@ -39,6 +43,7 @@ from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.math import Sum
 from pytensor.tensor.rewriting.ofg import inline_ofg_node
 from pytensor.tensor.special import LogSoftmax, Softmax
+from pytensor.tensor.subtensor import AdvancedSubtensor1
 
 from untapped import ops
 
@@ -96,6 +101,15 @@ def parallel_matrix_sums(fgraph, node):
     return [ops.MatrixSum(axis[0])(x)]
 
 
+@node_rewriter([AdvancedSubtensor1])
+def parallel_row_gathers(fgraph, node):
+    """``AdvancedSubtensor1`` (``x[rows]``) of a float32 matrix by int64 rows -> ``GatherRows(x, rows)``."""
+    x, rows = node.inputs
+    if x.ndim != 2 or x.type.dtype != "float32" or rows.ndim != 1 or rows.type.dtype != "int64":
+        return None
+    return [ops.gather_rows(x, rows)]
+
+
 def _strip_asserts(var, only_self_evident=False):
     """``var`` without the assertions wrapped around it (only the self-evident ones, if asked)."""
     while var.owner is not None and isinstance(var.owner.op, Assert):
@@ -130,3 +144,4 @@ optdb.register("untapped_drop_self_evident_asserts", dfs_rewriter(drop_self_evid
 optdb.register("untapped_inline_softmax", dfs_rewriter(inline_softmax), TAG, position=47.5)
 optdb.register("untapped_fuse_bernoulli_sample", dfs_rewriter(fuse_bernoulli_sample), C_TAG, position=47.6)
 optdb.register("untapped_parallel_matrix_sums", dfs_rewriter(parallel_matrix_sums), C_TAG, position=49.05)
+optdb.register("untapped_parallel_row_gathers", dfs_rewriter(parallel_row_gathers), C_TAG, position=49.06)
