@@ -196,7 +196,7 @@ class _RowOp(COp):
         return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
-        return (7,)
+        return (8,)
 
     def _check(self, *arrays):
         for a in arrays:
@@ -235,6 +235,31 @@ class _RowOp(COp):
         }}
         float* z_p = (float*)PyArray_DATA({z});
         """
+
+    def _elementwise(self, sub, z, views, expression):
+        """C for ``z = expression`` elementwise over the same-shape float32 matrices ``views``.
+
+        ``views`` = ((c_name, short), ...); ``expression(element)`` returns the
+        C expression of one output element, with ``element(short)`` for the
+        matching element of each input. Rows run on OpenMP threads, columns
+        as one SIMD loop where every input has unit column stride.
+        """
+        shorts = [v for _, v in views]
+        row_pointers = "".join(f"const float* {v}r = {v}_p + i * {v}_s0;\n            " for v in shorts)
+        return "{" + self._matrices(sub, *views) + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
+        #pragma omp parallel for schedule(static)
+        for (npy_intp i = 0; i < n_rows; ++i) {{
+            {row_pointers}float* zr = z_p + i * n_cols;
+            if ({_contiguous_rows(*shorts)}) {{
+                #pragma omp simd
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    zr[j] = {expression(lambda v: f"{v}r[j]")};
+            }} else {{
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    zr[j] = {expression(lambda v: f"{v}r[j * {v}_s1]")};
+            }}
+        }}
+        }}"""
 
 
 def _contiguous_rows(*shorts):
@@ -325,29 +350,15 @@ class TanhGrad(_RowOp):
     def c_code(self, node, name, inputs, outputs, sub):
         g, t = inputs
         (z,) = outputs
-        return "{" + self._matrices(sub, (g, "g"), (t, "t")) + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
-        #pragma omp parallel for schedule(static)
-        for (npy_intp i = 0; i < n_rows; ++i) {{
-            const float* gr = g_p + i * g_s0;
-            const float* tr = t_p + i * t_s0;
-            float* zr = z_p + i * n_cols;
-            if ({_contiguous_rows("g", "t")}) {{
-                #pragma omp simd
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = gr[j] * (1.0f - tr[j] * tr[j]);
-            }} else {{
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = gr[j * g_s1] * (1.0f - tr[j * t_s1] * tr[j * t_s1]);
-            }}
-        }}
-        }}"""
+        gradient = lambda e: f"{e('g')} * (1.0f - {e('t')} * {e('t')})"  # noqa: E731
+        return self._elementwise(sub, z, ((g, "g"), (t, "t")), gradient)
 
 
 tanh_grad = TanhGrad()
 
 
 def _int64_vector_view(arr, name, sub, op):
-    """C that checks ``arr`` is an int64 vector and views it as ``{name}_p`` / ``{name}_s`` (stride in elements)."""
+    """C that checks ``arr`` is an int64 vector and views it: ``{name}_p``, ``{name}_s`` (stride in elements), ``n_{name}``."""
     return f"""
         if (PyArray_NDIM({arr}) != 1 || PyArray_TYPE({arr}) != NPY_INT64) {{
             PyErr_SetString(PyExc_TypeError, "{op}: the row index must be an int64 vector");
@@ -546,22 +557,8 @@ class BernoulliSampleLogits(_RowOp):
     def c_code(self, node, name, inputs, outputs, sub):
         u, a = inputs
         (z,) = outputs
-        return "{" + self._matrices(sub, (u, "u"), (a, "a")) + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
-        #pragma omp parallel for schedule(static)
-        for (npy_intp i = 0; i < n_rows; ++i) {{
-            const float* ur = u_p + i * u_s0;
-            const float* ar = a_p + i * a_s0;
-            float* zr = z_p + i * n_cols;
-            if ({_contiguous_rows("u", "a")}) {{
-                #pragma omp simd
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = (ur[j] < untapped_sigmoidf(ar[j])) ? 1.0f : 0.0f;
-            }} else {{
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = (ur[j * u_s1] < untapped_sigmoidf(ar[j * a_s1])) ? 1.0f : 0.0f;
-            }}
-        }}
-        }}"""
+        sample = lambda e: f"({e('u')} < untapped_sigmoidf({e('a')})) ? 1.0f : 0.0f"  # noqa: E731
+        return self._elementwise(sub, z, ((u, "u"), (a, "a")), sample)
 
 
 bernoulli_sample_logits = BernoulliSampleLogits()
