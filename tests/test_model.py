@@ -15,7 +15,7 @@ import pytest
 from sklearn.base import clone
 
 import numpy_port as port
-from untapped import forward, objectives
+from untapped import forward, objectives, ops
 from untapped.backend import compile_mode, float32
 from untapped.model import SSDGM
 
@@ -506,6 +506,35 @@ def test_the_training_step_decodes_each_unfeatured_pair_once_and_takes_the_plain
     b.step_with_noise(batch, noise, 0.01)
     for name, va, vb in zip(a.param_names, a.get_param_values(), b.get_param_values()):
         np.testing.assert_allclose(va, vb, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_the_training_step_adds_no_pass_for_the_encoder_concatenation_or_the_decoder_output_bias(training_data):
+    """The encoder's first layer reads x and y without concatenating them (no Join copies a batch of x),
+    and the Bernoulli ops add the decoder's output bias in their own pass (it is their bias input)."""
+    from pytensor.tensor.basic import Join
+
+    data, _ = training_data
+    model = small(seed=3)
+    model.set_training_data(**data)
+    fgraph = model.graph.function("train").maker.fgraph
+    batch_x = {
+        node.outputs[0]
+        for node in fgraph.apply_nodes
+        if isinstance(node.op, ops.GatherRows) and node.inputs[0].name in ("data/labeled_x", "data/unlabeled_x")
+    }
+    assert len(batch_x) == 2
+    for node in fgraph.apply_nodes:
+        if isinstance(node.op, Join):
+            assert not batch_x & set(node.inputs), node
+    bias_inputs = {}
+    for node in fgraph.apply_nodes:
+        if isinstance(node.op, (ops.BernoulliLogLikRows, ops.BernoulliLogLikRowsGrad, ops.BernoulliSampleLogits)):
+            bias_inputs.setdefault(type(node.op).__name__, []).append(node.inputs[-1].name)
+    # the labeled and unlabeled bounds, their gradients and the labeled y->x sample (the
+    # unfeatured source's decoder output is gathered from its distinct pairs, bias included)
+    assert bias_inputs["BernoulliLogLikRows"].count("decoder/mean/b") == 2
+    assert bias_inputs["BernoulliLogLikRowsGrad"].count("decoder/mean/b") == 2
+    assert "decoder/mean/b" in bias_inputs["BernoulliSampleLogits"]
 
 
 # ---------------------------------------------------------------------------

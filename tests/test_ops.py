@@ -145,6 +145,70 @@ def test_bernoulli_vectorised_loops_match_plain_graph_at_mnist_width():
         np.testing.assert_allclose(ga_f, ga_p, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["c", "py"])
+def test_bernoulli_log_lik_rows_takes_a_dense_layers_bias_into_its_pass(mode):
+    """For ``sigmoid(m + b)`` the op reads m and the bias b (no (rows, d) sum is formed); its values and the
+    gradients of m and b (the column sums, formed in the same pass) match the plain graph, float64 sums
+    and central differences. Non-binary rows and binary rows (one log an element) both."""
+    from parmesan_compat.distributions import log_bernoulli
+
+    rng = np.random.default_rng(13)
+    m = (rng.standard_normal((41, 29)) * 3).astype(np.float32)
+    b = rng.standard_normal(29).astype(np.float32)
+    x = (rng.random((41, 29)) < 0.3).astype(np.float32)
+    x[2, 5] = 0.25
+    gw = rng.standard_normal(41).astype(np.float32)
+    with float32():
+        xs, ms, bs = pt.matrix("x"), pt.matrix("m"), pt.vector("b")
+        fused = ops.bernoulli_log_lik_rows(xs, pt.sigmoid(ms + bs.dimshuffle("x", 0)))
+        assert isinstance(fused.owner.op, ops.BernoulliLogLikRows)
+        assert fused.owner.inputs[1] is ms and fused.owner.inputs[2] is bs
+        plain = pt.sum(log_bernoulli(xs, pt.sigmoid(ms + bs.dimshuffle("x", 0))), axis=-1)
+        outs = []
+        for expr in (fused, plain):
+            outs += [expr, *pytensor.grad(pt.sum(expr * gw), [ms, bs])]
+        f = pytensor.function([xs, ms, bs], outs, mode=compile_mode("c") if mode == "c" else "FAST_COMPILE")
+    v_f, gm_f, gb_f, v_p, gm_p, gb_p = f(x, m, b)
+    a = m + b  # float32, as the graph adds
+    np.testing.assert_allclose(v_f, _bernoulli_reference(x, a), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v_f, v_p, rtol=2e-6, atol=1e-5)
+    np.testing.assert_allclose(gm_f, gm_p, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gb_f, gm_f.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(gb_f, gb_p, rtol=1e-5, atol=1e-6)
+    eps = 1e-3
+    total = lambda bias: float(gw @ _bernoulli_reference(x, m.astype(np.float64) + bias, dtype=np.float64))  # noqa: E731
+    fd = [(total(b + eps * e) - total(b - eps * e)) / (2 * eps) for e in np.eye(29)]
+    np.testing.assert_allclose(gb_f, fd, rtol=1e-3, atol=1e-3)
+
+
+def test_a_dense_layers_bias_is_split_off_only_where_it_is_a_row_broadcast_vector():
+    def split(a):
+        m, b = ops.split_bias(a)
+        return m, b
+
+    with float32():
+        m, b, c = pt.matrix("m"), pt.vector("b"), pt.matrix("c")
+        for a in (m + b.dimshuffle("x", 0), b.dimshuffle("x", 0) + m):
+            got_m, got_b = split(a)
+            assert got_m is m and got_b is b
+        for not_a_bias in (m + c, m * b.dimshuffle("x", 0), m + b.dimshuffle(0, "x"), m, pt.sigmoid(m)):
+            got_m, got_b = split(not_a_bias)
+            assert got_m is not_a_bias and got_b is None
+        column = pt.matrix("column", shape=(None, 1))
+        widened = column + b.dimshuffle("x", 0)  # (n, 1) broadcast to (n, d): the sum is wider than the matrix
+        got_m, got_b = split(widened)
+        assert got_m is widened and got_b is None
+
+
+def test_the_bernoulli_ops_refuse_a_bias_of_the_wrong_length():
+    with float32():
+        xs, as_, bs, gs = pt.matrix("x"), pt.matrix("a"), pt.vector("b"), pt.vector("g")
+        f = pytensor.function([xs, as_, bs, gs], [ops.BernoulliLogLikRows()(xs, as_, bs), *ops.BernoulliLogLikRowsGrad()(xs, as_, gs, bs)], mode=compile_mode("c"))
+    x = np.zeros((3, 5), np.float32)
+    with pytest.raises(ValueError, match="one entry a column"):
+        f(x, x, np.zeros(4, np.float32), np.ones(3, np.float32))
+
+
 def test_bernoulli_ops_propagate_nan():
     """A NaN in x, a or the row weight makes its row (value) or element (gradient) NaN (the divergence check relies on it)."""
     x = np.zeros((3, 40), np.float32)
@@ -155,7 +219,7 @@ def test_bernoulli_ops_propagate_nan():
         xs, as_, gs = pt.matrix("x"), pt.matrix("a"), pt.vector("g")
         f = pytensor.function(
             [xs, as_, gs],
-            [ops.BernoulliLogLikRows()(xs, as_), ops.BernoulliLogLikRowsGrad()(xs, as_, gs)],
+            [ops.BernoulliLogLikRows()(xs, as_), ops.BernoulliLogLikRowsGrad()(xs, as_, gs)[0]],
             mode=compile_mode("c"),
         )
     value, grad = f(x, a, g)
@@ -331,6 +395,27 @@ def test_bernoulli_sample_is_fused_and_draws_the_same():
     assert not grad.any()  # a comparison has no gradient, as in the original
     for u_in, a_in in ((np.asfortranarray(u), a), (u, np.asfortranarray(a))):
         assert np.array_equal(f(u_in, a_in)[0], out)
+
+
+def test_the_fused_bernoulli_sample_adds_a_dense_layers_bias_in_its_pass():
+    from parmesan_compat.layers.sample import bernoulli_sample
+
+    rng = np.random.default_rng(10)
+    m = rng.uniform(-8, 8, (120, 784)).astype(np.float32)
+    b = rng.uniform(-4, 4, 784).astype(np.float32)
+    u = rng.random((120, 784), dtype=np.float32)
+    with float32():
+        us, ms, bs = pt.matrix("u"), pt.matrix("m"), pt.vector("b")
+        f = pytensor.function([us, ms, bs], bernoulli_sample(pt.sigmoid(ms + bs.dimshuffle("x", 0)), us), mode=compile_mode("c"))
+    (node,) = [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, ops.BernoulliSampleLogits)]
+    assert node.inputs[1].name == "m" and node.inputs[2].name == "b"
+    assert len(f.maker.fgraph.apply_nodes) == 1
+    with np.errstate(over="ignore"):
+        p = (np.float32(1) / (np.float32(1) + np.exp(-(m + b)))).astype(np.float32)
+    out = f(u, m, b)
+    differ = out != (u < p)
+    assert np.all(np.abs(u[differ] - p[differ]) <= 2 * np.spacing(p[differ])) and differ.sum() <= 2
+    assert np.array_equal(f(u, np.asfortranarray(m), b), out)
 
 
 def test_loading_the_row_ops_keeps_subnormals():

@@ -37,7 +37,7 @@ from pytensor.graph.op import Op
 from pytensor.gradient import DisconnectedType
 from pytensor.link.c.op import COp
 from pytensor.scalar.basic import UnaryScalarOp, float_types, upgrade_to_float
-from pytensor.tensor.elemwise import Elemwise
+from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.random.op import RandomVariable
 
 
@@ -160,6 +160,28 @@ static inline float untapped_bern_ll_grad(float x, float a, float g, float lo, f
     const float inside = (p >= lo && p <= hi) ? 1.0f : 0.0f;
     return g * inside * (x / c - (1.0f - x) / (1.0f - c)) * (p * (1.0f - p));
 }
+/* The same two for x in {0, 1}, with one log (one division) instead of two:
+   for such x, x log c + (1 - x) log(1 - c) is exactly log c or log(1 - c),
+   and x / c - (1 - x) / (1 - c) exactly 1 / c or -1 / (1 - c). */
+static inline float untapped_bern_ll_binary(float x, float a, float lo, float hi) {
+    const float p = untapped_sigmoidf(a);
+    const float c = p < lo ? lo : (p > hi ? hi : p);
+    return logf(x != 0.0f ? c : 1.0f - c);
+}
+static inline float untapped_bern_ll_grad_binary(float x, float a, float g, float lo, float hi) {
+    const float p = untapped_sigmoidf(a);
+    const float c = p < lo ? lo : (p > hi ? hi : p);
+    const float inside = (p >= lo && p <= hi) ? 1.0f : 0.0f;
+    return g * inside * ((x != 0.0f ? 1.0f : -1.0f) / (x != 0.0f ? c : 1.0f - c)) * (p * (1.0f - p));
+}
+/* Whether every x[j] is 0 or 1 (binarised data: the fast path above). */
+static inline int untapped_binary_row(const float* x, npy_intp n) {
+    int binary = 1;
+    #pragma omp simd reduction(&:binary)
+    for (npy_intp j = 0; j < n; ++j)
+        binary &= (x[j] == 0.0f) | (x[j] == 1.0f);
+    return binary;
+}
 """
 
 # A 2-D float32 argument's C view: data pointer and strides in elements.
@@ -196,7 +218,7 @@ class _RowOp(COp):
         return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
-        return (8,)
+        return (9,)
 
     def _check(self, *arrays):
         for a in arrays:
@@ -220,9 +242,21 @@ class _RowOp(COp):
         """
         return code + "".join(_MATRIX_VIEW.format(v=v, arr=arr) for arr, v in pairs)
 
+    def _bias(self, b, sub):
+        """C that checks the float32 vector ``b`` has one entry a column and views it as a matrix
+        whose every row is ``b`` (row stride 0): ``b_p``, ``b_s0``, ``b_s1``."""
+        return f"""
+        if (PyArray_NDIM({b}) != 1 || PyArray_DIMS({b})[0] != n_cols) {{
+            PyErr_SetString(PyExc_ValueError, "{type(self).__name__}: the bias must have one entry a column");
+            {sub["fail"]}
+        }}
+        const float* b_p = (const float*)PyArray_DATA({b});
+        const npy_intp b_s0 = 0, b_s1 = PyArray_STRIDES({b})[0] / 4;
+        """
+
     @staticmethod
-    def _output(z, ndim, dims, sub):
-        """C that (re)allocates the C-contiguous float32 output ``z`` of shape ``dims``."""
+    def _output(z, ndim, dims, sub, pointer="z_p"):
+        """C that (re)allocates the C-contiguous float32 output ``z`` of shape ``dims``, data at ``pointer``."""
         same = " || ".join(f"PyArray_DIMS({z})[{i}] != {d}" for i, d in enumerate(dims))
         return f"""
         {{
@@ -233,20 +267,23 @@ class _RowOp(COp):
                 if (!{z}) {{ {sub["fail"]} }}
             }}
         }}
-        float* z_p = (float*)PyArray_DATA({z});
+        float* {pointer} = (float*)PyArray_DATA({z});
         """
 
-    def _elementwise(self, sub, z, views, expression):
+    def _elementwise(self, sub, z, views, expression, bias=None):
         """C for ``z = expression`` elementwise over the same-shape float32 matrices ``views``.
 
         ``views`` = ((c_name, short), ...); ``expression(element)`` returns the
         C expression of one output element, with ``element(short)`` for the
-        matching element of each input. Rows run on OpenMP threads, columns
-        as one SIMD loop where every input has unit column stride.
+        matching element of each input, and ``element('b')`` for the column's
+        entry of the vector ``bias`` (a C name) if given. Rows run on OpenMP
+        threads, columns as one SIMD loop where every input has unit column
+        stride.
         """
-        shorts = [v for _, v in views]
+        shorts = [v for _, v in views] + (["b"] if bias else [])
         row_pointers = "".join(f"const float* {v}r = {v}_p + i * {v}_s0;\n            " for v in shorts)
-        return "{" + self._matrices(sub, *views) + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
+        setup = self._matrices(sub, *views) + (self._bias(bias, sub) if bias else "")
+        return "{" + setup + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
         #pragma omp parallel for schedule(static)
         for (npy_intp i = 0; i < n_rows; ++i) {{
             {row_pointers}float* zr = z_p + i * n_cols;
@@ -297,28 +334,7 @@ class BiasTanh(_RowOp):
     def c_code(self, node, name, inputs, outputs, sub):
         a, b = inputs
         (z,) = outputs
-        return "{" + self._matrices(sub, (a, "a")) + f"""
-        if (PyArray_NDIM({b}) != 1 || PyArray_DIMS({b})[0] != n_cols) {{
-            PyErr_SetString(PyExc_ValueError, "BiasTanh: the bias must have one entry a column");
-            {sub["fail"]}
-        }}
-        const float* b_p = (const float*)PyArray_DATA({b});
-        const npy_intp b_s = PyArray_STRIDES({b})[0] / 4;
-        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
-        #pragma omp parallel for schedule(static)
-        for (npy_intp i = 0; i < n_rows; ++i) {{
-            const float* ar = a_p + i * a_s0;
-            float* zr = z_p + i * n_cols;
-            if ({_contiguous_rows("a")} && b_s == 1) {{
-                #pragma omp simd
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = untapped_tanhf(ar[j] + b_p[j]);
-            }} else {{
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = untapped_tanhf(ar[j * a_s1] + b_p[j * b_s]);
-            }}
-        }}
-        }}"""
+        return self._elementwise(sub, z, ((a, "a"),), lambda e: f"untapped_tanhf({e('a')} + {e('b')})", bias=b)
 
 
 bias_tanh = BiasTanh()
@@ -528,24 +544,26 @@ scatter_add_rows = ScatterAddRows()
 
 
 class BernoulliSampleLogits(_RowOp):
-    """The Bernoulli sample ``1[u < sigmoid(a)]`` from logits ``a`` and uniforms ``u``, as float32.
+    """The Bernoulli sample ``1[u < sigmoid(a + b)]`` from logits ``a + b`` and uniforms ``u``, as float32.
 
-    The same draw as ``parmesan_compat``'s ``bernoulli_sample(sigmoid(a), u)``
+    The same draw as ``parmesan_compat``'s ``bernoulli_sample(sigmoid(a + b), u)``
     (a comparison: no gradient), without writing the probabilities; the
-    rewrite :func:`untapped.rewrites.fuse_bernoulli_sample` puts it in.
+    rewrite :func:`untapped.rewrites.fuse_bernoulli_sample` puts it in. ``b``
+    (a vector added to every row; zeros if omitted) is the decoder's output
+    bias, added here rather than in a pass of its own (:func:`split_bias`).
     """
 
-    def make_node(self, u, a):
-        u, a = pt.as_tensor_variable(u), pt.as_tensor_variable(a)
-        self._check(u, a)
-        if u.ndim != 2 or a.ndim != 2:
-            raise TypeError("BernoulliSampleLogits takes matrices")
+    def make_node(self, u, a, b=None):
+        u, a, b = pt.as_tensor_variable(u), pt.as_tensor_variable(a), _bias_or_zeros(b, a)
+        self._check(u, a, b)
+        if u.ndim != 2 or a.ndim != 2 or b.ndim != 1:
+            raise TypeError("BernoulliSampleLogits takes matrices u, a and a bias vector b")
         shape = tuple(s1 if s1 is not None else s2 for s1, s2 in zip(u.type.shape, a.type.shape))
-        return Apply(self, [u, a], [pt.matrix(dtype="float32", shape=shape)])
+        return Apply(self, [u, a, b], [pt.matrix(dtype="float32", shape=shape)])
 
     def perform(self, node, inputs, outputs):
-        u, a = inputs
-        p = (1.0 / (1.0 + np.exp(-a))).astype(np.float32)
+        u, a, b = inputs
+        p = (1.0 / (1.0 + np.exp(-(a + b)))).astype(np.float32)
         outputs[0][0] = (u < p).astype(np.float32)
 
     def pullback(self, inputs, outputs, output_grads):
@@ -555,10 +573,10 @@ class BernoulliSampleLogits(_RowOp):
         return [shapes[1]]
 
     def c_code(self, node, name, inputs, outputs, sub):
-        u, a = inputs
+        u, a, b = inputs
         (z,) = outputs
-        sample = lambda e: f"({e('u')} < untapped_sigmoidf({e('a')})) ? 1.0f : 0.0f"  # noqa: E731
-        return self._elementwise(sub, z, ((u, "u"), (a, "a")), sample)
+        sample = lambda e: f"({e('u')} < untapped_sigmoidf({e('a')} + {e('b')})) ? 1.0f : 0.0f"  # noqa: E731
+        return self._elementwise(sub, z, ((u, "u"), (a, "a")), sample, bias=b)
 
 
 bernoulli_sample_logits = BernoulliSampleLogits()
@@ -618,7 +636,31 @@ class MatrixSum(_RowOp):
             z_p[i] = (float)acc;
         }
         }"""
-        return "{" + view + self._output(z, 1, ["n_cols"], sub) + f"""
+        return "{" + view + self._output(z, 1, ["n_cols"], sub) + _column_sums_begin(sub) + """
+            for (npy_intp i = 0; i < n_rows; ++i) {
+                const float* xr = x_p + i * x_s0;
+                if (x_s1 == 1) {
+                    #pragma omp simd
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        acc[j] += xr[j];
+                } else {
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        acc[j] += xr[j * x_s1];
+                }
+            }
+        """ + _column_sums_end("z_p") + "}"
+
+
+def _column_sums_begin(sub):
+    """C that opens a parallel region whose threads each add their static band of
+    rows into a float64 row ``acc`` of column sums; the caller's row loop follows
+    (under ``omp for schedule(static)``), then :func:`_column_sums_end`.
+
+    Every column sum made this way adds the same rows in the same order, so
+    the bias gradients computed inside another op's pass equal
+    :class:`MatrixSum`'s bit for bit.
+    """
+    return f"""
         const int n_threads = omp_get_max_threads();
         double* partial = (double*)calloc((size_t)n_threads * (size_t)(n_cols > 0 ? n_cols : 1), sizeof(double));
         if (!partial) {{
@@ -628,27 +670,21 @@ class MatrixSum(_RowOp):
         #pragma omp parallel num_threads(n_threads)
         {{
             double* acc = partial + (size_t)omp_get_thread_num() * n_cols;
-            #pragma omp for schedule(static)
-            for (npy_intp i = 0; i < n_rows; ++i) {{
-                const float* xr = x_p + i * x_s0;
-                if (x_s1 == 1) {{
-                    #pragma omp simd
-                    for (npy_intp j = 0; j < n_cols; ++j)
-                        acc[j] += xr[j];
-                }} else {{
-                    for (npy_intp j = 0; j < n_cols; ++j)
-                        acc[j] += xr[j * x_s1];
-                }}
-            }}
+            #pragma omp for schedule(static)"""
+
+
+def _column_sums_end(pointer):
+    """C that closes :func:`_column_sums_begin`'s region and writes the column sums, in float32, to ``pointer``."""
+    return f"""
         }}
         for (npy_intp j = 0; j < n_cols; ++j) {{
             double total = 0.0;
             for (int t = 0; t < n_threads; ++t)
                 total += partial[(size_t)t * n_cols + j];
-            z_p[j] = (float)total;
+            {pointer}[j] = (float)total;
         }}
         free(partial);
-        }}"""
+        """
 
 
 class _BernoulliLogLik(_RowOp):
@@ -667,53 +703,63 @@ class _BernoulliLogLik(_RowOp):
 
 
 class BernoulliLogLikRows(_BernoulliLogLik):
-    """``sum_d [x log c + (1 - x) log(1 - c)]`` per row, ``c = clip(sigmoid(a), eps, 1 - eps)``.
+    """``sum_d [x log c + (1 - x) log(1 - c)]`` per row, ``c = clip(sigmoid(a + b), eps, 1 - eps)``.
 
-    One pass over ``x`` and the pre-activation ``a`` (both (rows, d) float32);
-    nothing of size (rows, d) is written. The same values as
-    ``sum(log_bernoulli(x, sigmoid(a)), -1)`` up to float32 rounding (the row
-    sum is accumulated in float64).
+    One pass over ``x`` and the pre-activation ``a`` (both (rows, d) float32)
+    plus the vector ``b`` added to every row (the decoder's output bias;
+    zeros if omitted); nothing of size (rows, d) is written. Rows of ``x``
+    that are all 0 or 1 take one log an element instead of two (the same
+    value exactly). The same values as ``sum(log_bernoulli(x, sigmoid(a + b)), -1)``
+    up to float32 rounding (the row sum is accumulated in float64).
     """
 
-    def make_node(self, x, a):
-        x, a = pt.as_tensor_variable(x), pt.as_tensor_variable(a)
-        self._check(x, a)
-        return Apply(self, [x, a], [pt.vector(dtype="float32", shape=(a.type.shape[0],))])
+    def make_node(self, x, a, b=None):
+        x, a, b = pt.as_tensor_variable(x), pt.as_tensor_variable(a), _bias_or_zeros(b, a)
+        self._check(x, a, b)
+        return Apply(self, [x, a, b], [pt.vector(dtype="float32", shape=(a.type.shape[0],))])
 
     def infer_shape(self, fgraph, node, shapes):
         return [(shapes[1][0],)]
 
     def perform(self, node, inputs, outputs):
-        x, a = inputs
-        lo, hi = self.bounds
-        p = (1.0 / (1.0 + np.exp(-a))).astype(np.float32)
-        c = np.clip(p, lo, hi)
+        x, a, b = inputs
+        c = self._clipped_mean(a, b)
         outputs[0][0] = np.sum(x * np.log(c) + (1 - x) * np.log(1 - c), axis=-1, dtype=np.float64).astype(np.float32)
 
+    def _clipped_mean(self, a, b):
+        lo, hi = self.bounds
+        return np.clip((1.0 / (1.0 + np.exp(-(a + b)))).astype(np.float32), lo, hi)
+
     def pullback(self, inputs, outputs, output_grads):
-        x, a = inputs
+        x, a, b = inputs
         (g,) = output_grads
         lo, hi = self.bounds
-        c = pt.clip(pt.sigmoid(a), lo, hi)
+        c = pt.clip(pt.sigmoid(a + b[None, :]), lo, hi)
         g_x = g[:, None] * (pt.log(c) - pt.log(1.0 - c))
-        return [g_x, BernoulliLogLikRowsGrad(self.eps)(x, a, g)]
+        g_a, g_b = BernoulliLogLikRowsGrad(self.eps)(x, a, g, b)
+        return [g_x, g_a, g_b]
 
     def c_code(self, node, name, inputs, outputs, sub):
-        x, a = inputs
+        x, a, b = inputs
         (z,) = outputs
-        return "{" + self._matrices(sub, (x, "x"), (a, "a")) + self._c_bounds() + self._output(z, 1, ["n_rows"], sub) + f"""
+        setup = self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
+        return "{" + setup + self._output(z, 1, ["n_rows"], sub) + f"""
         #pragma omp parallel for schedule(static)
         for (npy_intp i = 0; i < n_rows; ++i) {{
             const float* xr = x_p + i * x_s0;
             const float* ar = a_p + i * a_s0;
             double acc = 0.0;
-            if ({_contiguous_rows("x", "a")}) {{
+            if ({_contiguous_rows("x", "a", "b")} && untapped_binary_row(xr, n_cols)) {{
                 #pragma omp simd reduction(+:acc)
                 for (npy_intp j = 0; j < n_cols; ++j)
-                    acc += untapped_bern_ll(xr[j], ar[j], lo, hi);
+                    acc += untapped_bern_ll_binary(xr[j], ar[j] + b_p[j], lo, hi);
+            }} else if ({_contiguous_rows("x", "a", "b")}) {{
+                #pragma omp simd reduction(+:acc)
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    acc += untapped_bern_ll(xr[j], ar[j] + b_p[j], lo, hi);
             }} else {{
                 for (npy_intp j = 0; j < n_cols; ++j)
-                    acc += untapped_bern_ll(xr[j * x_s1], ar[j * a_s1], lo, hi);
+                    acc += untapped_bern_ll(xr[j * x_s1], ar[j * a_s1] + b_p[j * b_s1], lo, hi);
             }}
             z_p[i] = (float)acc;
         }}
@@ -721,56 +767,109 @@ class BernoulliLogLikRows(_BernoulliLogLik):
 
 
 class BernoulliLogLikRowsGrad(_BernoulliLogLik):
-    """The gradient of :class:`BernoulliLogLikRows` with respect to ``a``, for row weights ``g``."""
+    """The gradients of :class:`BernoulliLogLikRows` with respect to ``a`` and ``b``, for row weights ``g``.
 
-    def make_node(self, x, a, g):
-        x, a, g = (pt.as_tensor_variable(v) for v in (x, a, g))
-        self._check(x, a, g)
-        return Apply(self, [x, a, g], [a.type()])
+    Returns ``(g_a, g_b)``: ``g_b``, the column sums of ``g_a``, is added up
+    in the same pass, in :class:`MatrixSum`'s order (the same float32 values
+    as summing ``g_a`` afterwards), so the decoder's output-bias gradient
+    costs no pass of its own.
+    """
+
+    def make_node(self, x, a, g, b=None):
+        x, a, g, b = pt.as_tensor_variable(x), pt.as_tensor_variable(a), pt.as_tensor_variable(g), _bias_or_zeros(b, a)
+        self._check(x, a, g, b)
+        return Apply(self, [x, a, g, b], [a.type(), pt.vector(dtype="float32", shape=(a.type.shape[1],))])
 
     def infer_shape(self, fgraph, node, shapes):
-        return [shapes[1]]
+        return [shapes[1], (shapes[1][1],)]
 
     def perform(self, node, inputs, outputs):
-        x, a, g = inputs
+        x, a, g, b = inputs
         lo, hi = self.bounds
-        p = (1.0 / (1.0 + np.exp(-a))).astype(np.float32)
+        p = (1.0 / (1.0 + np.exp(-(a + b)))).astype(np.float32)
         c = np.clip(p, lo, hi)
         inside = ((p >= lo) & (p <= hi)).astype(np.float32)
-        outputs[0][0] = (g[:, None] * inside * (x / c - (1 - x) / (1 - c)) * (p * (1 - p))).astype(np.float32)
+        g_a = (g[:, None] * inside * (x / c - (1 - x) / (1 - c)) * (p * (1 - p))).astype(np.float32)
+        outputs[0][0] = g_a
+        outputs[1][0] = g_a.sum(axis=0, dtype=np.float64).astype(np.float32)
 
     def c_code(self, node, name, inputs, outputs, sub):
-        x, a, g = inputs
-        (z,) = outputs
-        return "{" + self._matrices(sub, (x, "x"), (a, "a")) + self._c_bounds() + f"""
+        x, a, g, b = inputs
+        z, z_b = outputs
+        setup = self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
+        return "{" + setup + f"""
         if (PyArray_NDIM({g}) != 1 || PyArray_DIMS({g})[0] != n_rows) {{
             PyErr_SetString(PyExc_ValueError, "BernoulliLogLikRowsGrad: g must have one entry a row");
             {sub["fail"]}
         }}
         const npy_intp g_s = PyArray_STRIDES({g})[0] / 4;
         const float* g_p = (const float*)PyArray_DATA({g});
-        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
-        #pragma omp parallel for schedule(static)
-        for (npy_intp i = 0; i < n_rows; ++i) {{
-            const float* xr = x_p + i * x_s0;
-            const float* ar = a_p + i * a_s0;
-            float* zr = z_p + i * n_cols;
-            const float gi = g_p[i * g_s];
-            if ({_contiguous_rows("x", "a")}) {{
-                #pragma omp simd
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = untapped_bern_ll_grad(xr[j], ar[j], gi, lo, hi);
-            }} else {{
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    zr[j] = untapped_bern_ll_grad(xr[j * x_s1], ar[j * a_s1], gi, lo, hi);
+        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + self._output(z_b, 1, ["n_cols"], sub, "z_b_p") + _column_sums_begin(sub) + f"""
+            for (npy_intp i = 0; i < n_rows; ++i) {{
+                const float* xr = x_p + i * x_s0;
+                const float* ar = a_p + i * a_s0;
+                float* zr = z_p + i * n_cols;
+                const float gi = g_p[i * g_s];
+                if ({_contiguous_rows("x", "a", "b")}) {{
+                    if (untapped_binary_row(xr, n_cols)) {{
+                        #pragma omp simd
+                        for (npy_intp j = 0; j < n_cols; ++j)
+                            zr[j] = untapped_bern_ll_grad_binary(xr[j], ar[j] + b_p[j], gi, lo, hi);
+                    }} else {{
+                        #pragma omp simd
+                        for (npy_intp j = 0; j < n_cols; ++j)
+                            zr[j] = untapped_bern_ll_grad(xr[j], ar[j] + b_p[j], gi, lo, hi);
+                    }}
+                    #pragma omp simd
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        acc[j] += zr[j];
+                }} else {{
+                    for (npy_intp j = 0; j < n_cols; ++j) {{
+                        zr[j] = untapped_bern_ll_grad(xr[j * x_s1], ar[j * a_s1] + b_p[j * b_s1], gi, lo, hi);
+                        acc[j] += zr[j];
+                    }}
+                }}
             }}
-        }}
-        }}"""
+        """ + _column_sums_end("z_b_p") + "}"
+
+
+def _bias_or_zeros(b, a):
+    """``b`` as a tensor, or float32 zeros of ``a``'s width when ``b`` is None."""
+    if b is None:
+        return pt.zeros((a.shape[-1],), dtype="float32")
+    return pt.as_tensor_variable(b)
+
+
+def split_bias(a):
+    """``(m, b)`` when ``a`` is ``m + b[None, :]`` (a dense layer's pre-activation: a float32
+    matrix plus a bias vector broadcast over its rows), else ``(a, None)``.
+
+    The Bernoulli ops take ``m`` and ``b`` and add the bias in their own
+    pass, which saves a (rows, 784) pass over the decoder's output.
+    """
+    owner = a.owner
+    if owner is None or not isinstance(owner.op, Elemwise) or not isinstance(owner.op.scalar_op, ps.Add):
+        return a, None
+    if len(owner.inputs) != 2 or a.ndim != 2 or a.type.dtype != "float32":
+        return a, None
+    for m, row in (owner.inputs, owner.inputs[::-1]):
+        expand = row.owner
+        if (
+            m.type.dtype == "float32"
+            and m.type.broadcastable == a.type.broadcastable
+            and expand is not None
+            and isinstance(expand.op, DimShuffle)
+            and tuple(expand.op.new_order) == ("x", 0)
+            and expand.inputs[0].type.dtype == "float32"
+        ):
+            return m, expand.inputs[0]
+    return a, None
 
 
 def bernoulli_log_lik_rows(x, p, eps=1e-5):
     """Row sums of ``log_bernoulli(x, p, eps)``; fused with the sigmoid when ``p = sigmoid(a)`` in float32.
 
+    A dense layer's bias in ``a`` goes into the op too (:func:`split_bias`).
     Returns ``None`` when the fused op does not apply (``p`` is not a
     sigmoid's output, or the graph is not float32); the caller then builds
     the plain expression.
@@ -782,7 +881,7 @@ def bernoulli_log_lik_rows(x, p, eps=1e-5):
     (a,) = owner.inputs
     if x.ndim != 2 or a.ndim != 2 or x.type.dtype != "float32" or a.type.dtype != "float32":
         return None
-    return BernoulliLogLikRows(eps)(x, a)
+    return BernoulliLogLikRows(eps)(x, *split_bias(a))
 
 
 # --------------------------------------------------------------------------

@@ -12,7 +12,8 @@ canonicalisation and specialisation, before elementwise fusion):
   folding it back.
 - :func:`fuse_bernoulli_sample`: ``cast(u < sigmoid(a))``, the Bernoulli
   sample of ``parmesan_compat``, becomes one vectorised pass
-  (:class:`untapped.ops.BernoulliSampleLogits`) instead of a scalar loop.
+  (:class:`untapped.ops.BernoulliSampleLogits`) instead of a scalar loop;
+  a dense layer's bias in ``a`` is added in that pass (``ops.split_bias``).
 
 Two run after elementwise fusion (position 49.05), on what fusion left:
 
@@ -70,7 +71,7 @@ def _elemwise_input(var, scalar_op_type):
 
 @node_rewriter([Elemwise])
 def fuse_bernoulli_sample(fgraph, node):
-    """``cast(u < sigmoid(a), float32)`` on float32 matrices -> ``BernoulliSampleLogits(u, a)``."""
+    """``cast(u < sigmoid(a), float32)`` on float32 matrices -> ``BernoulliSampleLogits(u, m, b)``, ``a = m + b``."""
     if not isinstance(node.op.scalar_op, ps.Cast) or node.outputs[0].type.dtype != "float32":
         return None
     (less,) = node.inputs
@@ -86,7 +87,7 @@ def fuse_bernoulli_sample(fgraph, node):
         return None
     if u.type.broadcastable != a.type.broadcastable:
         return None
-    return [ops.bernoulli_sample_logits(u, a)]
+    return [ops.bernoulli_sample_logits(u, *ops.split_bias(a))]
 
 
 @node_rewriter([Sum])
