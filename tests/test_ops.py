@@ -303,23 +303,30 @@ def test_bias_tanh_values_gradient_and_layouts():
 
 
 def test_tanh_grad_matches_the_plain_graph_in_every_layout():
-    """``tanh_grad(g, t)`` = g (1 - t^2): PyTensor's own float32 graph of it, to an ulp, for every memory layout."""
+    """``tanh_grad(g, t)`` = g (1 - t^2): PyTensor's own float32 graph of it, to an ulp, for every memory layout;
+    its second output, the column sums, is MatrixSum's of the first, bit for bit, and float64's to rounding."""
     rng = np.random.default_rng(6)
     t = np.tanh(rng.uniform(-4, 4, (70, 41))).astype(np.float32)
     t[0, :4] = [1.0, -1.0, 0.0, np.nan]
     g = rng.standard_normal((70, 41)).astype(np.float32)
     with float32():
-        gv, tv = pt.matrix("g"), pt.matrix("t")
+        gv, tv, mv = pt.matrix("g"), pt.matrix("t"), pt.matrix("m")
         ours = pytensor.function([gv, tv], ops.tanh_grad(gv, tv), mode=compile_mode("c"))
         plain = pytensor.function([gv, tv], gv * (1 - pt.sqr(tv)), mode=compile_mode("c"))
+        column_sums = pytensor.function([mv], ops.MatrixSum(0)(mv), mode=compile_mode("c"))
     expected = plain(g, t)
     np.testing.assert_allclose(expected[1:], g[1:] * (1 - t[1:].astype(np.float64) ** 2), rtol=1e-5, atol=1e-6)
     for g_in in (g, np.asfortranarray(g)):
         for t_in in (t, np.asfortranarray(t), t[::-1][::-1], np.ascontiguousarray(t.T).T):
-            got = ours(g_in, t_in)
+            got, sums = ours(g_in, t_in)
             assert got.dtype == np.float32 and got.flags.c_contiguous
             np.testing.assert_array_max_ulp(got[1:], expected[1:], maxulp=1)
             assert list(got[0, :3]) == [0.0, 0.0, g[0, 2]] and np.isnan(got[0, 3])
+            assert sums.dtype == np.float32 and np.array_equal(sums, column_sums(got), equal_nan=True)
+            np.testing.assert_allclose(sums[4:], got[:, 4:].astype(np.float64).sum(0), rtol=1e-6, atol=1e-6)
+            assert np.isnan(sums[3])
+    got, sums = ours(g[:0], t[:0])
+    assert got.shape == (0, 41) and np.array_equal(sums, np.zeros(41, np.float32))
     with pytest.raises(ValueError, match="one shape"):
         ours(g, t[:, :40])
 

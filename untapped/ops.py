@@ -9,7 +9,8 @@ library's scalar ``expf`` / ``logf`` / ``tanhf`` on one thread. Here:
   ``x + x^3 P(x^2)`` for ``|x| < 0.625``, else ``sign(x) (1 - 2 / (exp(2|x|) + 1))``),
   a scalar op PyTensor fuses like its own ``tanh``; :data:`bias_tanh` is a
   dense layer's ``tanh(a + b)`` with it, in one vectorised pass, and
-  :data:`tanh_grad` is its backward ``g (1 - t^2)`` on all threads.
+  :data:`tanh_grad` is its backward ``g (1 - t^2)`` (and the bias gradient,
+  its column sums) on all threads.
 - :class:`BernoulliLogLikRows` (and its gradient) is the decoder's sigmoid,
   clip, Bernoulli log terms and row sum in one pass, writing nothing of
   size (rows, 784); :class:`BernoulliSampleLogits` is the sample
@@ -218,7 +219,7 @@ class _RowOp(COp):
         return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
-        return (9,)
+        return (10,)
 
     def _check(self, *arrays):
         for a in arrays:
@@ -270,7 +271,7 @@ class _RowOp(COp):
         float* {pointer} = (float*)PyArray_DATA({z});
         """
 
-    def _elementwise(self, sub, z, views, expression, bias=None):
+    def _elementwise(self, sub, z, views, expression, bias=None, column_sums=None):
         """C for ``z = expression`` elementwise over the same-shape float32 matrices ``views``.
 
         ``views`` = ((c_name, short), ...); ``expression(element)`` returns the
@@ -278,13 +279,19 @@ class _RowOp(COp):
         matching element of each input, and ``element('b')`` for the column's
         entry of the vector ``bias`` (a C name) if given. Rows run on OpenMP
         threads, columns as one SIMD loop where every input has unit column
-        stride.
+        stride. With ``column_sums`` (a C name), that vector output also gets
+        ``z``'s column sums, added as each row is written (in
+        :class:`MatrixSum`'s order, see :func:`_column_sums_begin`).
         """
         shorts = [v for _, v in views] + (["b"] if bias else [])
         row_pointers = "".join(f"const float* {v}r = {v}_p + i * {v}_s0;\n            " for v in shorts)
         setup = self._matrices(sub, *views) + (self._bias(bias, sub) if bias else "")
-        return "{" + setup + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
-        #pragma omp parallel for schedule(static)
+        setup += self._output(z, 2, ["n_rows", "n_cols"], sub)
+        add_row = """
+            #pragma omp simd
+            for (npy_intp j = 0; j < n_cols; ++j)
+                acc[j] += zr[j];""" if column_sums else ""
+        rows = f"""
         for (npy_intp i = 0; i < n_rows; ++i) {{
             {row_pointers}float* zr = z_p + i * n_cols;
             if ({_contiguous_rows(*shorts)}) {{
@@ -294,9 +301,12 @@ class _RowOp(COp):
             }} else {{
                 for (npy_intp j = 0; j < n_cols; ++j)
                     zr[j] = {expression(lambda v: f"{v}r[j * {v}_s1]")};
-            }}
-        }}
+            }}{add_row}
         }}"""
+        if column_sums is None:
+            return "{" + setup + "\n        #pragma omp parallel for schedule(static)" + rows + "\n        }"
+        sums = self._output(column_sums, 1, ["n_cols"], sub, "sums_p")
+        return "{" + setup + sums + _column_sums_begin(sub) + rows + _column_sums_end("sums_p") + "}"
 
 
 def _contiguous_rows(*shorts):
@@ -325,8 +335,8 @@ class BiasTanh(_RowOp):
 
     def pullback(self, inputs, outputs, output_grads):
         (t,), (g,) = outputs, output_grads
-        g_a = tanh_grad(g, t)
-        return [g_a, g_a.sum(axis=0)]
+        g_a, g_b = tanh_grad(g, t)
+        return [g_a, g_b]
 
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
@@ -341,11 +351,13 @@ bias_tanh = BiasTanh()
 
 
 class TanhGrad(_RowOp):
-    """``g (1 - t^2)``: the gradient through ``t = tanh(.)`` for an upstream gradient ``g``, on all threads.
+    """``g (1 - t^2)`` and its column sums: the gradients of a tanh layer ``t = tanh(a + b)``
+    with respect to ``a`` and ``b``, for an upstream gradient ``g``, in one pass on all threads.
 
     The backward pass of every tanh layer (:class:`BiasTanh`); PyTensor's
     elementwise loop for it runs on one thread. The same float32 arithmetic,
-    in the same order, as ``g * (1 - sqr(t))``.
+    in the same order, as ``g * (1 - sqr(t))``; the column sums are
+    :class:`MatrixSum`'s, bit for bit, without a pass of their own.
     """
 
     def make_node(self, g, t):
@@ -354,20 +366,22 @@ class TanhGrad(_RowOp):
         if g.ndim != 2 or t.ndim != 2:
             raise TypeError("TanhGrad takes matrices")
         shape = tuple(s1 if s1 is not None else s2 for s1, s2 in zip(g.type.shape, t.type.shape))
-        return Apply(self, [g, t], [pt.matrix(dtype="float32", shape=shape)])
+        return Apply(self, [g, t], [pt.matrix(dtype="float32", shape=shape), pt.vector(dtype="float32", shape=shape[1:])])
 
     def perform(self, node, inputs, outputs):
         g, t = inputs
-        outputs[0][0] = (g * (np.float32(1) - t * t)).astype(np.float32)
+        g_a = (g * (np.float32(1) - t * t)).astype(np.float32)
+        outputs[0][0] = g_a
+        outputs[1][0] = g_a.sum(axis=0, dtype=np.float64).astype(np.float32)
 
     def infer_shape(self, fgraph, node, shapes):
-        return [shapes[1]]
+        return [shapes[1], shapes[1][1:]]
 
     def c_code(self, node, name, inputs, outputs, sub):
         g, t = inputs
-        (z,) = outputs
+        z, sums = outputs
         gradient = lambda e: f"{e('g')} * (1.0f - {e('t')} * {e('t')})"  # noqa: E731
-        return self._elementwise(sub, z, ((g, "g"), (t, "t")), gradient)
+        return self._elementwise(sub, z, ((g, "g"), (t, "t")), gradient, column_sums=sums)
 
 
 tanh_grad = TanhGrad()
