@@ -254,6 +254,51 @@ def test_uniform_float32_is_seeded_and_below_one():
     assert first.min() >= 0.0 and max(first.max(), second.max()) < 1.0
 
 
+def _state(generator):
+    return generator.bit_generator.state
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_large_uniform_draws_split_across_threads_give_numpys_stream_and_state(monkeypatch, threads):
+    """``random_float32`` equals ``Generator.random(dtype=float32)``: the same numbers, the same final state
+    (so the next draw is the same too), whether split across threads or not."""
+    monkeypatch.setattr(ops.os, "cpu_count", lambda: threads)
+    submitted = []
+    pool = ops._draw_pool()
+
+    class CountingPool:
+        def submit(self, *args, **kwargs):
+            submitted.append(args)
+            return pool.submit(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "_draw_pool", lambda: CountingPool())
+    cases = [
+        (np.random.PCG64, (1100, 1000), True),
+        (np.random.PCG64DXSM, (1 << 20) + 2, True),
+        (np.random.PCG64, (1025, 1025), False),  # odd: one thread
+        (np.random.PCG64, (7, 3), False),  # small: one thread
+        (np.random.Philox, (1100, 1000), False),  # cannot jump by steps: one thread
+    ]
+    for bit_generator, size, split in cases:
+        ours, numpys = np.random.Generator(bit_generator(17)), np.random.Generator(bit_generator(17))
+        for _ in range(2):
+            del submitted[:]
+            got = ops.random_float32(ours, size)
+            expected = numpys.random(size, dtype=np.float32)
+            assert got.dtype == np.float32 and got.shape == expected.shape
+            assert np.array_equal(got, expected), (bit_generator, size)
+            assert len(submitted) == (threads - 1 if split else 0), (bit_generator, size)
+        assert np.array_equal(ours.random(9, dtype=np.float32), numpys.random(9, dtype=np.float32))
+        if bit_generator is not np.random.Philox:
+            assert _state(ours) == _state(numpys)
+    # a draw that starts from half a step (after an odd draw) stays on one thread, and in step
+    ours, numpys = np.random.Generator(np.random.PCG64(3)), np.random.Generator(np.random.PCG64(3))
+    assert np.array_equal(ops.random_float32(ours, 3), numpys.random(3, dtype=np.float32))
+    del submitted[:]
+    assert np.array_equal(ops.random_float32(ours, (1100, 1000)), numpys.random((1100, 1000), dtype=np.float32))
+    assert not submitted and _state(ours) == _state(numpys)
+
+
 @pytest.mark.parametrize("shape", [(30, 200, 5), (5, 200, 30), (7, 3, 7)])
 def test_matmul_values_and_gradient(shape):
     m, k, n = shape
