@@ -209,6 +209,51 @@ def test_the_bernoulli_ops_refuse_a_bias_of_the_wrong_length():
         f(x, x, np.zeros(4, np.float32), np.ones(3, np.float32))
 
 
+def test_a_bernoulli_value_and_its_gradient_on_the_same_inputs_run_as_one_pass():
+    """Where the row weights do not depend on the value, the value and gradient ops become one
+    ``BernoulliLogLikRowsAndGrad`` with the same outputs (to an ulp), for binary and other rows, in any layout."""
+    rng = np.random.default_rng(14)
+    m = (rng.standard_normal((53, 31)) * 4).astype(np.float32)
+    b = rng.standard_normal(31).astype(np.float32)
+    x = (rng.random((53, 31)) < 0.4).astype(np.float32)
+    x[3, 7] = 0.5
+    g = rng.standard_normal(53).astype(np.float32)
+    with float32():
+        xs, ms, bs, gs = pt.matrix("x"), pt.matrix("m"), pt.vector("b"), pt.vector("g")
+        outputs = [ops.BernoulliLogLikRows()(xs, ms, bs), *ops.BernoulliLogLikRowsGrad()(xs, ms, gs, bs)]
+        fused = pytensor.function([xs, ms, bs, gs], outputs, mode=compile_mode("c"))
+        separate = pytensor.function(
+            [xs, ms, bs, gs], outputs, mode=compile_mode("c").excluding("untapped_fuse_bernoulli_value_and_gradient")
+        )
+        direct = pytensor.function([xs, ms, bs, gs], ops.BernoulliLogLikRowsAndGrad()(xs, ms, gs, bs), mode="FAST_COMPILE")
+    assert [type(n.op) for n in fused.maker.fgraph.apply_nodes] == [ops.BernoulliLogLikRowsAndGrad]
+    assert {type(n.op) for n in separate.maker.fgraph.apply_nodes} == {ops.BernoulliLogLikRows, ops.BernoulliLogLikRowsGrad}
+    expected = separate(x, m, b, g)
+    for x_in, m_in in ((x, m), (np.asfortranarray(x), m), (x, np.asfortranarray(m))):
+        for got, want in zip(fused(x_in, m_in, b, g), expected):
+            assert got.dtype == np.float32
+            # the same float32 arithmetic; a row's SIMD tail may differ by an ulp
+            np.testing.assert_array_max_ulp(got, want, maxulp=2)
+    for got, want in zip(direct(x, m, b, g), expected):  # the NumPy implementation
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bernoulli_value_and_gradient_stay_apart_where_the_weights_depend_on_the_value():
+    rng = np.random.default_rng(15)
+    x = (rng.random((9, 6)) < 0.5).astype(np.float32)
+    a = rng.standard_normal((9, 6)).astype(np.float32)
+    with float32():
+        xs, as_ = pt.matrix("x"), pt.matrix("a")
+        value = ops.BernoulliLogLikRows()(xs, as_)
+        g_a, _ = ops.BernoulliLogLikRowsGrad()(xs, as_, 2 * value)
+        f = pytensor.function([xs, as_], [value, g_a], mode=compile_mode("c"))
+    assert {type(n.op) for n in f.maker.fgraph.apply_nodes} >= {ops.BernoulliLogLikRows, ops.BernoulliLogLikRowsGrad}
+    got_value, got_grad = f(x, a)
+    np.testing.assert_allclose(got_value, _bernoulli_reference(x, a), rtol=1e-5, atol=1e-5)
+    p = 1 / (1 + np.exp(-a.astype(np.float64)))
+    np.testing.assert_allclose(got_grad, 2 * got_value[:, None] * (x - p), rtol=1e-4, atol=1e-5)
+
+
 def test_bernoulli_ops_propagate_nan():
     """A NaN in x, a or the row weight makes its row (value) or element (gradient) NaN (the divergence check relies on it)."""
     x = np.zeros((3, 40), np.float32)

@@ -268,7 +268,7 @@ class _RowOp(COp):
         return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
-        return (10,)
+        return (12,)
 
     def _check(self, *arrays):
         for a in arrays:
@@ -764,6 +764,17 @@ class _BernoulliLogLik(_RowOp):
         lo, hi = (repr(float(v)) + "f" for v in self.bounds)
         return f"const float lo = {lo}, hi = {hi};\n"
 
+    def _row_weights(self, g, sub):
+        """C that checks the row weights ``g`` (one a row) and views them: ``g_p``, ``g_s``."""
+        return f"""
+        if (PyArray_NDIM({g}) != 1 || PyArray_DIMS({g})[0] != n_rows) {{
+            PyErr_SetString(PyExc_ValueError, "{type(self).__name__}: g must have one entry a row");
+            {sub["fail"]}
+        }}
+        const npy_intp g_s = PyArray_STRIDES({g})[0] / 4;
+        const float* g_p = (const float*)PyArray_DATA({g});
+        """
+
 
 class BernoulliLogLikRows(_BernoulliLogLik):
     """``sum_d [x log c + (1 - x) log(1 - c)]`` per row, ``c = clip(sigmoid(a + b), eps, 1 - eps)``.
@@ -860,14 +871,7 @@ class BernoulliLogLikRowsGrad(_BernoulliLogLik):
         x, a, g, b = inputs
         z, z_b = outputs
         setup = self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
-        return "{" + setup + f"""
-        if (PyArray_NDIM({g}) != 1 || PyArray_DIMS({g})[0] != n_rows) {{
-            PyErr_SetString(PyExc_ValueError, "BernoulliLogLikRowsGrad: g must have one entry a row");
-            {sub["fail"]}
-        }}
-        const npy_intp g_s = PyArray_STRIDES({g})[0] / 4;
-        const float* g_p = (const float*)PyArray_DATA({g});
-        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + self._output(z_b, 1, ["n_cols"], sub, "z_b_p") + _column_sums_begin(sub) + f"""
+        return "{" + setup + self._row_weights(g, sub) + self._output(z, 2, ["n_rows", "n_cols"], sub) + self._output(z_b, 1, ["n_cols"], sub, "z_b_p") + _column_sums_begin(sub) + f"""
             for (npy_intp i = 0; i < n_rows; ++i) {{
                 const float* xr = x_p + i * x_s0;
                 const float* ar = a_p + i * a_s0;
@@ -892,6 +896,75 @@ class BernoulliLogLikRowsGrad(_BernoulliLogLik):
                         acc[j] += zr[j];
                     }}
                 }}
+            }}
+        """ + _column_sums_end("z_b_p") + "}"
+
+
+class BernoulliLogLikRowsAndGrad(_BernoulliLogLik):
+    """:class:`BernoulliLogLikRows` and :class:`BernoulliLogLikRowsGrad` of the same ``(x, a, b)`` in one pass.
+
+    Returns ``(value, g_a, g_b)``, the two ops' outputs. The training step's
+    row weights ``g`` are constants (a term's coefficient over the batch
+    size), known before the value, so the rewrite
+    :func:`untapped.rewrites.fuse_bernoulli_value_and_gradient` computes the
+    gradient in the forward pass: ``x`` and ``a`` are read, and the sigmoid
+    computed, once instead of twice.
+    """
+
+    def make_node(self, x, a, g, b=None):
+        value = BernoulliLogLikRows(self.eps).make_node(x, a, b)
+        gradient = BernoulliLogLikRowsGrad(self.eps).make_node(x, a, g, b)
+        return Apply(self, gradient.inputs, [out.type() for out in value.outputs + gradient.outputs])
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [(shapes[1][0],), shapes[1], (shapes[1][1],)]
+
+    def perform(self, node, inputs, outputs):
+        x, a, g, b = inputs
+        value, g_a, g_b = ([None] for _ in range(3))
+        BernoulliLogLikRows(self.eps).perform(None, [x, a, b], [value])
+        BernoulliLogLikRowsGrad(self.eps).perform(None, [x, a, g, b], [g_a, g_b])
+        for out, computed in zip(outputs, (value, g_a, g_b)):
+            out[0] = computed[0]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        x, a, g, b = inputs
+        value, z, z_b = outputs
+        setup = self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
+
+        def row_loop(ll, ll_grad, element, simd):
+            # Two loops over the row (in cache by the second): GCC vectorises
+            # a reduction and a store better apart than in one loop.
+            xj, aj = element("x"), f"{element('a')} + {element('b')}"
+            return f"""
+                    {"#pragma omp simd reduction(+:row_value)" if simd else ""}
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        row_value += {ll}({xj}, {aj}, lo, hi);
+                    {"#pragma omp simd" if simd else ""}
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        zr[j] = {ll_grad}({xj}, {aj}, gi, lo, hi);"""
+
+        contiguous = lambda v: f"{v}r[j]" if v != "b" else "b_p[j]"  # noqa: E731
+        strided = lambda v: f"{v}r[j * {v}_s1]" if v != "b" else "b_p[j * b_s1]"  # noqa: E731
+        return "{" + setup + self._row_weights(g, sub) + self._output(value, 1, ["n_rows"], sub, "value_p") + self._output(
+            z, 2, ["n_rows", "n_cols"], sub
+        ) + self._output(z_b, 1, ["n_cols"], sub, "z_b_p") + _column_sums_begin(sub) + f"""
+            for (npy_intp i = 0; i < n_rows; ++i) {{
+                const float* xr = x_p + i * x_s0;
+                const float* ar = a_p + i * a_s0;
+                float* zr = z_p + i * n_cols;
+                const float gi = g_p[i * g_s];
+                double row_value = 0.0;
+                if ({_contiguous_rows("x", "a", "b")}) {{
+                    if (untapped_binary_row(xr, n_cols)) {{{row_loop("untapped_bern_ll_binary", "untapped_bern_ll_grad_binary", contiguous, True)}
+                    }} else {{{row_loop("untapped_bern_ll", "untapped_bern_ll_grad", contiguous, True)}
+                    }}
+                }} else {{{row_loop("untapped_bern_ll", "untapped_bern_ll_grad", strided, False)}
+                }}
+                value_p[i] = (float)row_value;
+                #pragma omp simd
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    acc[j] += zr[j];
             }}
         """ + _column_sums_end("z_b_p") + "}"
 

@@ -2,7 +2,7 @@
 
 They run only in the modes of :func:`untapped.backend.compile_mode`, which
 include the tag :data:`TAG`, and in the C mode also :data:`C_TAG` (the
-rewrites that put in our C ops). Two run late (after PyTensor's
+rewrites that put in our C ops). Three run late (after PyTensor's
 canonicalisation and specialisation, before elementwise fusion):
 
 - :func:`inline_softmax`: PyTensor 3's ``Softmax`` / ``LogSoftmax`` are
@@ -14,8 +14,14 @@ canonicalisation and specialisation, before elementwise fusion):
   sample of ``parmesan_compat``, becomes one vectorised pass
   (:class:`untapped.ops.BernoulliSampleLogits`) instead of a scalar loop;
   a dense layer's bias in ``a`` is added in that pass (``ops.split_bias``).
+- :func:`fuse_bernoulli_value_and_gradient`: a Bernoulli log-likelihood and
+  its gradient on the same inputs run as one pass
+  (:class:`untapped.ops.BernoulliLogLikRowsAndGrad`) when the gradient's row
+  weights do not depend on the value (in the training step they are
+  constants). Before fusion, because fusion can put the row weights and the
+  terms in one multi-output loop, which would hide that independence.
 
-Two run after elementwise fusion (position 49.05), on what fusion left:
+Two run after elementwise fusion (positions 49.05 and 49.06), on what fusion left:
 
 - :func:`parallel_matrix_sums`: a float32 matrix's row or column sum
   (float64 accumulator) runs on all threads (:class:`untapped.ops.MatrixSum`).
@@ -36,6 +42,7 @@ One runs between canonicalisation and specialisation (position 1.9):
 from pytensor.compile import optdb
 from pytensor.graph.basic import Constant
 from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+from pytensor.graph.traversal import ancestors
 from pytensor.raise_op import Assert
 from pytensor.scalar import basic as ps
 from pytensor.scalar.math import sigmoid as scalar_sigmoid
@@ -111,6 +118,24 @@ def parallel_row_gathers(fgraph, node):
     return [ops.gather_rows(x, rows)]
 
 
+@node_rewriter([ops.BernoulliLogLikRowsGrad])
+def fuse_bernoulli_value_and_gradient(fgraph, node):
+    """``BernoulliLogLikRows(x, a, b)`` and ``BernoulliLogLikRowsGrad(x, a, g, b)`` -> one
+    ``BernoulliLogLikRowsAndGrad(x, a, g, b)``, where the row weights ``g`` do not depend on the value."""
+    x, a, g, b = node.inputs
+    for client, _ in fgraph.clients[a]:
+        if not isinstance(client.op, ops.BernoulliLogLikRows) or client.op.eps != node.op.eps:
+            continue
+        if not all(mine is theirs for mine, theirs in zip(client.inputs, (x, a, b))):
+            continue
+        (value,) = client.outputs
+        if any(v is value for v in ancestors([g])):
+            return None
+        fused = ops.BernoulliLogLikRowsAndGrad(node.op.eps)(x, a, g, b)
+        return dict(zip([value, *node.outputs], fused))
+    return None
+
+
 def _strip_asserts(var, only_self_evident=False):
     """``var`` without the assertions wrapped around it (only the self-evident ones, if asked)."""
     while var.owner is not None and isinstance(var.owner.op, Assert):
@@ -144,5 +169,8 @@ def drop_self_evident_asserts(fgraph, node):
 optdb.register("untapped_drop_self_evident_asserts", dfs_rewriter(drop_self_evident_asserts), TAG, position=1.9)
 optdb.register("untapped_inline_softmax", dfs_rewriter(inline_softmax), TAG, position=47.5)
 optdb.register("untapped_fuse_bernoulli_sample", dfs_rewriter(fuse_bernoulli_sample), C_TAG, position=47.6)
+optdb.register(
+    "untapped_fuse_bernoulli_value_and_gradient", dfs_rewriter(fuse_bernoulli_value_and_gradient), C_TAG, position=47.7
+)
 optdb.register("untapped_parallel_matrix_sums", dfs_rewriter(parallel_matrix_sums), C_TAG, position=49.05)
 optdb.register("untapped_parallel_row_gathers", dfs_rewriter(parallel_row_gathers), C_TAG, position=49.06)
