@@ -268,7 +268,7 @@ class _RowOp(COp):
         return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
-        return (12,)
+        return (13,)
 
     def _check(self, *arrays):
         for a in arrays:
@@ -775,6 +775,69 @@ class _BernoulliLogLik(_RowOp):
         const float* g_p = (const float*)PyArray_DATA({g});
         """
 
+    def _row_pass(self, sub, x, a, b, g=None, value=None, gradient=None):
+        """C for one pass over the rows of ``x`` and ``a + b``, writing the row values of the
+        log-likelihood to ``value`` and/or, for row weights ``g``, its gradients to
+        ``gradient`` = (g_a, g_b) (C names; either may be None).
+
+        Each row takes the loop for binary rows (one log, one division) where
+        it can; the value and the gradient are separate SIMD loops over the
+        row, which GCC vectorises better than one loop doing both, and the
+        second reads the row from cache. ``g_b``, the column sums of ``g_a``,
+        is added up row by row in :class:`MatrixSum`'s order.
+        """
+        code = "{" + self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
+        if value:
+            code += self._output(value, 1, ["n_rows"], sub, "value_p")
+        if gradient:
+            code += self._row_weights(g, sub) + self._output(gradient[0], 2, ["n_rows", "n_cols"], sub)
+            code += self._output(gradient[1], 1, ["n_cols"], sub, "z_b_p") + _column_sums_begin(sub)
+        else:
+            code += "\n        #pragma omp parallel for schedule(static)"
+
+        def loops(binary, element, simd):
+            suffix = "_binary" if binary else ""
+            xj, aj = element("x"), f"{element('a')} + {element('b')}"
+            pragma = "#pragma omp simd" if simd else ""
+            body = ""
+            if value:
+                body += f"""
+                    {pragma}{" reduction(+:row_value)" if simd else ""}
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        row_value += untapped_bern_ll{suffix}({xj}, {aj}, lo, hi);"""
+            if gradient:
+                body += f"""
+                    {pragma}
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        zr[j] = untapped_bern_ll_grad{suffix}({xj}, {aj}, gi, lo, hi);"""
+            return body
+
+        contiguous = lambda v: "b_p[j]" if v == "b" else f"{v}r[j]"  # noqa: E731
+        strided = lambda v: f"{v}_p[j * {v}_s1]" if v == "b" else f"{v}r[j * {v}_s1]"  # noqa: E731
+        code += f"""
+            for (npy_intp i = 0; i < n_rows; ++i) {{
+                const float* xr = x_p + i * x_s0;
+                const float* ar = a_p + i * a_s0;
+                {"float* zr = z_p + i * n_cols; const float gi = g_p[i * g_s];" if gradient else ""}
+                double row_value = 0.0;
+                if ({_contiguous_rows("x", "a", "b")}) {{
+                    if (untapped_binary_row(xr, n_cols)) {{{loops(True, contiguous, True)}
+                    }} else {{{loops(False, contiguous, True)}
+                    }}
+                }} else {{{loops(False, strided, False)}
+                }}"""
+        if value:
+            code += """
+                value_p[i] = (float)row_value;"""
+        if gradient:
+            code += """
+                #pragma omp simd
+                for (npy_intp j = 0; j < n_cols; ++j)
+                    acc[j] += zr[j];"""
+        code += """
+            }"""
+        return code + (_column_sums_end("z_b_p") if gradient else "") + "\n        }"
+
 
 class BernoulliLogLikRows(_BernoulliLogLik):
     """``sum_d [x log c + (1 - x) log(1 - c)]`` per row, ``c = clip(sigmoid(a + b), eps, 1 - eps)``.
@@ -815,29 +878,8 @@ class BernoulliLogLikRows(_BernoulliLogLik):
 
     def c_code(self, node, name, inputs, outputs, sub):
         x, a, b = inputs
-        (z,) = outputs
-        setup = self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
-        return "{" + setup + self._output(z, 1, ["n_rows"], sub) + f"""
-        #pragma omp parallel for schedule(static)
-        for (npy_intp i = 0; i < n_rows; ++i) {{
-            const float* xr = x_p + i * x_s0;
-            const float* ar = a_p + i * a_s0;
-            double acc = 0.0;
-            if ({_contiguous_rows("x", "a", "b")} && untapped_binary_row(xr, n_cols)) {{
-                #pragma omp simd reduction(+:acc)
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    acc += untapped_bern_ll_binary(xr[j], ar[j] + b_p[j], lo, hi);
-            }} else if ({_contiguous_rows("x", "a", "b")}) {{
-                #pragma omp simd reduction(+:acc)
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    acc += untapped_bern_ll(xr[j], ar[j] + b_p[j], lo, hi);
-            }} else {{
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    acc += untapped_bern_ll(xr[j * x_s1], ar[j * a_s1] + b_p[j * b_s1], lo, hi);
-            }}
-            z_p[i] = (float)acc;
-        }}
-        }}"""
+        (value,) = outputs
+        return self._row_pass(sub, x, a, b, value=value)
 
 
 class BernoulliLogLikRowsGrad(_BernoulliLogLik):
@@ -869,35 +911,7 @@ class BernoulliLogLikRowsGrad(_BernoulliLogLik):
 
     def c_code(self, node, name, inputs, outputs, sub):
         x, a, g, b = inputs
-        z, z_b = outputs
-        setup = self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
-        return "{" + setup + self._row_weights(g, sub) + self._output(z, 2, ["n_rows", "n_cols"], sub) + self._output(z_b, 1, ["n_cols"], sub, "z_b_p") + _column_sums_begin(sub) + f"""
-            for (npy_intp i = 0; i < n_rows; ++i) {{
-                const float* xr = x_p + i * x_s0;
-                const float* ar = a_p + i * a_s0;
-                float* zr = z_p + i * n_cols;
-                const float gi = g_p[i * g_s];
-                if ({_contiguous_rows("x", "a", "b")}) {{
-                    if (untapped_binary_row(xr, n_cols)) {{
-                        #pragma omp simd
-                        for (npy_intp j = 0; j < n_cols; ++j)
-                            zr[j] = untapped_bern_ll_grad_binary(xr[j], ar[j] + b_p[j], gi, lo, hi);
-                    }} else {{
-                        #pragma omp simd
-                        for (npy_intp j = 0; j < n_cols; ++j)
-                            zr[j] = untapped_bern_ll_grad(xr[j], ar[j] + b_p[j], gi, lo, hi);
-                    }}
-                    #pragma omp simd
-                    for (npy_intp j = 0; j < n_cols; ++j)
-                        acc[j] += zr[j];
-                }} else {{
-                    for (npy_intp j = 0; j < n_cols; ++j) {{
-                        zr[j] = untapped_bern_ll_grad(xr[j * x_s1], ar[j * a_s1] + b_p[j * b_s1], gi, lo, hi);
-                        acc[j] += zr[j];
-                    }}
-                }}
-            }}
-        """ + _column_sums_end("z_b_p") + "}"
+        return self._row_pass(sub, x, a, b, g, gradient=outputs)
 
 
 class BernoulliLogLikRowsAndGrad(_BernoulliLogLik):
@@ -929,44 +943,8 @@ class BernoulliLogLikRowsAndGrad(_BernoulliLogLik):
 
     def c_code(self, node, name, inputs, outputs, sub):
         x, a, g, b = inputs
-        value, z, z_b = outputs
-        setup = self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
-
-        def row_loop(ll, ll_grad, element, simd):
-            # Two loops over the row (in cache by the second): GCC vectorises
-            # a reduction and a store better apart than in one loop.
-            xj, aj = element("x"), f"{element('a')} + {element('b')}"
-            return f"""
-                    {"#pragma omp simd reduction(+:row_value)" if simd else ""}
-                    for (npy_intp j = 0; j < n_cols; ++j)
-                        row_value += {ll}({xj}, {aj}, lo, hi);
-                    {"#pragma omp simd" if simd else ""}
-                    for (npy_intp j = 0; j < n_cols; ++j)
-                        zr[j] = {ll_grad}({xj}, {aj}, gi, lo, hi);"""
-
-        contiguous = lambda v: f"{v}r[j]" if v != "b" else "b_p[j]"  # noqa: E731
-        strided = lambda v: f"{v}r[j * {v}_s1]" if v != "b" else "b_p[j * b_s1]"  # noqa: E731
-        return "{" + setup + self._row_weights(g, sub) + self._output(value, 1, ["n_rows"], sub, "value_p") + self._output(
-            z, 2, ["n_rows", "n_cols"], sub
-        ) + self._output(z_b, 1, ["n_cols"], sub, "z_b_p") + _column_sums_begin(sub) + f"""
-            for (npy_intp i = 0; i < n_rows; ++i) {{
-                const float* xr = x_p + i * x_s0;
-                const float* ar = a_p + i * a_s0;
-                float* zr = z_p + i * n_cols;
-                const float gi = g_p[i * g_s];
-                double row_value = 0.0;
-                if ({_contiguous_rows("x", "a", "b")}) {{
-                    if (untapped_binary_row(xr, n_cols)) {{{row_loop("untapped_bern_ll_binary", "untapped_bern_ll_grad_binary", contiguous, True)}
-                    }} else {{{row_loop("untapped_bern_ll", "untapped_bern_ll_grad", contiguous, True)}
-                    }}
-                }} else {{{row_loop("untapped_bern_ll", "untapped_bern_ll_grad", strided, False)}
-                }}
-                value_p[i] = (float)row_value;
-                #pragma omp simd
-                for (npy_intp j = 0; j < n_cols; ++j)
-                    acc[j] += zr[j];
-            }}
-        """ + _column_sums_end("z_b_p") + "}"
+        value, g_a, g_b = outputs
+        return self._row_pass(sub, x, a, b, g, value=value, gradient=(g_a, g_b))
 
 
 def _bias_or_zeros(b, a):
