@@ -348,6 +348,20 @@ def test_large_uniform_draws_split_across_threads_give_numpys_stream_and_state(m
     assert not submitted and _state(ours) == _state(numpys)
 
 
+def _draw_in_child(seed):
+    return ops.random_float32(np.random.Generator(np.random.PCG64(seed)), (1100, 1000))
+
+
+def test_large_uniform_draws_work_in_a_forked_child():
+    """A child forked after the draw threads started gets threads of its own (it would otherwise wait forever)."""
+    import multiprocessing
+
+    ops.random_float32(np.random.Generator(np.random.PCG64(1)), (1100, 1000))  # the parent's pool is running
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_draw_in_child, (4,)).get(timeout=60)
+    assert np.array_equal(got, np.random.Generator(np.random.PCG64(4)).random((1100, 1000), dtype=np.float32))
+
+
 @pytest.mark.parametrize("shape", [(30, 200, 5), (5, 200, 30), (7, 3, 7)])
 def test_matmul_values_and_gradient(shape):
     m, k, n = shape

@@ -170,6 +170,10 @@ def _draw_pool():
     return concurrent.futures.ThreadPoolExecutor(max_workers=7, thread_name_prefix="untapped-draw")
 
 
+# A forked child inherits the pool but not its threads: it makes its own.
+os.register_at_fork(after_in_child=_draw_pool.cache_clear)
+
+
 def uniform_float32(rng, size):
     """``(next_rng, draw)``: a float32 U[0, 1) array of shape ``size`` from the shared generator ``rng``."""
     return standard_uniform_float32(size=size, rng=rng, return_next_rng=True)
