@@ -123,6 +123,16 @@ def _evaluate(outputs, inputs, deterministic):
     return OrderedDict(zip(names, values))
 
 
+def _evaluate_with_sample(outputs, inputs, sample, noise_layer, noise, deterministic):
+    """:func:`_evaluate`, plus ``'sample'`` (the layer ``sample``) when there is ``noise`` for
+    its ``noise_layer`` or the pass is deterministic (the sample then needs no noise)."""
+    if noise is not None or deterministic:
+        outputs["sample"] = sample
+    if noise is not None:
+        inputs[noise_layer] = noise
+    return _evaluate(outputs, inputs, deterministic)
+
+
 class Classifier:
     """q_phi(y|x) (eq. 2): logits l(x), the softmax pi(x) and a Concrete sample y~."""
 
@@ -139,13 +149,9 @@ class Classifier:
 
     def __call__(self, x, gumbel_uniform=None, deterministic=False):
         """``{'logits', 'sample'}`` for inputs ``x``; ``sample`` is softmax(logits) if deterministic."""
-        inputs = {self.x: x}
-        outputs = OrderedDict(logits=self.logits)
-        if gumbel_uniform is not None or deterministic:
-            outputs["sample"] = self.sample
-        if gumbel_uniform is not None:
-            inputs[self.gumbel_uniform] = gumbel_uniform
-        return _evaluate(outputs, inputs, deterministic)
+        return _evaluate_with_sample(
+            OrderedDict(logits=self.logits), {self.x: x}, self.sample, self.gumbel_uniform, gumbel_uniform, deterministic
+        )
 
 
 class Encoder:
@@ -211,12 +217,9 @@ class Decoder:
         """
         if rows is None:
             inputs = {self.y: y, self.z: z}
-            outputs = OrderedDict(mean=self.mean)
-            if bernoulli_uniform is not None or deterministic:
-                outputs["sample"] = self.sample
-            if bernoulli_uniform is not None:
-                inputs[self.bernoulli_uniform] = bernoulli_uniform
-            return _evaluate(outputs, inputs, deterministic)
+            return _evaluate_with_sample(
+                OrderedDict(mean=self.mean), inputs, self.sample, self.bernoulli_uniform, bernoulli_uniform, deterministic
+            )
         mean = _gather_rows(_evaluate(OrderedDict(mean=self.mean), {self.y: y, self.z: z}, deterministic)["mean"], rows)
         out = OrderedDict(mean=mean)
         if bernoulli_uniform is not None or deterministic:

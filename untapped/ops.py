@@ -11,10 +11,11 @@ library's scalar ``expf`` / ``logf`` / ``tanhf`` on one thread. Here:
   dense layer's ``tanh(a + b)`` with it, in one vectorised pass, and
   :data:`tanh_grad` is its backward ``g (1 - t^2)`` (and the bias gradient,
   its column sums) on all threads.
-- :class:`BernoulliLogLikRows` (and its gradient) is the decoder's sigmoid,
-  clip, Bernoulli log terms and row sum in one pass, writing nothing of
-  size (rows, 784); :class:`BernoulliSampleLogits` is the sample
-  ``1[u < sigmoid(a)]``.
+- :class:`BernoulliLogLikRows` (and its gradient) is the decoder's output
+  bias, sigmoid, clip, Bernoulli log terms and row sum in one pass, writing
+  nothing of size (rows, 784); :class:`BernoulliLogLikRowsAndGrad` is both
+  in one pass; :class:`BernoulliSampleLogits` is the sample
+  ``1[u < sigmoid(a + b)]``.
 - :class:`MatrixSum` is a float32 matrix's row or column sum (the bias
   gradients, the per-row densities), float64-accumulated on all threads.
 - :data:`uniform_float32` draws U[0, 1) directly in float32, a large draw
@@ -123,8 +124,9 @@ class StandardUniformFloat32RV(RandomVariable):
 
 standard_uniform_float32 = StandardUniformFloat32RV()
 
-#: Draws of at least this many numbers are split across threads.
+#: Draws of at least this many numbers are split across threads, at most this many.
 PARALLEL_DRAW_MIN = 1 << 20
+MAX_DRAW_THREADS = 8
 
 
 def random_float32(rng, size):
@@ -140,21 +142,18 @@ def random_float32(rng, size):
     """
     n = int(np.prod(size, dtype=np.int64)) if size is not None else 1
     bitgen = rng.bit_generator
-    threads = min(os.cpu_count() or 1, 8)
-    if (
-        threads < 2
-        or n < PARALLEL_DRAW_MIN
-        or n % 2
-        or type(bitgen) not in (np.random.PCG64, np.random.PCG64DXSM)
-        or bitgen.state["has_uint32"]
-    ):
+    threads = min(os.cpu_count() or 1, MAX_DRAW_THREADS)
+    if threads < 2 or n < PARALLEL_DRAW_MIN or n % 2 or type(bitgen) not in (np.random.PCG64, np.random.PCG64DXSM):
+        return rng.random(size=size, dtype=np.float32)
+    state = bitgen.state
+    if state["has_uint32"]:
         return rng.random(size=size, dtype=np.float32)
     out = np.empty(n, np.float32)
     bounds = [2 * (n // 2 * i // threads) for i in range(threads + 1)]  # even: whole PCG64 steps
     slices = []
     for start, stop in zip(bounds[:-1], bounds[1:]):
         generator = np.random.Generator(type(bitgen)())
-        generator.bit_generator.state = bitgen.state
+        generator.bit_generator.state = state
         generator.bit_generator.advance(start // 2)
         slices.append((generator, out[start:stop]))
     pending = [_draw_pool().submit(g.random, dtype=np.float32, out=o) for g, o in slices[1:]]
@@ -167,7 +166,8 @@ def random_float32(rng, size):
 
 @functools.cache
 def _draw_pool():
-    return concurrent.futures.ThreadPoolExecutor(max_workers=7, thread_name_prefix="untapped-draw")
+    # The calling thread fills the first slice itself.
+    return concurrent.futures.ThreadPoolExecutor(max_workers=MAX_DRAW_THREADS - 1, thread_name_prefix="untapped-draw")
 
 
 # A forked child inherits the pool but not its threads: it makes its own.
@@ -200,17 +200,18 @@ __attribute__((__simd__("notinbranch"))) extern float logf(float);
 static inline float untapped_sigmoidf(float a) {
     return 1.0f / (1.0f + expf(-a));
 }
-/* The clip and the log terms of parmesan_compat.distributions.log_bernoulli,
-   for one element, p = sigmoid(a). */
+/* The clip of parmesan_compat.distributions.log_bernoulli: c = clip(p, lo, hi). */
+static inline float untapped_clipf(float p, float lo, float hi) {
+    return p < lo ? lo : (p > hi ? hi : p);
+}
+/* The log terms of log_bernoulli for one element, p = sigmoid(a). */
 static inline float untapped_bern_ll(float x, float a, float lo, float hi) {
-    const float p = untapped_sigmoidf(a);
-    const float c = p < lo ? lo : (p > hi ? hi : p);
+    const float c = untapped_clipf(untapped_sigmoidf(a), lo, hi);
     return x * logf(c) + (1.0f - x) * logf(1.0f - c);
 }
 /* d/da of the same, times g: the clip passes the gradient where lo <= p <= hi. */
 static inline float untapped_bern_ll_grad(float x, float a, float g, float lo, float hi) {
-    const float p = untapped_sigmoidf(a);
-    const float c = p < lo ? lo : (p > hi ? hi : p);
+    const float p = untapped_sigmoidf(a), c = untapped_clipf(p, lo, hi);
     const float inside = (p >= lo && p <= hi) ? 1.0f : 0.0f;
     return g * inside * (x / c - (1.0f - x) / (1.0f - c)) * (p * (1.0f - p));
 }
@@ -218,13 +219,11 @@ static inline float untapped_bern_ll_grad(float x, float a, float g, float lo, f
    for such x, x log c + (1 - x) log(1 - c) is exactly log c or log(1 - c),
    and x / c - (1 - x) / (1 - c) exactly 1 / c or -1 / (1 - c). */
 static inline float untapped_bern_ll_binary(float x, float a, float lo, float hi) {
-    const float p = untapped_sigmoidf(a);
-    const float c = p < lo ? lo : (p > hi ? hi : p);
+    const float c = untapped_clipf(untapped_sigmoidf(a), lo, hi);
     return logf(x != 0.0f ? c : 1.0f - c);
 }
 static inline float untapped_bern_ll_grad_binary(float x, float a, float g, float lo, float hi) {
-    const float p = untapped_sigmoidf(a);
-    const float c = p < lo ? lo : (p > hi ? hi : p);
+    const float p = untapped_sigmoidf(a), c = untapped_clipf(p, lo, hi);
     const float inside = (p >= lo && p <= hi) ? 1.0f : 0.0f;
     return g * inside * ((x != 0.0f ? 1.0f : -1.0f) / (x != 0.0f ? c : 1.0f - c)) * (p * (1.0f - p));
 }
@@ -272,7 +271,7 @@ class _RowOp(COp):
         return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
-        return (13,)
+        return (14,)
 
     def _check(self, *arrays):
         for a in arrays:
@@ -764,6 +763,11 @@ class _BernoulliLogLik(_RowOp):
     def bounds(self):
         return np.float32(self.eps), np.float32(1.0 - self.eps)
 
+    def _mean_and_clipped(self, a, b):
+        """NumPy: ``p = sigmoid(a + b)`` in float32 and ``c = clip(p, eps, 1 - eps)``."""
+        p = (1.0 / (1.0 + np.exp(-(a + b)))).astype(np.float32)
+        return p, np.clip(p, *self.bounds)
+
     def _c_bounds(self):
         lo, hi = (repr(float(v)) + "f" for v in self.bounds)
         return f"const float lo = {lo}, hi = {hi};\n"
@@ -864,12 +868,8 @@ class BernoulliLogLikRows(_BernoulliLogLik):
 
     def perform(self, node, inputs, outputs):
         x, a, b = inputs
-        c = self._clipped_mean(a, b)
+        _, c = self._mean_and_clipped(a, b)
         outputs[0][0] = np.sum(x * np.log(c) + (1 - x) * np.log(1 - c), axis=-1, dtype=np.float64).astype(np.float32)
-
-    def _clipped_mean(self, a, b):
-        lo, hi = self.bounds
-        return np.clip((1.0 / (1.0 + np.exp(-(a + b)))).astype(np.float32), lo, hi)
 
     def pullback(self, inputs, outputs, output_grads):
         x, a, b = inputs
@@ -906,8 +906,7 @@ class BernoulliLogLikRowsGrad(_BernoulliLogLik):
     def perform(self, node, inputs, outputs):
         x, a, g, b = inputs
         lo, hi = self.bounds
-        p = (1.0 / (1.0 + np.exp(-(a + b)))).astype(np.float32)
-        c = np.clip(p, lo, hi)
+        p, c = self._mean_and_clipped(a, b)
         inside = ((p >= lo) & (p <= hi)).astype(np.float32)
         g_a = (g[:, None] * inside * (x / c - (1 - x) / (1 - c)) * (p * (1 - p))).astype(np.float32)
         outputs[0][0] = g_a
@@ -925,8 +924,8 @@ class BernoulliLogLikRowsAndGrad(_BernoulliLogLik):
     row weights ``g`` are constants (a term's coefficient over the batch
     size), known before the value, so the rewrite
     :func:`untapped.rewrites.fuse_bernoulli_value_and_gradient` computes the
-    gradient in the forward pass: ``x`` and ``a`` are read, and the sigmoid
-    computed, once instead of twice.
+    gradient in the forward pass: ``x`` and ``a`` are read from memory once
+    instead of twice (the gradient's loop over a row finds it in cache).
     """
 
     def make_node(self, x, a, g, b=None):
