@@ -19,6 +19,17 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
+#: Seeds are 32-bit, as NumPy's legacy RandomState (the original's initialiser) takes them.
+MAX_SEED = 2**32 - 1
+
+#: ``untapped.experiment.VARIANTS`` by name, spelled here so that --help does not import PyTensor.
+VARIANT_NAMES = {
+    "code": "the original code",
+    "onehot-prior-z": "one-hot unfeatured y (scored by log Cat), a fresh z ~ p(z) per row and batch (untapped only)",
+    "prior-z": "the code's unfeatured y, a fresh z ~ p(z) per row and batch (untapped only)",
+    "eq17": "the reverse bound with + log q(z|x,y) (untapped only)",
+    "paper-weights": "App. D's weights, the code's times 10",
+}
 
 
 class OneLineErrors(click.Command):
@@ -65,11 +76,13 @@ def _version():
 @click.option("--epochs", type=click.IntRange(min=0), default=150, help="Training epochs (the total, when resuming).")
 @click.option("--batch", type=click.IntRange(min=1), default=10000, help="Batch size of every source (labeled, unlabeled, unfeatured).")
 @click.option("--model", "model", type=click.Choice(["untapped", "m2", "both"]), default="both", help="Which model(s) to train.")
+@click.option("--variant", type=click.Choice(list(VARIANT_NAMES)), default="code",
+              help="A reading of the paper instead of the original code (docs/fidelity.md): " + "; ".join(f"{k}: {v}" for k, v in VARIANT_NAMES.items()) + ".")
 @click.option("--trials", type=click.IntRange(min=1), default=1, help="Independent runs per model, with seeds seed .. seed+trials-1.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, help="Runs in parallel (joblib).")
 @click.option("--backend", type=click.Choice(["loky", "multiprocessing", "dask", "sequential"]), default="loky",
               help="joblib backend for --jobs > 1 (dask needs dask.distributed; DASK_SCHEDULER_ADDRESS picks a cluster).")
-@click.option("--seed", type=click.IntRange(min=0), default=1234, help="Seed of the first run: data split, weights, noise, shuffles.")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=1234, help="Seed of the first run: data split, weights, noise, shuffles.")
 @click.option("--data-dir", type=click.Path(path_type=pathlib.Path), default=None,
               help="Folder with the MNIST IDX files (or mnist.pkl.gz); default: the user cache, downloading if needed.")
 @click.option("--out", type=click.Path(path_type=pathlib.Path), default=None, show_default="results/mnist/<timestamp>",
@@ -83,7 +96,7 @@ def _version():
 @click.option("--overwrite", is_flag=True, default=False, help="Allow a fresh run to replace an existing run's files in --out.")
 @click.version_option(version=_version(), prog_name="untapped", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, resume, eval_every, mode, subset, overwrite):
+def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_dir, out, resume, eval_every, mode, subset, overwrite):
     """Train the untapped model and/or M2 on MNIST (labels for digits 0-4 only) as the 2017 code did,
     then draw Figure 2 and measure the cross-entropy of the permuted q(y|x) on digits 5-9.
 
@@ -104,6 +117,7 @@ def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, 
         return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
     interactive = sys.stderr.isatty()
+    command = " ".join(["python", pathlib.Path(sys.argv[0]).name] + sys.argv[1:])
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
     try:
         if resume is not None:
@@ -114,7 +128,7 @@ def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, 
                 if model == "both":
                     raise experiment.ExperimentError("--resume continues one run; give --model untapped or m2, or omit it")
                 conflicts["model"] = model
-            for name, value in (("seed", seed), ("batch", batch), ("subset", subset)):
+            for name, value in (("seed", seed), ("batch", batch), ("subset", subset), ("variant", variant)):
                 if given(name):
                     conflicts[name] = value
             specs = [
@@ -127,16 +141,23 @@ def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, 
                     mode=mode if given("mode") else None,
                     data_dir=str(data_dir) if data_dir is not None else None,
                     overwrite=overwrite,
+                    command=command,
                     progress=interactive,
                     echo=not interactive,
                 )
             ]
         else:
             models = list(experiment.MODELS) if model == "both" else [model]
+            if seed + trials - 1 > MAX_SEED:
+                raise experiment.ExperimentError(
+                    f"--seed {seed} with --trials {trials} needs seeds up to {seed + trials - 1}; the largest is {MAX_SEED}"
+                )
             specs = experiment.plan_runs(
                 models,
                 range(seed, seed + trials),
                 out if out is not None else _timestamp_out(),
+                variant=variant,
+                command=command,
                 epochs=epochs,
                 batch=batch,
                 eval_every=eval_every,
@@ -147,6 +168,13 @@ def main(ctx, epochs, batch, model, trials, jobs, backend, seed, data_dir, out, 
                 progress=interactive and jobs == 1,
                 echo=not (interactive and jobs == 1),
             )
+            specs = experiment.continue_runs(specs)
+            done = [s.name for s in specs if s.done]
+            resumed = [s.name for s in specs if s.resume is not None]
+            if done:
+                click.echo(f"finished earlier, kept: {', '.join(done)}")
+            if resumed:
+                click.echo(f"resuming from their checkpoints: {', '.join(resumed)}")
         out_dir = pathlib.Path(specs[0].out).parent
         location = experiment.data_location(specs[0].data_dir)
         for line in experiment.describe_environment(specs[0].mode, location):

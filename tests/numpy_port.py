@@ -22,7 +22,7 @@ happen here, except in the helpers :func:`initial_params` and :func:`draw_noise`
   encoder is applied deterministically to (x^_k, y_k) and z_k is mapped back
   through the inverse flow (eqs. 12-13, ``u`` clipped to [1e-5, 1 - 1e-5]);
 - the original's optimiser update (§5.1): total-norm rescale to <= 5 (Lasagne,
-  epsilon 1e-7), elementwise clip to [-1, 1], Lasagne's Adam (epsilon 1e-4
+  epsilon 1e-7), elementwise clip to [-1, 1], Lasagne master's Adam (epsilon 1e-4
   added to the uncorrected sqrt(v));
 - central finite differences of the total, for gradient checks in float64.
 
@@ -77,7 +77,7 @@ TERMS = ("labeled_elbo", "unlabeled_elbo", "reverse_elbo", "x_to_y_loss", "y_to_
 UNTAPPED_COEFFICIENTS = OrderedDict(
     labeled_elbo=0.1, unlabeled_elbo=0.1, reverse_elbo=0.1, x_to_y_loss=1.0, y_to_x_loss=0.01
 )
-M2_COEFFICIENTS = OrderedDict(UNTAPPED_COEFFICIENTS, reverse_elbo=0.0, y_to_x_loss=0.0)
+M2_COEFFICIENTS = OrderedDict(UNTAPPED_COEFFICIENTS, reverse_elbo=0.0)
 REVERSE_ELBO_VARIANTS = ("code", "eq17")
 
 #: (name, distribution, source providing the rows, width) of every noise array, in drawing order.
@@ -513,11 +513,12 @@ def initial_adam_state(params, dtype=np.float32):
 
 
 def adam(params, grads, state, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-4, dtype=np.float32):
-    """Lasagne's Adam, one step; returns (new params, new state).
+    """Lasagne master's Adam, one step; returns (new params, new state).
 
     ``t += 1``; ``a_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)``; ``m = beta1 m + (1 - beta1) g``;
     ``v = beta2 v + (1 - beta2) g^2``; ``theta -= a_t m / (sqrt(v) + epsilon)`` -- epsilon is
-    added to the *uncorrected* sqrt(v), unlike PyTorch's Adam.
+    added to the *uncorrected* sqrt(v), unlike PyTorch's Adam. In float32, ``1 - beta1`` and
+    ``1 - beta2`` are float32 subtractions (reference_format.md §7.6).
     """
     dtype = np.dtype(dtype).type
     t = np.asarray(state["adam/t"], dtype=dtype) + 1.0

@@ -89,6 +89,8 @@ ENV_VAR = "UNTAPPED_DATA_DIR"
 NUM_PIXELS = 28 * 28
 NUM_CLASSES = 10
 LABELED_DIGITS = (0, 1, 2, 3, 4)
+#: The box of the unfeatured z draws, z_u ~ U(-1.5, 1.5)^2 (the code's and the paper's p(z), App. D).
+UNFEATURED_Z_BOX = (-1.5, 1.5)
 
 _IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -553,8 +555,8 @@ def make_split(
     unfeatured="corners",
     num_unfeatured=NUM_CLASSES,
     corner_peak=0.95,
-    z_low=-1.5,
-    z_high=1.5,
+    z_low=UNFEATURED_Z_BOX[0],
+    z_high=UNFEATURED_Z_BOX[1],
 ):
     """Cut the stacked images into the paper's task (``original_code.md`` §1.2).
 

@@ -51,6 +51,66 @@ from untapped.files import atomic_output, jsonable, one_line
 #: The models a run can train, by the names of :data:`untapped.model.PRESETS`.
 MODELS = ("untapped", "m2")
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A reading of the paper that the code does differently (``docs/fidelity.md``), as one run option.
+
+    ``models`` are the models it applies to; ``split`` are
+    :func:`untapped.data.make_split` options; :meth:`model_params` gives the
+    :class:`untapped.model.SSDGM` hyperparameters on top of the model's preset.
+    """
+
+    name: str
+    description: str
+    models: tuple = ("untapped", "m2")
+    params: dict = dataclasses.field(default_factory=dict)
+    split: dict = dataclasses.field(default_factory=dict)
+    coefficient_scale: float = 1.0
+
+    def model_params(self, model):
+        from untapped.model import SSDGM
+
+        params = dict(self.params)
+        if self.coefficient_scale != 1.0:
+            preset = SSDGM.from_preset(model).coefficient_params()
+            params.update({k: v * self.coefficient_scale for k, v in preset.items()})
+        return params
+
+
+#: The variants a run can take (``run_mnist.py --variant``); ``code`` is the original's code.
+VARIANTS = OrderedDict(
+    (v.name, v)
+    for v in (
+        Variant("code", "the original code (the default)"),
+        Variant(
+            "onehot-prior-z",
+            "one-hot unfeatured y, each row with a fresh z ~ p(z) every batch (Alg. 1; fidelity items 10-11), "
+            "scored by log Cat(y; q(y|x^)) since the Concrete density of a one-hot y is -inf",
+            models=("untapped",),
+            params=dict(unfeatured_z="prior", reverse_y_density="categorical"),
+            split=dict(unfeatured="onehot"),
+        ),
+        Variant(
+            "prior-z",
+            "the code's soft-corner unfeatured y, each row with a fresh z ~ p(z) every batch (Alg. 1; fidelity item 10)",
+            models=("untapped",),
+            params=dict(unfeatured_z="prior"),
+        ),
+        Variant(
+            "eq17",
+            "the reverse bound as eq. 17 prints it, with + log q(z|x,y) (fidelity item 12)",
+            models=("untapped",),
+            params=dict(reverse_elbo_variant="eq17"),
+        ),
+        Variant(
+            "paper-weights",
+            "App. D's weights, 1 on each bound, 10 on x->y, 0.1 on y->x: the code's times 10 (fidelity items 6-7)",
+            coefficient_scale=10.0,
+        ),
+    )
+)
+DEFAULT_VARIANT = "code"
+
 #: File names inside a run's folder.
 RUN_FILES = OrderedDict(
     config="config.json",
@@ -111,27 +171,42 @@ class RunSpec:
     echo: bool = False
     classifier_cache: str = None
     model_params: dict = dataclasses.field(default_factory=dict)
+    variant: str = DEFAULT_VARIANT
+    command: str = None
+    done: bool = False
 
     @property
     def name(self):
-        return run_name(self.model, self.seed)
+        return run_name(self.model, self.seed, self.variant)
 
     def path(self, key):
         return pathlib.Path(self.out) / RUN_FILES[key]
 
 
-def run_name(model, seed):
-    return f"{model}-seed{seed}"
+def run_name(model, seed, variant=DEFAULT_VARIANT):
+    """``<model>-seed<seed>``, or ``<model>-<variant>-seed<seed>`` for a variant other than ``code``."""
+    return f"{model}-seed{seed}" if variant == DEFAULT_VARIANT else f"{model}-{variant}-seed{seed}"
 
 
-def plan_runs(models, seeds, out, **options):
-    """One :class:`RunSpec` per seed and model (seed-major), each in ``<out>/<model>-seed<seed>``."""
+def check_variant(variant, models):
+    if variant not in VARIANTS:
+        raise ExperimentError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    wrong = [m for m in models if m not in VARIANTS[variant].models]
+    if wrong:
+        raise ExperimentError(
+            f"--variant {variant} applies to {', '.join(VARIANTS[variant].models)} only, not {', '.join(wrong)}"
+        )
+
+
+def plan_runs(models, seeds, out, variant=DEFAULT_VARIANT, **options):
+    """One :class:`RunSpec` per seed and model (seed-major), each in ``<out>/<run_name>``."""
     for model in models:
         if model not in MODELS:
             raise ExperimentError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    check_variant(variant, models)
     out = pathlib.Path(out)
     return [
-        RunSpec(model=model, seed=int(seed), out=str(out / run_name(model, seed)), **options)
+        RunSpec(model=model, seed=int(seed), variant=variant, out=str(out / run_name(model, seed, variant)), **options)
         for seed in seeds
         for model in models
     ]
@@ -166,7 +241,8 @@ def plan_resume(path, given=None, out=None, **options):
         raise ExperimentError(
             f"the checkpoint has {ckpt.epoch} epochs done; --epochs {settings['epochs']} asks for fewer"
         )
-    folder = pathlib.Path(out) / run_name(config["model"], config["seed"]) if out is not None else pathlib.Path(path).resolve().parent
+    variant = config.get("variant", DEFAULT_VARIANT)
+    folder = pathlib.Path(out) / run_name(config["model"], config["seed"], variant) if out is not None else pathlib.Path(path).resolve().parent
     model_params = {k: v for k, v in config.get("model_params", {}).items() if k not in ("epochs", "eval_every", "mode")}
     return RunSpec(
         model=config["model"],
@@ -176,9 +252,141 @@ def plan_resume(path, given=None, out=None, **options):
         out=str(folder),
         resume=str(path),
         model_params=model_params,
+        variant=variant,
         **{k: settings[k] for k in ("epochs", "eval_every", "mode", "data_dir")},
         **{k: v for k, v in options.items() if k not in settings and v is not None},
     )
+
+
+# ---------------------------------------------------------------- continuing
+
+
+#: Settings that make two runs the same run (besides the epochs, which a resume may extend).
+_IDENTITY = ("model", "seed", "batch", "subset", "variant")
+_SCHEDULE_PARAMS = ("epochs", "eval_every", "mode", "batch_size")
+
+
+def _identity(config):
+    out = {k: config.get(k) for k in _IDENTITY}
+    out["variant"] = out["variant"] or DEFAULT_VARIANT
+    params = {k: v for k, v in config.get("model_params", {}).items() if k not in _SCHEDULE_PARAMS}
+    out["model_params"] = json.loads(json.dumps(jsonable(params), sort_keys=True))
+    return out
+
+
+def _read_json(path):
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def continue_runs(specs):
+    """Match each run's folder to its spec, so that running the same command again continues it.
+
+    Per spec, by what its folder holds:
+
+    * nothing of a run: a fresh run;
+    * a run of the same configuration (model, seed, batch, subset, variant,
+      hyperparameters) that finished with ``spec.epochs`` epochs
+      (``metrics.json``): ``done``, it is not run again;
+    * the same run with a checkpoint (interrupted, or finished with fewer
+      epochs): it resumes from the checkpoint;
+    * a different run, or one with more epochs than asked: :class:`OutputError`.
+
+    With ``spec.overwrite`` the folder's run files are removed and the run
+    starts afresh. Specs that already resume from a given checkpoint are
+    returned as they are. Returns the updated specs.
+    """
+    planned = []
+    for spec in specs:
+        folder = pathlib.Path(spec.out)
+        if spec.resume is not None or not folder.is_dir():
+            planned.append(spec)
+            continue
+        if spec.overwrite:
+            remove_run_files(folder)
+            planned.append(spec)
+            continue
+        config = _read_json(spec.path("config"))
+        checkpoint = spec.path("checkpoint")
+        if config is None:
+            if checkpoint.exists():
+                planned.append(dataclasses.replace(spec, resume=str(checkpoint)))
+            else:
+                planned.append(spec)
+            continue
+        wanted = _identity(run_config(spec, build_model(spec), None))
+        found = _identity(config)
+        differ = [k for k in wanted if wanted[k] != found[k]]
+        if differ:
+            raise OutputError(
+                f"{folder} holds a different run ({', '.join(differ)} differ); choose another --out or pass --overwrite"
+            )
+        metrics = _read_json(spec.path("metrics")) or {}
+        if metrics.get("epochs") == spec.epochs:
+            planned.append(dataclasses.replace(spec, done=True))
+        elif checkpoint.exists():
+            planned.append(dataclasses.replace(spec, resume=str(checkpoint)))
+        else:
+            planned.append(spec)
+    return planned
+
+
+def remove_run_files(folder):
+    """Delete the files of a run (:data:`RUN_FILES`) and stale temporary files from ``folder``."""
+    folder = pathlib.Path(folder)
+    for name in RUN_FILES.values():
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise OutputError(f"cannot remove {folder / name} ({one_line(exc)})") from None
+    for stale in folder.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def finished_result(spec):
+    """The result of a run that finished earlier, read from its ``metrics.json``."""
+    metrics = _read_json(spec.path("metrics"))
+    if metrics is None:
+        raise OutputError(f"cannot read {spec.path('metrics')}")
+    return result_from_metrics(metrics, spec.out)
+
+
+def result_from_metrics(metrics, run_dir):
+    return OrderedDict(
+        model=metrics["model"],
+        seed=metrics["seed"],
+        variant=metrics.get("variant", DEFAULT_VARIANT),
+        run_dir=str(run_dir),
+        status="ok",
+        message="",
+        epochs=metrics["epochs"],
+        cross_entropy=metrics["cross_entropy"],
+        accuracy=metrics["accuracy"],
+        recognised=[int(d) for d in metrics["recognised"]],
+        labels=[int(d) for d in metrics["labels"]],
+    )
+
+
+def source_commit():
+    """The git commit of the untapped source tree (``+dirty`` with uncommitted changes), or None."""
+    import subprocess
+
+    where = pathlib.Path(untapped.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 # ---------------------------------------------------------------- output
@@ -199,7 +407,7 @@ def prepare_outputs(specs):
         except OSError as exc:
             raise OutputError(f"cannot write to the output folder {folder} ({one_line(exc)})") from None
         target = spec.path("checkpoint")
-        if target.exists() and not spec.overwrite:
+        if target.exists() and not spec.overwrite and not spec.done:
             if spec.resume is None or not _same_file(spec.resume, target):
                 raise OutputError(
                     f"{folder} already holds a run ({target.name}); resume it with --resume {target}, "
@@ -258,10 +466,10 @@ def subset_split(split, n):
     return dataclasses.replace(split, **changes)
 
 
-def load_split(data_dir=None, seed=1234, subset=None):
-    """The paper's split for ``seed`` (:func:`untapped.data.make_split`), cut to ``subset`` rows."""
+def load_split(data_dir=None, seed=1234, subset=None, variant=DEFAULT_VARIANT):
+    """The paper's split for ``seed`` (:func:`untapped.data.make_split`, with the variant's options), cut to ``subset`` rows."""
     images, digits = load_images(data_dir)
-    return subset_split(data_io.make_split(images, digits, seed=seed), subset)
+    return subset_split(data_io.make_split(images, digits, seed=seed, **VARIANTS[variant].split), subset)
 
 
 def classifier_data(data_dir=None, subset=None):
@@ -321,7 +529,9 @@ def judge(model, split, classifier):
                 images[kind], classifier, q, split.eval_digits, method=method
             )
     unpermuted = evaluation.cross_entropy(q, split.eval_digits)
-    return images, results, unpermuted
+    canonical = {kind: images[kind] for kind in ("means", "double_pass")}
+    readings = evaluation.metric_readings(canonical, classifier, q, split.eval_digits)
+    return images, results, unpermuted, readings
 
 
 def save_figures(spec, images, results):
@@ -365,6 +575,7 @@ def build_model(spec, resume=None):
             return SSDGM(**params)
         except TypeError as exc:
             raise ckpt_io.CheckpointError(f"{spec.resume}: model parameters do not fit this untapped ({one_line(exc)})") from None
+    variant = VARIANTS[spec.variant].model_params(spec.model) if spec.variant in VARIANTS else {}
     return SSDGM.from_preset(
         spec.model,
         seed=spec.seed,
@@ -372,7 +583,7 @@ def build_model(spec, resume=None):
         epochs=spec.epochs,
         eval_every=spec.eval_every,
         mode=spec.mode,
-        **spec.model_params,
+        **{**variant, **spec.model_params},
     )
 
 
@@ -388,6 +599,9 @@ def run_config(spec, model, location):
         data_dir=str(pathlib.Path(location).resolve()) if location is not None else None,
         resumed_from=spec.resume,
         untapped_version=untapped.__version__,
+        variant=spec.variant,
+        commit=source_commit() if location is not None else None,
+        command=spec.command,
         model_params=model.get_params(),
     )
 
@@ -427,12 +641,12 @@ def run_trial(spec, classifier=None):
     resume = ckpt_io.load(spec.resume) if spec.resume is not None else None
     prepare_outputs([spec])
     location = data_location(spec.data_dir)
-    split = load_split(location, spec.seed, spec.subset)
+    split = load_split(location, spec.seed, spec.subset, spec.variant)
     model = build_model(spec, resume)
     config = run_config(spec, model, location)
     write_json(spec.path("config"), config)
     log = _Log(spec)
-    result = OrderedDict(model=spec.model, seed=spec.seed, run_dir=spec.out, status="ok", message="")
+    result = OrderedDict(model=spec.model, seed=spec.seed, variant=spec.variant, run_dir=spec.out, status="ok", message="")
     try:
         log(f"untapped {untapped.__version__}: {spec.name}, {time.strftime('%Y-%m-%d %H:%M:%S')}")
         log("config " + json.dumps(jsonable(config), sort_keys=True), echo=False)
@@ -465,13 +679,17 @@ def run_trial(spec, classifier=None):
         write_json(spec.path("history"), model.history_)
         if classifier is None:
             classifier = digit_classifier(location, spec.subset, spec.classifier_cache)
-        images, results, unpermuted = judge(model, split, classifier)
+        images, results, unpermuted, readings = judge(model, split, classifier)
         save_figures(spec, images, results)
         main = results["means/original"]
         history = model.history_
         metrics = OrderedDict(
             model=spec.model,
             seed=spec.seed,
+            variant=spec.variant,
+            commit=source_commit(),
+            command=spec.command,
+            started_with=config.get("commit") if resume is None else (resume.config or {}).get("commit"),
             epochs=model.epoch_,
             canonical="means",
             method="original",
@@ -485,6 +703,7 @@ def run_trial(spec, classifier=None):
                 (k[len("eval/"):], v[-1]) for k, v in history.items() if k.startswith("eval/") and v
             ),
             all=OrderedDict((k, _metric_summary(v)) for k, v in results.items()),
+            readings=readings,
             eval_rows=len(split.eval_x),
         )
         write_json(spec.path("metrics"), metrics)
@@ -510,12 +729,23 @@ def run_trial(spec, classifier=None):
 def run_trials(specs, jobs=1, backend="loky", classifier=None):
     """Run every spec; in this process one after another if ``jobs == 1``, else with joblib.
 
-    ``backend`` is any joblib backend name (``loky``, ``multiprocessing``,
-    ``dask`` with ``dask.distributed`` installed, ...). Returns the results in
-    the order of ``specs``.
+    A spec marked ``done`` (:func:`continue_runs`) is not run: its result is
+    read from its ``metrics.json``. ``backend`` is any joblib backend name
+    (``loky``, ``multiprocessing``, ``dask`` with ``dask.distributed``
+    installed, ...). Returns the results in the order of ``specs``.
     """
-    if jobs == 1 or len(specs) <= 1:
-        return [run_trial(spec, classifier) for spec in specs]
+    results = {i: finished_result(spec) for i, spec in enumerate(specs) if spec.done}
+    todo = [(i, spec) for i, spec in enumerate(specs) if not spec.done]
+    if jobs == 1 or len(todo) <= 1:
+        for i, spec in todo:
+            results[i] = run_trial(spec, classifier)
+    else:
+        for (i, _), result in zip(todo, _run_parallel([spec for _, spec in todo], jobs, backend)):
+            results[i] = result
+    return [results[i] for i in range(len(specs))]
+
+
+def _run_parallel(specs, jobs, backend):
     import joblib
 
     if backend == "dask":
@@ -532,18 +762,11 @@ def run_trials(specs, jobs=1, backend="loky", classifier=None):
         return joblib.Parallel()(joblib.delayed(run_trial)(spec) for spec in specs)
 
 
-def joblib_backends():
-    """Names of the joblib backends available for ``--backend``."""
-    import joblib.parallel
-
-    return sorted(set(joblib.parallel.BACKENDS) | set(joblib.parallel.EXTERNAL_BACKENDS))
-
-
 def summary(results):
-    """Per model: the runs' cross-entropies, mean and sample standard deviation."""
+    """Per model (and variant): the runs' cross-entropies, mean and sample standard deviation."""
     out = OrderedDict()
-    for model in dict.fromkeys(r["model"] for r in results):
-        runs = [r for r in results if r["model"] == model]
+    for model in dict.fromkeys(_group(r) for r in results):
+        runs = [r for r in results if _group(r) == model]
         values = [r["cross_entropy"] for r in runs if r.get("status") == "ok"]
         out[model] = OrderedDict(
             runs=len(runs),
@@ -555,26 +778,51 @@ def summary(results):
     return out
 
 
+def _group(result):
+    """``model``, or ``model/variant`` for a variant other than ``code``."""
+    variant = result.get("variant", DEFAULT_VARIANT)
+    return result["model"] if variant == DEFAULT_VARIANT else f"{result['model']}/{variant}"
+
+
 def summary_table(results):
     """The end-of-run table: per model and seed, the cross-entropy on 5-9 and each one-hot's digit; then mean +- sd."""
-    lines = [f"{'model':<9} {'seed':>6}  {'CE 5-9':>7}  {'acc':>6}  digit shown by y=0..9"]
+    width = max([9] + [len(_group(r)) for r in results])
+    lines = [f"{'model':<{width}} {'seed':>6}  {'CE 5-9':>7}  {'acc':>6}  digit shown by y=0..9"]
     for r in results:
         if r.get("status") == "ok":
             digits = " ".join(str(d) for d in r["recognised"])
-            lines.append(f"{r['model']:<9} {r['seed']:>6}  {r['cross_entropy']:>7.4f}  {r['accuracy']:>6.4f}  {digits}")
+            lines.append(f"{_group(r):<{width}} {r['seed']:>6}  {r['cross_entropy']:>7.4f}  {r['accuracy']:>6.4f}  {digits}")
         else:
-            lines.append(f"{r['model']:<9} {r['seed']:>6}  {r.get('status', '?'):>7}  {'':>6}  {r.get('message', '')}")
+            lines.append(f"{_group(r):<{width}} {r['seed']:>6}  {r.get('status', '?'):>7}  {'':>6}  {r.get('message', '')}")
     for model, s in summary(results).items():
         if s["mean"] is None:
-            lines.append(f"{model:<9} {'all':>6}  no finished runs")
+            lines.append(f"{model:<{width}} {'all':>6}  no finished runs")
         else:
             sd = "n/a" if s["sd"] is None else f"{s['sd']:.4f}"
-            lines.append(f"{model:<9} {'mean':>6}  {s['mean']:.4f} +- {sd}  (n={s['ok']})")
+            lines.append(f"{model:<{width}} {'mean':>6}  {s['mean']:.4f} +- {sd}  (n={s['ok']})")
     return "\n".join(lines)
 
 
+def folder_results(out, results=()):
+    """``results``, then the finished runs of every other run folder in ``out`` (from their ``metrics.json``).
+
+    So a summary holds every run in the folder, whichever command wrote it.
+    """
+    results = list(results)
+    seen = {pathlib.Path(r["run_dir"]).resolve() for r in results}
+    for path in sorted(pathlib.Path(out).glob(f"*/{RUN_FILES['metrics']}")):
+        if path.parent.resolve() in seen:
+            continue
+        metrics = _read_json(path)
+        if metrics and all(k in metrics for k in ("model", "seed", "cross_entropy", "epochs")):
+            results.append(result_from_metrics(metrics, path.parent))
+    return results
+
+
 def write_summary(out, results):
+    """``summary.json`` and ``summary.txt`` in ``out``, of ``results`` and every other finished run there."""
     out = pathlib.Path(out)
+    results = folder_results(out, results)
     write_json(out / "summary.json", OrderedDict(runs=results, summary=summary(results)))
     table = summary_table(results)
     try:

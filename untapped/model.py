@@ -7,7 +7,8 @@ The graph (:class:`ModelGraph`) is built on explicit noise tensors
   index vectors and the learning rate; noise is drawn inside the compiled
   function by seeded PyTensor generators; the update is the original's
   gradient of the total, rescaled to total norm <= 5, clipped to [-1, 1],
-  then Lasagne's Adam (``original_code.md`` §5.1);
+  then Adam as Lasagne's master computes it (:func:`untapped.updates.adam`;
+  ``original_code.md`` §5.1);
 - evaluation of all five terms on given arrays, with its own generators;
 - ``predict`` / ``generate`` / ``encode``, deterministic;
 - ``trace`` / ``total_gradients`` / ``step_with_noise``: the same graph with the
@@ -25,15 +26,22 @@ from pytensor.tensor.basic import tensor_copy
 from pytensor.tensor.random import shared_rng
 from sklearn.base import BaseEstimator
 
-from untapped import forward, objectives, ops
+from untapped import forward, objectives, ops, updates
 from untapped.backend import DEFAULT_MODE, as_float32, compile_mode, compiling, float32, lasagne
+from untapped.data import UNFEATURED_Z_BOX
 from untapped.networks import Networks
 
 PRESETS = OrderedDict(
     untapped=dict(coeff_reverse_elbo=0.1, coeff_y_to_x=0.01),
-    m2=dict(coeff_reverse_elbo=0.0, coeff_y_to_x=0.0),
+    # The paper's M2 is untapped "without the J_r term": no reverse bound. The
+    # original's M2 (its demo with coeff_y = 0) keeps 0.01 * y_to_x_loss in its
+    # total; the term has no gradient, so it changes only the logged total.
+    m2=dict(coeff_reverse_elbo=0.0, coeff_y_to_x=0.01),
 )
 REVERSE_ELBO_VARIANTS = ("code", "eq17")
+#: Where the training step's unfeatured z come from: the split's fixed draws
+#: (the code), or a fresh z ~ p(z) for every row of every batch (Alg. 1).
+UNFEATURED_Z_SOURCES = ("fixed", "prior")
 
 
 class SSDGM(BaseEstimator):
@@ -41,7 +49,7 @@ class SSDGM(BaseEstimator):
 
     Hyperparameters only; nothing is built until first use. Defaults are the
     original code's MNIST configuration (``design.md`` §1.1); ``m2()`` /
-    ``from_preset('m2')`` give the M2 baseline (reverse bound and y->x loss off).
+    ``from_preset('m2')`` give the M2 baseline (reverse bound off).
 
     Parameters
     ----------
@@ -53,12 +61,18 @@ class SSDGM(BaseEstimator):
     exact_flow_log_det : exact log-det instead of the original's 1e-5-guarded one.
     reverse_elbo_variant : 'code' (eq. 17 without log q(z|x,y), as coded) or
         'eq17' (with it, as printed).
+    unfeatured_z : 'fixed' (each unfeatured y keeps the z of its row of the
+        split, as coded) or 'prior' (the training step pairs every unfeatured
+        row with a fresh z ~ U(-1.5, 1.5)^2 = p(z), Alg. 1; evaluation keeps
+        the split's second draw).
+    reverse_y_density : 'concrete' (the original) or 'categorical' (log
+        Cat(y; softmax(l(x^))), which one-hot unfeatured y need).
     coeff_* : the weight of each term in the total (``objectives.TERMS``).
     learning_rate, anneal_lr_factor, anneal_lr_epoch : lr 0.01, times 0.9995
         per epoch from epoch 500.
     max_norm, clip_grad : total-norm rescale, then elementwise clip.
-    adam_beta1, adam_beta2, adam_epsilon : Lasagne's Adam (epsilon on the
-        uncorrected sqrt(v)).
+    adam_beta1, adam_beta2, adam_epsilon : Adam as Lasagne's master computes
+        it (epsilon on the uncorrected sqrt(v); :func:`untapped.updates.adam`).
     batch_size, epochs, eval_every : the training schedule (``training.fit``).
     seed : initial weights (``RandomState(seed)``, as the original), noise
         generators and data shuffles.
@@ -78,6 +92,8 @@ class SSDGM(BaseEstimator):
         z_high=np.pi / 2,
         exact_flow_log_det=False,
         reverse_elbo_variant="code",
+        unfeatured_z="fixed",
+        reverse_y_density="concrete",
         coeff_labeled_elbo=0.1,
         coeff_unlabeled_elbo=0.1,
         coeff_reverse_elbo=0.1,
@@ -108,6 +124,8 @@ class SSDGM(BaseEstimator):
         self.z_high = z_high
         self.exact_flow_log_det = exact_flow_log_det
         self.reverse_elbo_variant = reverse_elbo_variant
+        self.unfeatured_z = unfeatured_z
+        self.reverse_y_density = reverse_y_density
         self.coeff_labeled_elbo = coeff_labeled_elbo
         self.coeff_unlabeled_elbo = coeff_unlabeled_elbo
         self.coeff_reverse_elbo = coeff_reverse_elbo
@@ -138,7 +156,7 @@ class SSDGM(BaseEstimator):
 
     @classmethod
     def m2(cls, **params):
-        """Kingma et al.'s M2: the same model without the reverse bound and the y->x loss."""
+        """Kingma et al.'s M2: the same model without the reverse bound (the y->x loss stays, as in the original)."""
         return cls.from_preset("m2", **params)
 
     def set_params(self, **params):
@@ -165,6 +183,10 @@ class SSDGM(BaseEstimator):
             x_to_y_loss=self.coeff_x_to_y,
             y_to_x_loss=self.coeff_y_to_x,
         )
+
+    def coefficient_params(self):
+        """The ``coeff_*`` hyperparameters and their values (the weights of :attr:`coefficients`)."""
+        return OrderedDict((k, v) for k, v in self.get_params().items() if k.startswith("coeff_"))
 
     @property
     def dims(self):
@@ -346,6 +368,12 @@ class ModelGraph:
             raise ValueError(
                 f"unknown reverse_elbo_variant {est.reverse_elbo_variant!r}; choose one of {', '.join(REVERSE_ELBO_VARIANTS)}"
             )
+        if est.reverse_y_density not in objectives.REVERSE_Y_DENSITIES:
+            raise ValueError(
+                f"unknown reverse_y_density {est.reverse_y_density!r}; choose one of {', '.join(objectives.REVERSE_Y_DENSITIES)}"
+            )
+        if est.unfeatured_z not in UNFEATURED_Z_SOURCES:
+            raise ValueError(f"unknown unfeatured_z {est.unfeatured_z!r}; choose one of {', '.join(UNFEATURED_Z_SOURCES)}")
         self.est = est
         self.mode = compile_mode(est.mode)
         self.train_mode = compile_mode(est.mode, keep_buffers=True)
@@ -393,7 +421,9 @@ class ModelGraph:
                 distinct=tuple(self.unfeatured_distinct.values()),
             ),
         )
-        self.terms = objectives.all_terms(b, *self.passes.values(), temperature=est.concrete_temperature)
+        self.terms = objectives.all_terms(
+            b, *self.passes.values(), temperature=est.concrete_temperature, reverse_y_density=est.reverse_y_density
+        )
         self.coefficients = est.coefficients
         self.total = objectives.total_loss(self.terms, self.coefficients)
         self.train_outputs = [t for t in self.terms if self.coefficients[t] != 0.0] + ["total"]
@@ -406,7 +436,7 @@ class ModelGraph:
         grads = lasagne.updates.total_norm_constraint(self.gradients, max_norm=est.max_norm)
         grads = [pt.clip(g, -est.clip_grad, est.clip_grad) for g in grads]
         self.learning_rate = pt.scalar("learning_rate")
-        self.updates = lasagne.updates.adam(
+        self.updates = updates.adam(
             grads, params, learning_rate=self.learning_rate, beta1=est.adam_beta1, beta2=est.adam_beta2, epsilon=est.adam_epsilon
         )
         self.adam_state = _name_adam_state(self.updates, params)
@@ -423,6 +453,15 @@ class ModelGraph:
         self.rngs = OrderedDict()
         self.train_noise = self._random_noise(train_seeds, "train", lambda s: self.index[s].shape[0])
         self.eval_noise = self._random_noise(eval_seeds, "evaluate", lambda s: self.batch[forward.SOURCE_ROWS[s]].shape[0])
+        if est.unfeatured_z == "prior":
+            # A stream of its own (the fifth child of the seed; the shuffles
+            # take the third and fourth), so the other draws stay as they are.
+            seed = np.random.SeedSequence(est.seed).spawn(5)[4]
+            rng = shared_rng(np.random.default_rng(seed), name="train/unfeatured/prior_z")
+            self.rngs[rng.name] = rng
+            next_rng, u = ops.uniform_float32(rng, (self.index["unfeatured"].shape[0], est.n_latent))
+            low, high = (np.float32(b) for b in UNFEATURED_Z_BOX)
+            self.prior_z = (rng, next_rng, low + (high - low) * u)
 
     def _random_noise(self, seeds, prefix, rows):
         """Noise variable -> (its generator, the generator's next state, a draw of the right shape)."""
@@ -479,18 +518,28 @@ class ModelGraph:
     def _compile_train(self):
         outputs = [self.terms[t] for t in self.train_outputs[:-1]] + [self.total]
         data = OrderedDict((var, self.data[name][self.index[forward.BATCH_SOURCE[name]]]) for name, var in self.batch.items())
-        # The decoder runs once for each distinct unfeatured pair of the batch.
-        pairs, rows = pt.unique(self.index["unfeatured"], return_inverse=True)
         distinct = self.unfeatured_distinct
-        data[distinct["y"]] = self.data["unfeatured_y"][pairs]
-        data[distinct["z"]] = self.data["unfeatured_z"][pairs]
-        data[distinct["rows"]] = rows
+        updates = OrderedDict(self.updates)
+        if self.est.unfeatured_z == "prior":
+            # Every row has its own z ~ p(z): every pair is distinct.
+            rng, next_rng, z = self.prior_z
+            updates[rng] = next_rng
+            data[self.batch["unfeatured_z"]] = z
+            data[distinct["y"]] = data[self.batch["unfeatured_y"]]
+            data[distinct["z"]] = z
+            data[distinct["rows"]] = pt.arange(z.shape[0], dtype="int64")
+        else:
+            # The decoder runs once for each distinct unfeatured pair of the batch.
+            pairs, rows = pt.unique(self.index["unfeatured"], return_inverse=True)
+            data[distinct["y"]] = self.data["unfeatured_y"][pairs]
+            data[distinct["z"]] = self.data["unfeatured_z"][pairs]
+            data[distinct["rows"]] = rows
         return self._compile_with_random_noise(
             list(self.index.values()) + [self.learning_rate],
             outputs,
             self.train_noise,
             givens=data,
-            updates=self.updates,
+            updates=updates,
             mode=self.train_mode,
         )
 

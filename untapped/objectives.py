@@ -20,7 +20,8 @@ The total is eq. 8 negated, with the original's coefficients
 
 that is ``-0.1 (J_f + J_r - 10 J_f^d - 0.1 J_r^d)``: App. D's
 (alpha_f^d, alpha_r^d) = (10, 0.1) up to an overall 0.1. M2 sets the
-reverse_elbo and y_to_x_loss coefficients to 0.
+reverse_elbo coefficient to 0 and keeps 0.01 y_to_x_loss, as the original's
+M2 did (``docs/fidelity.md`` item 27).
 
 Constant log priors are dropped, as in the original: log p(y), log p(z) and
 log q(x) are uniform (eq. 1-2) and add nothing to the gradients.
@@ -30,6 +31,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytensor.tensor as pt
+from pytensor.tensor.special import log_softmax
 
 from parmesan_compat.distributions import log_bernoulli, log_concrete, log_normal
 from untapped import ops
@@ -44,12 +46,6 @@ TERMS = OrderedDict(
         ("y_to_x_loss", ("J_r^d", "eq. 7")),
     ]
 )
-
-#: The original's coefficients for untapped, and for the M2 baseline.
-UNTAPPED_COEFFICIENTS = OrderedDict(
-    labeled_elbo=0.1, unlabeled_elbo=0.1, reverse_elbo=0.1, x_to_y_loss=1.0, y_to_x_loss=0.01
-)
-M2_COEFFICIENTS = OrderedDict(UNTAPPED_COEFFICIENTS, reverse_elbo=0.0, y_to_x_loss=0.0)
 
 #: ``logsumexp`` over a single importance sample leaves ``log(1 + 1e-5)`` in each
 #: log-likelihood of the original (its ``sf`` guard); only the unlabeled bound
@@ -95,19 +91,33 @@ def unlabeled_elbo(x, logits, y_sample, z_tilde, z_mean, z_std, z_log_det, x_mea
     return pt.mean(log_q_yz - log_p_x(x, x_mean)) + SINGLE_SAMPLE_LOGSUMEXP
 
 
-def reverse_elbo(y, logits, x_sample, x_mean, temperature=1.0, log_q_z_observed=None):
+def log_categorical(y, logits):
+    """``sum_i y_i log softmax(l)_i``: log Cat(y; softmax(l)) for one-hot y (paper App. D's cross-entropy)."""
+    return pt.sum(y * log_softmax(logits, axis=-1), axis=-1)
+
+
+#: The density of the observed y in the reverse bound: the original's Concrete,
+#: or the categorical one, which one-hot y need (the Concrete density of a
+#: vertex of the simplex is -inf).
+REVERSE_Y_DENSITIES = ("concrete", "categorical")
+
+
+def reverse_elbo(y, logits, x_sample, x_mean, temperature=1.0, log_q_z_observed=None, y_density="concrete"):
     """-J_r^u, eq. 17 as the original codes it: z observed, x^ ~ p(x|y,z)::
 
         reverse_elbo = mean_k [ log p(x^_k|y_k,z_k) - log Conc(y_k; l(x^_k)) ]
 
     Eq. 17 also has ``+ log q(z|x,y)`` (the original omits it) and ``+ log q(x)``
     (a constant). Pass ``log_q_z_observed``, log q(z_k|x^_k,y_k) per row, for
-    the paper's version; its negation is then part of the mean.
+    the paper's version; its negation is then part of the mean. With
+    ``y_density='categorical'``, ``log Cat(y_k; softmax(l(x^_k)))`` replaces
+    the Concrete density (for one-hot y, Alg. 1's unfeatured labels).
 
     x^ carries no gradient (see ``bernoulli_sample``): the decoder gets only the
     score term of log p(x^|y,z), and the classifier learns to read y_k from x^_k.
     """
-    per_row = log_p_x(x_sample, x_mean) - log_concrete(y, logits, temperature)
+    log_q_y = log_categorical(y, logits) if y_density == "categorical" else log_concrete(y, logits, temperature)
+    per_row = log_p_x(x_sample, x_mean) - log_q_y
     if log_q_z_observed is not None:
         per_row = per_row - log_q_z_observed
     return pt.mean(per_row)
@@ -141,7 +151,7 @@ def y_to_x_loss(x_sample, x):
     return pt.mean(pt.sqrt(pt.sum(pt.sqr(x_sample - x), axis=-1)))
 
 
-def all_terms(batch, labeled, unlabeled, unfeatured, temperature=1.0):
+def all_terms(batch, labeled, unlabeled, unfeatured, temperature=1.0, reverse_y_density="concrete"):
     """The five terms from the three passes of :mod:`untapped.forward`, keyed as :data:`TERMS`."""
     z_args = ("z_tilde", "z_mean", "z_std", "z_log_det")
     log_q_z_observed = None
@@ -158,7 +168,13 @@ def all_terms(batch, labeled, unlabeled, unfeatured, temperature=1.0):
             temperature,
         ),
         reverse_elbo=reverse_elbo(
-            batch["unfeatured_y"], unfeatured["logits"], unfeatured["x_sample"], unfeatured["x_mean"], temperature, log_q_z_observed
+            batch["unfeatured_y"],
+            unfeatured["logits"],
+            unfeatured["x_sample"],
+            unfeatured["x_mean"],
+            temperature,
+            log_q_z_observed,
+            reverse_y_density,
         ),
         x_to_y_loss=x_to_y_loss(labeled["y_sample"], batch["labeled_y"]),
         y_to_x_loss=y_to_x_loss(labeled["x_sample"], batch["labeled_x"]),

@@ -91,8 +91,8 @@ TOLERANCES = OrderedDict(
     gradient=(1e-4, 1e-5, True, True),
     # Parameters after optimiser steps.
     param=(1e-4, 1e-5, False, True),
-    # Adam's moments: m is linear in the gradient, v quadratic (a float32
-    # ``1 - beta2`` alone moves v by 1.3e-5 relative).
+    # Adam's moments: m is linear in the gradient, v quadratic (a float64
+    # ``1 - beta2`` instead of §7.6's float32 one alone moves v by 1.3e-5 relative).
     moment=(1e-4, 1e-5, True, True),
 )
 #: The smallest absolute tolerance of the scaled kinds (for all-zero arrays).
