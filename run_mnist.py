@@ -32,8 +32,8 @@ VARIANT_NAMES = {
 }
 
 
-class OneLineErrors(click.Command):
-    """A click command whose usage errors print as a single ``error: ...`` line."""
+class OneLineErrors(click.Group):
+    """A click command (with subcommands) whose usage errors print as a single ``error: ...`` line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -56,6 +56,25 @@ def _timestamp_out():
     return str(pathlib.Path("results") / "mnist" / time.strftime("%Y-%m-%d-%H-%M-%S"))
 
 
+def _command_line(ctx):
+    """The command as the options it was given (typed or from ``UNTAPPED_*``), for the run's records."""
+    from click.core import ParameterSource
+
+    words = ["python", "run_mnist.py"]
+    for param in ctx.command.params:
+        if param.name not in ctx.params or ctx.get_parameter_source(param.name) in (
+            ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP
+        ):
+            continue
+        value = ctx.params[param.name]
+        flag = param.opts[0]
+        if param.is_flag:
+            words += [flag] if value else []
+        elif value is not None:
+            words += [flag, str(value)]
+    return " ".join(words)
+
+
 def _version():
     # Read without importing untapped (and PyTensor), so --help and --version stay fast.
     import importlib.metadata
@@ -68,8 +87,9 @@ def _version():
         return untapped.__version__
 
 
-@click.command(
+@click.group(
     cls=OneLineErrors,
+    invoke_without_command=True,
     context_settings=dict(auto_envvar_prefix="UNTAPPED", show_default=True, help_option_names=["-h", "--help"]),
     epilog="Exit status: 0 done, 1 error, 2 bad option, 3 a run diverged (NaN/inf), 130 interrupted (Ctrl-C).",
 )
@@ -100,12 +120,18 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
     """Train the untapped model and/or M2 on MNIST (labels for digits 0-4 only) as the 2017 code did,
     then draw Figure 2 and measure the cross-entropy of the permuted q(y|x) on digits 5-9.
 
-    Each run writes config.json, checkpoint.h5, history.json, log.txt, digits_means.png,
+    Each run writes config.json, checkpoint.h5, history.json, curves.png, log.txt, digits_means.png,
     digits_double_pass.png and metrics.json to <out>/<model>-seed<seed>/; the table at the end
     is also saved as <out>/summary.txt and summary.json.
 
     Every option can also be set through an environment variable UNTAPPED_<OPTION>,
-    e.g. UNTAPPED_EPOCHS=150 or UNTAPPED_DATA_DIR=../shared/data/mnist."""
+    e.g. UNTAPPED_EPOCHS=150 or UNTAPPED_DATA_DIR=../shared/data/mnist.
+
+    Running the same command again continues it: finished runs are kept, interrupted
+    ones resume from their checkpoints. `run_mnist.py report OUT` turns a results
+    folder into a report."""
+    if ctx.invoked_subcommand is not None:
+        return
     from click.core import ParameterSource
 
     from untapped import experiment
@@ -117,7 +143,7 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
         return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
     interactive = sys.stderr.isatty()
-    command = " ".join(["python", pathlib.Path(sys.argv[0]).name] + sys.argv[1:])
+    command = _command_line(ctx)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
     try:
         if resume is not None:
@@ -209,6 +235,22 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
             err=True,
         )
         sys.exit(EXIT_DIVERGED)
+
+
+@main.command("report")
+@click.argument("folder", type=click.Path(path_type=pathlib.Path))
+@click.option("--to", "out", type=click.Path(path_type=pathlib.Path), default=None, show_default="FOLDER/report",
+              help="Where to write report.md, study.json and the figures.")
+def report(folder, out):
+    """Turn the results folder FOLDER (runs written by this command) into report.md, study.json and PNG figures."""
+    from untapped.report import ReportError, write_report
+
+    try:
+        path = write_report(folder, out)
+    except ReportError as exc:
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"report: {path}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ the way the paper does (§3; :mod:`untapped.evaluation`):
 
 Files of a run, in ``<out>/<model>-seed<seed>/`` (:data:`RUN_FILES`):
 ``config.json``, ``checkpoint.h5`` (:mod:`untapped.checkpoint`),
-``history.json``, ``log.txt``, ``digits_means.png``,
+``history.json``, ``curves.png``, ``log.txt``, ``digits_means.png``,
 ``digits_double_pass.png`` and ``metrics.json``. :func:`write_summary`
 adds ``summary.json`` and ``summary.txt`` to ``<out>``.
 
@@ -116,6 +116,7 @@ RUN_FILES = OrderedDict(
     config="config.json",
     checkpoint="checkpoint.h5",
     history="history.json",
+    curves="curves.png",
     log="log.txt",
     figure="digits_means.png",
     figure_double_pass="digits_double_pass.png",
@@ -550,6 +551,16 @@ def save_figures(spec, images, results):
             raise OutputError(f"cannot write {spec.path(key)} ({one_line(exc)})") from None
 
 
+def save_curves(spec, history):
+    """The run's ``curves.png``: every term per epoch, training and evaluation."""
+    from untapped.report import ReportError, save_run_curves
+
+    try:
+        save_run_curves(history, spec.path("curves"), f"{spec.name}: the five terms and the total per epoch")
+    except ReportError as exc:
+        raise OutputError(str(exc)) from None
+
+
 def _metric_summary(result):
     return OrderedDict(
         cross_entropy=result["cross_entropy"],
@@ -677,6 +688,7 @@ def run_trial(spec, classifier=None):
             result.update(status="diverged", message=str(exc), epochs=exc.epoch)
             return result
         write_json(spec.path("history"), model.history_)
+        save_curves(spec, model.history_)
         if classifier is None:
             classifier = digit_classifier(location, spec.subset, spec.classifier_cache)
         images, results, unpermuted, readings = judge(model, split, classifier)

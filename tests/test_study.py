@@ -1,0 +1,208 @@
+"""A study: the same command continues it, its variants, and its report (issue 11).
+
+Tiny studies: 200 rows of each set, batch 64, a few epochs. The interrupt
+test runs the command as a subprocess and sends it SIGINT, as Ctrl-C would.
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from untapped import stats
+from untapped.report import load_runs, summarise
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "run_mnist.py"
+TINY = ["--batch", "64", "--subset", "200"]
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("run_mnist_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+MAIN = _load_cli()
+
+
+def invoke(args, cache):
+    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "XDG_CACHE_HOME": str(cache)}
+    return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
+
+
+def sha(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def run_hashes(folder):
+    return {p.relative_to(folder).as_posix(): sha(p) for p in sorted(pathlib.Path(folder).glob("*/*")) if p.is_file()}
+
+
+def params(checkpoint):
+    with h5py.File(checkpoint, "r") as f:
+        out = {}
+        f["params"].visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return out
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def study(mnist_dir, cache, tmp_path_factory):
+    """Two seeds of both models, two epochs, and one seed of the eq17 variant, in one folder."""
+    out = tmp_path_factory.mktemp("study") / "out"
+    base = TINY + ["--epochs", 2, "--data-dir", mnist_dir, "--out", out]
+    first = invoke(base + ["--model", "both", "--trials", 2], cache)
+    assert first.exit_code == 0, first.output
+    variant = invoke(base + ["--model", "untapped", "--variant", "eq17"], cache)
+    assert variant.exit_code == 0, variant.output
+    return out, base
+
+
+def test_the_same_command_keeps_finished_runs(study, cache):
+    out, base = study
+    before = run_hashes(out)
+    again = invoke(base + ["--model", "both", "--trials", 2], cache)
+    assert again.exit_code == 0, again.output
+    assert "finished earlier, kept: untapped-seed1234, m2-seed1234, untapped-seed1235, m2-seed1235" in again.output
+    assert "*Epoch" not in again.output  # nothing trained
+    assert run_hashes(out) == before
+
+
+def test_summary_holds_every_run_of_the_folder(study):
+    out, _ = study
+    summary = json.loads((out / "summary.json").read_text())
+    names = sorted(pathlib.Path(r["run_dir"]).name for r in summary["runs"])
+    assert names == ["m2-seed1234", "m2-seed1235", "untapped-eq17-seed1234", "untapped-seed1234", "untapped-seed1235"]
+    assert set(summary["summary"]) == {"untapped", "m2", "untapped/eq17"}
+    text = (out / "summary.txt").read_text()
+    assert "untapped/eq17" in text and any(line.split()[:2] == ["m2", "1235"] for line in text.splitlines())
+
+
+def test_a_different_run_in_the_folder_is_refused(study, cache, mnist_dir):
+    out, _ = study
+    before = run_hashes(out)
+    result = invoke(["--batch", "32", "--subset", "200", "--epochs", 2, "--data-dir", mnist_dir, "--out", out,
+                     "--model", "m2"], cache)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds a different run (batch differ)" in lines[0] and "--overwrite" in lines[0]
+    assert run_hashes(out) == before
+
+
+def test_a_variant_that_does_not_apply_is_refused(cache, tmp_path, mnist_dir):
+    result = invoke(TINY + ["--epochs", 1, "--model", "m2", "--variant", "eq17", "--out", tmp_path / "x",
+                            "--data-dir", mnist_dir], cache)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: --variant eq17 applies to untapped only, not m2"
+    assert not (tmp_path / "x").exists()
+
+
+def test_variant_runs_record_their_settings(study):
+    out, _ = study
+    config = json.loads((out / "untapped-eq17-seed1234" / "config.json").read_text())
+    assert config["variant"] == "eq17" and config["model_params"]["reverse_elbo_variant"] == "eq17"
+    metrics = json.loads((out / "untapped-eq17-seed1234" / "metrics.json").read_text())
+    assert metrics["variant"] == "eq17" and metrics["command"].startswith("python run_mnist.py")
+    assert set(metrics["readings"]) >= {"default", "unpermuted", "hungarian", "renormalised", "five_canonical"}
+    assert metrics["readings"]["default"]["cross_entropy"] == pytest.approx(metrics["cross_entropy"])
+
+
+def test_report_writes_figures_and_statistics(study, cache):
+    out, _ = study
+    result = invoke(["report", out], cache)
+    assert result.exit_code == 0, result.output
+    report = out / "report"
+    for name in ("cross_entropy.png", "paired.png", "curves.png", "figure2-untapped.png", "figure2-m2.png",
+                 "figure2-untapped-eq17.png"):
+        data = (report / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000, name
+    text = (report / "report.md").read_text()
+    assert "untapped vs m2" in text and "untapped/eq17 vs untapped" in text
+    record = json.loads((report / "study.json").read_text())
+    assert len(record["runs"]) == 5
+    # The summary is recomputed from the runs (independently of the report's own code path).
+    ce = {g: [r["cross_entropy"] for r in record["runs"] if r["group"] == g] for g in ("untapped", "m2")}
+    assert record["summary"]["m2"]["cross_entropy"]["mean"] == pytest.approx(np.mean(ce["m2"]))
+    assert record["summary"]["m2"]["cross_entropy"]["sd"] == pytest.approx(np.std(ce["m2"], ddof=1))
+    pair = record["paired"]["untapped vs m2"]["cross_entropy"]
+    assert pair["mean_difference"] == pytest.approx(np.mean(np.subtract(ce["untapped"], ce["m2"])))
+    # Each run also drew its own curves.
+    assert (out / "untapped-seed1234" / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_of_an_empty_folder_is_one_line(tmp_path, cache):
+    result = invoke(["report", tmp_path], cache)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {tmp_path} holds no finished run (no <run>/metrics.json)"
+
+
+def test_summaries_match_load_runs(study):
+    out, _ = study
+    runs = load_runs(out)
+    summary = summarise(runs)
+    assert summary["untapped"]["cross_entropy"] == stats.describe([r["cross_entropy"] for r in runs if r["group"] == "untapped"])
+
+
+def _wait_for(predicate, process, timeout):
+    began = time.monotonic()
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"the command ended early ({process.returncode})")
+        if time.monotonic() - began > timeout:
+            process.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_interrupted_study_resumes_and_keeps_finished_runs(mnist_dir, cache, tmp_path):
+    """SIGINT during the second run; the same command then completes the study, the first run untouched,
+    and the resumed run's parameters equal those of an uninterrupted run of the same seed."""
+    out = tmp_path / "study"
+    args = [sys.executable, str(SCRIPT)] + TINY + ["--epochs", "60", "--model", "untapped", "--trials", "2",
+                                                   "--data-dir", str(mnist_dir), "--out", str(out)]
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    env.pop("UNTAPPED_EPOCHS", None)
+    process = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    second = out / "untapped-seed1235"
+    _wait_for(lambda: (second / "checkpoint.h5").exists(), process, timeout=300)
+    first_files = run_hashes(out)
+    first_files = {k: v for k, v in first_files.items() if k.startswith("untapped-seed1234/")}
+    assert "untapped-seed1234/metrics.json" in first_files
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "interrupted" in output and not (second / "metrics.json").exists()
+
+    resumed = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "finished earlier, kept: untapped-seed1234" in resumed.stdout
+    assert "resuming from their checkpoints: untapped-seed1235" in resumed.stdout
+    after = {k: v for k, v in run_hashes(out).items() if k.startswith("untapped-seed1234/")}
+    assert after == first_files
+    assert (second / "metrics.json").exists()
+
+    straight = tmp_path / "straight"
+    alone = [sys.executable, str(SCRIPT)] + TINY + ["--epochs", "60", "--model", "untapped", "--seed", "1235",
+                                                    "--data-dir", str(mnist_dir), "--out", str(straight)]
+    done = subprocess.run(alone, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ours, theirs = params(second / "checkpoint.h5"), params(straight / "untapped-seed1235" / "checkpoint.h5")
+    assert ours.keys() == theirs.keys() and len(ours) == 20
+    for name in ours:
+        assert ours[name].tobytes() == theirs[name].tobytes(), name
