@@ -390,3 +390,71 @@ def test_save_digit_grid_leaves_nothing_on_failure(tmp_path, monkeypatch):
 def test_save_digit_grid_needs_one_title_per_image(tmp_path):
     with pytest.raises(ValueError, match="title"):
         save_digit_grid(np.zeros((10, 784)), tmp_path / "grid.png", titles=["a"])
+
+
+# ---------------------------------------------------------------------------
+# The metric under each reading of the paper
+
+
+class ByKindClassifier:
+    """Fixed probabilities per set of canonical images (told apart by their first pixel)."""
+
+    classes_ = np.arange(10)
+
+    def __init__(self, by_marker):
+        self.by_marker = by_marker
+
+    def predict_proba(self, images):
+        return self.by_marker[float(images[0, 0])]
+
+
+def test_metric_readings_against_hand_computations():
+    rng = np.random.default_rng(3)
+    means, double = np.zeros((10, 784)), np.ones((10, 784))
+    # Means: dimensions 5-9 show 6 5 8 9 7, cleanly; the double pass shows another permutation.
+    shown = np.array([0, 1, 2, 3, 4, 6, 5, 8, 9, 7])
+    p_means = np.full((10, 10), 0.01)
+    p_means[np.arange(10), shown] = 0.91
+    shown_double = np.array([0, 1, 2, 3, 4, 5, 6, 7, 9, 8])
+    p_double = np.full((10, 10), 0.01)
+    p_double[np.arange(10), shown_double] = 0.91
+    classifier = ByKindClassifier({0.0: p_means, 1.0: p_double})
+    digits = rng.integers(5, 10, 50)
+    q = rng.dirichlet(np.ones(10), size=50)
+
+    out = ev.metric_readings({"means": means, "double_pass": double}, classifier, q, digits)
+
+    def ce(q_digit):
+        return float(np.mean(-np.log(np.maximum(q_digit, 1e-6))))
+
+    dim_of = np.argsort(shown)  # dimension showing each digit
+    rows = np.arange(50)
+    assert out["default"]["cross_entropy"] == pytest.approx(ce(q[rows, dim_of[digits]]))
+    assert out["unpermuted"]["cross_entropy"] == pytest.approx(ce(q[rows, digits]))
+    assert out["hungarian"]["cross_entropy"] == pytest.approx(out["default"]["cross_entropy"])
+    assert out["double_pass"]["cross_entropy"] == pytest.approx(ce(q[rows, np.argsort(shown_double)[digits]]))
+    unseen = q[:, dim_of[5:]]  # columns of the dimensions showing 5..9, in digit order
+    renorm = unseen / unseen.sum(axis=1, keepdims=True)
+    assert out["renormalised"]["cross_entropy"] == pytest.approx(ce(renorm[rows, digits - 5]))
+    assert out["renormalised"]["accuracy"] == pytest.approx(np.mean(renorm.argmax(axis=1) == digits - 5))
+    # Five canonical images: here the assignment among 5-9 is the same as the full one.
+    assert out["five_canonical"]["cross_entropy"] == pytest.approx(out["default"]["cross_entropy"])
+    assert out["five_canonical_renormalised"]["cross_entropy"] == pytest.approx(out["renormalised"]["cross_entropy"])
+    assert set(out) == set(ev.READINGS)
+
+
+def test_five_canonical_reading_keeps_dimensions_0_to_4():
+    # Dimension 5 looks like a 0; the full assignment moves digit 0 away from dimension 0, the
+    # five-canonical reading assigns only among 5-9 and leaves 0-4 alone.
+    shown = np.array([1, 0, 2, 3, 4, 0, 6, 7, 8, 9])
+    p = np.full((10, 10), 0.01)
+    p[np.arange(10), shown] = 0.91
+    p[5, 5] = 0.05
+    labels = ev._five_canonical_labels(p)
+    assert labels.tolist()[:5] == [0, 1, 2, 3, 4]
+    assert sorted(labels.tolist()[5:]) == [5, 6, 7, 8, 9] and labels[5] == 5
+
+
+def test_renormalised_uniform_is_ln5():
+    ce, _ = ev.renormalised_cross_entropy(np.full((4, 10), 0.1), [5, 6, 7, 9])
+    assert ce == pytest.approx(math.log(5))

@@ -687,3 +687,60 @@ def test_sklearn_params_clone_and_rebuild():
         m.set_params(not_a_parameter=1)
     assert list(forward.BATCH) == list(port.BATCH)
     assert [forward.noise_key(s) for s in forward.NOISE] == [n for n, *_ in port.NOISE]
+
+
+# ---------------------------------------------------------------------------
+# 8. The paper's unfeatured data: one-hot y scored by log Cat, a fresh z ~ p(z) per step
+
+
+def test_categorical_reverse_bound_against_numpy():
+    """reverse_elbo = mean_k [ log Bern(x^_k; clip(mean_k)) - sum_i y_ki log softmax(l(x^_k))_i ] (one-hot y)."""
+    model = small(reverse_y_density="categorical")
+    batch = make_batch(np.random.RandomState(3))
+    batch["unfeatured_y"] = np.eye(10, dtype=np.float32)
+    noise = port.draw_noise(batch, np.random.default_rng(4))
+    trace = model.trace(batch, noise)
+    x, mean = trace["unfeatured/x_sample"].astype(np.float64), trace["unfeatured/x_mean"].astype(np.float64)
+    c = np.clip(mean, 1e-5, 1 - 1e-5)
+    log_p_x = np.sum(x * np.log(c) + (1 - x) * np.log(1 - c), axis=1)
+    logits = trace["unfeatured/logits"].astype(np.float64)
+    log_softmax = logits - logits.max(axis=1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(axis=1, keepdims=True))
+    expected = np.mean(log_p_x - np.sum(batch["unfeatured_y"] * log_softmax, axis=1))
+    assert float(trace["terms/reverse_elbo"]) == pytest.approx(expected, rel=1e-5)
+    # The Concrete density of a one-hot y is -inf: the original's term is not finite there.
+    concrete = small().trace(batch, noise)
+    assert not np.isfinite(float(concrete["terms/reverse_elbo"]))
+
+
+def _one_step(model, unfeatured_z):
+    data = make_batch(np.random.RandomState(5))
+    data["unfeatured_z"] = unfeatured_z
+    model.set_training_data(**data)
+    model.train_step(np.arange(8) % 12, np.arange(8) % 9, np.arange(8) % 10, 0.01)
+    return model.param_values_by_name()
+
+
+@pytest.mark.parametrize("source", ["fixed", "prior"])
+def test_prior_z_replaces_the_data_z_in_training(source):
+    z_a = np.zeros((10, 2), np.float32)
+    z_b = np.full((10, 2), 1.2, np.float32)
+    first, second = _one_step(small(unfeatured_z=source), z_a), _one_step(small(unfeatured_z=source), z_b)
+    decoder_same = all(np.array_equal(first[k], second[k]) for k in first if k.startswith("decoder/"))
+    # With z ~ p(z) drawn in the step, the split's z are never read; with the code's fixed z they are.
+    assert decoder_same == (source == "prior")
+
+
+def test_prior_z_is_a_seeded_stream_of_its_own():
+    model = small(unfeatured_z="prior")
+    model.set_training_data(**make_batch(np.random.RandomState(5)))
+    states = model.rng_states()
+    assert "train/unfeatured/prior_z" in states
+    before = {k: copy.deepcopy(v) for k, v in states.items()}
+    model.train_step(np.arange(8) % 12, np.arange(8) % 9, np.arange(8) % 10, 0.01)
+    after = model.rng_states()
+    assert after["train/unfeatured/prior_z"] != before["train/unfeatured/prior_z"]
+    # The code's model has no such stream, so its other streams and checkpoints are unchanged.
+    assert "train/unfeatured/prior_z" not in small().rng_states()
+    with pytest.raises(ValueError, match="unfeatured_z"):
+        _ = small(unfeatured_z="sometimes").graph
