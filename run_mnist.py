@@ -56,6 +56,16 @@ def _timestamp_out():
     return str(pathlib.Path("results") / "mnist" / time.strftime("%Y-%m-%d-%H-%M-%S"))
 
 
+def _origin(ctx, name):
+    """How the user gave option ``name``: ``--seed 5`` typed, or ``UNTAPPED_SEED=5`` from the environment."""
+    from click.core import ParameterSource
+
+    value = ctx.params[name]
+    if ctx.get_parameter_source(name) == ParameterSource.ENVIRONMENT:
+        return f"UNTAPPED_{name.upper()}={value} (from the environment)"
+    return f"--{name.replace('_', '-')} {value}"
+
+
 def _command_line(ctx):
     """The command as the options it was given (typed or from ``UNTAPPED_*``), for the run's records."""
     from click.core import ParameterSource
@@ -142,6 +152,7 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
     def given(name):
         return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
+    folder_lock = None
     interactive = sys.stderr.isatty()
     command = _command_line(ctx)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
@@ -157,10 +168,12 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
             for name, value in (("seed", seed), ("batch", batch), ("subset", subset), ("variant", variant)):
                 if given(name):
                     conflicts[name] = value
+            labels = {name: _origin(ctx, name) for name in conflicts}
             specs = [
                 experiment.plan_resume(
                     resume,
                     given=conflicts,
+                    labels=labels,
                     out=out if given("out") else None,
                     epochs=epochs if given("epochs") else None,
                     eval_every=eval_every if given("eval_every") else None,
@@ -206,6 +219,7 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
         for line in experiment.describe_environment(specs[0].mode, location):
             click.echo(line)
         experiment.load_images(str(location))  # read and verify the data before anything is written
+        folder_lock = experiment.lock_folder(out_dir)  # one writer at a time
         experiment.prepare_outputs(specs)
         click.echo(f"output: {out_dir}  runs: {', '.join(s.name for s in specs)}")
         began = time.perf_counter()
@@ -224,6 +238,8 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
         sys.exit(EXIT_ERROR)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+        if folder_lock is not None:
+            folder_lock.release()
     click.echo("")
     click.echo(table)
     diverged = [r for r in results if r["status"] != "ok"]

@@ -206,3 +206,87 @@ def test_interrupted_study_resumes_and_keeps_finished_runs(mnist_dir, cache, tmp
     assert ours.keys() == theirs.keys() and len(ours) == 20
     for name in ours:
         assert ours[name].tobytes() == theirs[name].tobytes(), name
+
+
+# ---------------------------------------------------------------- the run folder's guarantees
+
+
+def one_line_error(result, code=1):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_one_writer_at_a_time(tmp_path, cache, mnist_dir):
+    from untapped.files import FolderLock
+
+    out = tmp_path / "out"
+    with FolderLock(out):  # another process would hold it the same way
+        result = invoke(TINY + ["--epochs", 1, "--model", "m2", "--out", out, "--data-dir", mnist_dir], cache)
+        line = one_line_error(result)
+    assert "is being written by another untapped process" in line and f"pid {os.getpid()}" in line
+    assert not (out / "m2-seed1234").exists()
+    # Released (as when the holder ends, however it ends): the folder is usable again.
+    result = invoke(TINY + ["--epochs", 1, "--model", "m2", "--out", out, "--data-dir", mnist_dir], cache)
+    assert result.exit_code == 0, result.output
+
+
+def test_overwrite_replaces_a_run_whole(tmp_path, cache, mnist_dir):
+    out = tmp_path / "out"
+    assert invoke(TINY + ["--epochs", 2, "--model", "m2", "--out", out, "--data-dir", mnist_dir], cache).exit_code == 0
+    run = out / "m2-seed1234"
+    (run / ".checkpoint.h5.stale.tmp").write_text("left by a kill -9")
+    again = invoke(TINY + ["--epochs", 1, "--model", "m2", "--out", out, "--data-dir", mnist_dir, "--overwrite"], cache)
+    assert again.exit_code == 0, again.output
+    log = (run / "log.txt").read_text()
+    assert log.count("untapped ") == 1 and "*Epoch=2" not in log  # not appended to the old log
+    assert json.loads((run / "history.json").read_text())["epoch"] == [1.0]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+    assert not (run / ".checkpoint.h5.stale.tmp").exists()
+
+
+def test_resume_into_another_folder_with_overwrite_keeps_its_output(tmp_path, cache, mnist_dir):
+    first, other = tmp_path / "first", tmp_path / "other"
+    for out in (first, other):
+        result = invoke(TINY + ["--epochs", 1, "--model", "m2", "--out", out, "--data-dir", mnist_dir], cache)
+        assert result.exit_code == 0, result.output
+    checkpoint = first / "m2-seed1234" / "checkpoint.h5"
+    result = invoke(["--resume", checkpoint, "--epochs", 2, "--out", other, "--overwrite", "--data-dir", mnist_dir], cache)
+    assert result.exit_code == 0, result.output
+    assert "*Epoch=2" in result.output  # the epoch lines are shown when resuming, too
+    assert json.loads((other / "m2-seed1234" / "metrics.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--seed", "99999999999999999999"], "--seed"),
+        (["--seed", "4294967295", "--trials", "2"], "needs seeds up to 4294967296; the largest is 4294967295"),
+    ],
+)
+def test_seeds_past_32_bits_are_refused_before_anything_runs(args, fragment, tmp_path, cache, mnist_dir):
+    result = invoke(TINY + ["--epochs", 1, "--out", tmp_path / "out", "--data-dir", mnist_dir] + args, cache)
+    line = one_line_error(result, code=result.exit_code)
+    assert result.exit_code in (1, 2) and fragment in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_conflict_from_the_environment_says_so(study, cache):
+    out, _ = study
+    checkpoint = out / "m2-seed1234" / "checkpoint.h5"
+    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "XDG_CACHE_HOME": str(cache), "UNTAPPED_SEED": "5"}
+    result = CliRunner().invoke(MAIN, ["--resume", str(checkpoint), "--epochs", "3"], env=env)
+    line = one_line_error(result)
+    assert line == "error: UNTAPPED_SEED=5 (from the environment) conflicts with the checkpoint's 1234; omit it when resuming"
+
+
+def test_a_data_dir_missing_a_file_names_it(tmp_path, cache, mnist_dir):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        (partial / name).symlink_to(mnist_dir / name)
+    result = invoke(TINY + ["--epochs", 1, "--out", tmp_path / "out", "--data-dir", partial], cache)
+    line = one_line_error(result)
+    assert "holds 3 of the 4 MNIST IDX files; missing t10k-labels-idx1-ubyte(.gz)" in line

@@ -167,6 +167,11 @@ def _read_mnist_file(path, name, checksums):
     return array
 
 
+def _missing_idx(folder):
+    """The IDX files (by their decompressed names) that ``folder`` holds neither plain nor gzipped."""
+    return [name for name in IDX_FILES if not (folder / f"{name}.gz").is_file() and not (folder / name).is_file()]
+
+
 def _idx_set(folder):
     """Paths of the four IDX files in ``folder`` (``.gz`` preferred), or None."""
     found = {}
@@ -421,6 +426,13 @@ def find_mnist(
             return explicit
         if (explicit / PICKLE_NAME).is_file():
             return explicit / PICKLE_NAME
+        missing = _missing_idx(explicit)
+        if len(missing) < len(IDX_FILES):
+            # Some of the files are there: the set is incomplete, not elsewhere.
+            raise DataError(
+                f"{origin} {explicit} holds {len(IDX_FILES) - len(missing)} of the 4 MNIST IDX files; "
+                f"missing {', '.join(name + '(.gz)' for name in missing)}"
+            )
         searched.append(explicit)
     if _idx_set(cache_dir) is not None:
         return cache_dir

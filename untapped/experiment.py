@@ -46,7 +46,7 @@ from untapped import checkpoint as ckpt_io
 from untapped import data as data_io
 from untapped.backend import DEFAULT_MODE, MODES, environment
 from untapped.training import TrainingDiverged, TrainingInterrupted, fit
-from untapped.files import atomic_output, jsonable, one_line
+from untapped.files import FolderLock, FolderLocked, atomic_output, jsonable, one_line
 
 #: The models a run can train, by the names of :data:`untapped.model.PRESETS`.
 MODELS = ("untapped", "m2")
@@ -213,12 +213,13 @@ def plan_runs(models, seeds, out, variant=DEFAULT_VARIANT, **options):
     ]
 
 
-def plan_resume(path, given=None, out=None, **options):
+def plan_resume(path, given=None, out=None, labels=None, **options):
     """The :class:`RunSpec` that continues the run saved in checkpoint ``path``.
 
     The model, seed, batch size and subset come from the checkpoint; ``given``
     maps those of them that the user set explicitly to their values, and any
-    that differs from the checkpoint's is an :class:`ExperimentError`.
+    that differs from the checkpoint's is an :class:`ExperimentError`, which
+    names the setting as ``labels[key]`` says (default ``--key value``).
     ``options`` (``epochs``, ``eval_every``, ``mode``, ``data_dir`` ...)
     override the checkpoint's when not None. The run continues in ``out /
     <model>-seed<seed>`` if ``out`` is given, else in the checkpoint's folder.
@@ -229,13 +230,12 @@ def plan_resume(path, given=None, out=None, **options):
     if missing:
         raise ckpt_io.CheckpointError(f"{path}: no run configuration ({', '.join(missing)}) in the checkpoint")
     for key, value in (given or {}).items():
-        if value is not None and config.get(key) != value:
-            raise ExperimentError(
-                f"--{key.replace('_', '-')} {value} conflicts with the checkpoint's {config.get(key)}; "
-                "omit it when resuming"
-            )
-    settings = {k: config.get(k) for k in ("epochs", "eval_every", "mode", "data_dir")}
-    settings.update({k: v for k, v in options.items() if v is not None})
+        if value is not None and config.get(key, DEFAULT_VARIANT if key == "variant" else None) != value:
+            said = (labels or {}).get(key, f"--{key.replace('_', '-')} {value}")
+            raise ExperimentError(f"{said} conflicts with the checkpoint's {config.get(key)}; omit it when resuming")
+    recorded = ("epochs", "eval_every", "mode", "data_dir")
+    settings = {k: config.get(k) for k in recorded}
+    settings.update({k: v for k, v in options.items() if k in recorded and v is not None})
     if settings["data_dir"] is not None and not pathlib.Path(settings["data_dir"]).exists():
         settings["data_dir"] = None  # the recorded folder is gone: search as usual
     if int(settings["epochs"]) < ckpt.epoch:
@@ -254,8 +254,8 @@ def plan_resume(path, given=None, out=None, **options):
         resume=str(path),
         model_params=model_params,
         variant=variant,
-        **{k: settings[k] for k in ("epochs", "eval_every", "mode", "data_dir")},
-        **{k: v for k, v in options.items() if k not in settings and v is not None},
+        **{k: settings[k] for k in recorded},
+        **{k: v for k, v in options.items() if k not in recorded and v is not None},
     )
 
 
@@ -306,8 +306,7 @@ def continue_runs(specs):
             planned.append(spec)
             continue
         if spec.overwrite:
-            remove_run_files(folder)
-            planned.append(spec)
+            planned.append(spec)  # prepare_outputs removes the old run's files
             continue
         config = _read_json(spec.path("config"))
         checkpoint = spec.path("checkpoint")
@@ -397,7 +396,9 @@ def prepare_outputs(specs):
     """Create every run folder and check it is writable; refuse to overwrite another run.
 
     Raises :class:`OutputError` before anything is trained, so a bad ``--out``
-    costs nothing and destroys nothing.
+    costs nothing and destroys nothing. With ``overwrite`` the folder's run
+    files are removed first (except when the spec resumes from a checkpoint
+    in that folder).
     """
     for spec in specs:
         folder = pathlib.Path(spec.out)
@@ -408,6 +409,8 @@ def prepare_outputs(specs):
         except OSError as exc:
             raise OutputError(f"cannot write to the output folder {folder} ({one_line(exc)})") from None
         target = spec.path("checkpoint")
+        if spec.overwrite and not (spec.resume is not None and _same_file(pathlib.Path(spec.resume).parent, folder)):
+            remove_run_files(folder)  # --overwrite replaces the run whole: no stale file is left
         if target.exists() and not spec.overwrite and not spec.done:
             if spec.resume is None or not _same_file(spec.resume, target):
                 raise OutputError(
@@ -649,6 +652,22 @@ def run_trial(spec, classifier=None):
         raise ExperimentError(f"unknown model {spec.model!r}; choose from {', '.join(MODELS)}")
     if spec.mode not in MODES:
         raise ExperimentError(f"unknown mode {spec.mode!r}; choose from {', '.join(MODES)}")
+    with lock_folder(spec.out):
+        return _run_locked(spec, classifier)
+
+
+def lock_folder(folder):
+    """:class:`untapped.files.FolderLock` on ``folder``, its refusal as an :class:`OutputError`."""
+    lock = FolderLock(folder)
+    try:
+        return lock.acquire()
+    except FolderLocked as exc:
+        raise OutputError(f"{exc}; wait for it to finish, or choose another --out") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write to the output folder {folder} ({one_line(exc)})") from None
+
+
+def _run_locked(spec, classifier):
     resume = ckpt_io.load(spec.resume) if spec.resume is not None else None
     prepare_outputs([spec])
     location = data_location(spec.data_dir)

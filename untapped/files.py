@@ -71,3 +71,61 @@ def jsonable(value):
     if isinstance(value, pathlib.PurePath):
         return str(value)
     return value
+
+
+#: The lock file of a folder that an untapped process writes to.
+LOCK_NAME = ".untapped.lock"
+
+
+class FolderLocked(Exception):
+    """Another process holds the folder's lock; ``pid`` is its process id, if it wrote one."""
+
+    def __init__(self, folder, pid):
+        super().__init__(f"{folder} is being written by another untapped process (pid {pid or 'unknown'})")
+        self.folder, self.pid = folder, pid
+
+
+class FolderLock:
+    """An exclusive lock on a folder, for one writer at a time (``fcntl.flock`` on ``.untapped.lock``).
+
+    The kernel releases the lock when the holding process ends, however it
+    ends, so a crash never leaves a folder locked; the lock file itself
+    stays and is harmless. :meth:`acquire` raises :class:`FolderLocked`
+    at once, rather than waiting, if another process holds it.
+    """
+
+    def __init__(self, folder):
+        self.folder = pathlib.Path(folder)
+        self._file = None
+
+    def acquire(self):
+        import fcntl
+
+        if self._file is not None:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.folder / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip()
+            handle.close()
+            raise FolderLocked(self.folder, pid) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
