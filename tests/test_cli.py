@@ -124,8 +124,13 @@ def test_resume_through_the_cli_is_bit_identical(smoke, mnist_dir, cache, tmp_pa
 def test_a_fresh_run_does_not_overwrite_a_saved_run(smoke, mnist_dir):
     out, _ = smoke
     before = sha(out / "untapped-seed1234" / "checkpoint.h5")
+    # The same run again: kept as it is (the same command continues a study).
     result = invoke(QUICK + ["--epochs", 1, "--model", "untapped", "--out", out, "--data-dir", mnist_dir])
-    assert_one_line_error(result, "already holds a run", "--resume")
+    assert result.exit_code == 0 and "finished earlier, kept: untapped-seed1234" in result.output, result.output
+    # Another run into its folder: refused.
+    other = ["--batch", "32"] + QUICK[2:]
+    result = invoke(other + ["--epochs", 1, "--model", "untapped", "--out", out, "--data-dir", mnist_dir])
+    assert_one_line_error(result, "holds a different run", "--overwrite")
     assert sha(out / "untapped-seed1234" / "checkpoint.h5") == before
 
 
