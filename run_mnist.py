@@ -156,7 +156,7 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, scheduler, s
                 raise experiment.ExperimentError(f"--scheduler runs the trials on Dask; drop --backend {backend}")
             from untapped import cluster
 
-            cluster.require_dask()  # before anything is fitted or written
+            cluster.check(scheduler)  # before anything is fitted or written
             backend = "dask"
         if resume is not None:
             if trials != 1:

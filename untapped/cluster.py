@@ -68,6 +68,17 @@ def require_dask():
         raise ClusterError(MISSING) from None
 
 
+def check(scheduler=None):
+    """Raise :class:`ClusterError` (one line) unless Dask imports and, given its address, the scheduler answers.
+
+    For a command line to call before it fits or writes anything.
+    """
+    require_dask()
+    if scheduler:
+        with connect(scheduler):
+            pass
+
+
 # ---------------------------------------------------------------- on a worker
 
 
@@ -171,7 +182,7 @@ def connect(scheduler=None, runs=1):
     workers, threads = local_cluster_size(runs)
     with distributed.LocalCluster(
         n_workers=workers, threads_per_worker=threads, processes=True, resources={RESOURCE: 1},
-        dashboard_address=None, silence_logs=logging.ERROR,
+        dashboard_address=":0", silence_logs=logging.ERROR,  # ":0": any free port, as others may run Dask here
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client
 
