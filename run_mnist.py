@@ -105,7 +105,7 @@ def _version():
                    "cluster sized to the machine (needs the extra: pip install -e '.[dask]').")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="A running dask.distributed scheduler (tcp://host:8786) to run the trials on (implies --backend "
-                   "dask; --jobs is then the cluster's). Every worker must reach --out and the data folder at the "
+                   "dask; --jobs does not apply, the workers' threads decide). Every worker must reach --out and the data folder at the "
                    "same absolute paths.")
 @click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=1234, help="Seed of the first run: data split, weights, noise, shuffles.")
 @click.option("--data-dir", type=click.Path(path_type=pathlib.Path), default=None,

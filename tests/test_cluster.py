@@ -166,8 +166,12 @@ def test_a_worker_that_cannot_write_fails_its_trial_in_one_line(cluster, tmp_pat
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path, mnist_dir, cache):
+    """The address from UNTAPPED_SCHEDULER (as --scheduler gives it); nothing to answer on port 9."""
     pytest.importorskip("distributed", reason=NO_DASK)
-    result = invoke(STUDY + ["--scheduler", "tcp://127.0.0.1:9", "--data-dir", mnist_dir, "--out", tmp_path / "x"], cache)
+    args = [str(a) for a in STUDY + ["--data-dir", mnist_dir, "--out", tmp_path / "x"]]
+    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "UNTAPPED_SCHEDULER": "tcp://127.0.0.1:9",
+           "XDG_CACHE_HOME": str(cache)}
+    result = CliRunner().invoke(MAIN, args, env=env)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9"), lines
