@@ -18,7 +18,7 @@ A trial uses as many OpenBLAS / OpenMP threads as its worker's threads,
 shared among the trials the worker runs at once: one trial per worker
 thread, unless the workers declare the resource :data:`RESOURCE` (``dask
 worker --nthreads 8 --resources trial=1`` runs one trial at a time on 8
-threads).
+threads; once any worker declares it, trials go only to workers that do).
 
 Dask is an optional dependency (``pip install -e .[dask]``); this module
 imports it only inside its functions, and :func:`require_dask` turns its
