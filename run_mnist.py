@@ -111,7 +111,12 @@ def _version():
 @click.option("--trials", type=click.IntRange(min=1), default=1, help="Independent runs per model, with seeds seed .. seed+trials-1.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, help="Runs in parallel (joblib).")
 @click.option("--backend", type=click.Choice(["loky", "multiprocessing", "dask", "sequential"]), default="loky",
-              help="joblib backend for --jobs > 1 (dask needs dask.distributed; DASK_SCHEDULER_ADDRESS picks a cluster).")
+              help="joblib backend for --jobs > 1; dask: one Dask task per run on --scheduler, else on a local "
+                   "cluster sized to the machine (needs the extra: pip install -e '.[dask]').")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="A running dask.distributed scheduler (tcp://host:8786) to run the trials on (implies --backend "
+                   "dask; --jobs does not apply, the workers' threads decide). Every worker must reach --out and the data folder at the "
+                   "same absolute paths.")
 @click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=1234, help="Seed of the first run: data split, weights, noise, shuffles.")
 @click.option("--data-dir", type=click.Path(path_type=pathlib.Path), default=None,
               help="Folder with the MNIST IDX files (or mnist.pkl.gz); default: the user cache, downloading if needed.")
@@ -126,7 +131,7 @@ def _version():
 @click.option("--overwrite", is_flag=True, default=False, help="Allow a fresh run to replace an existing run's files in --out.")
 @click.version_option(version=_version(), prog_name="untapped", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_dir, out, resume, eval_every, mode, subset, overwrite):
+def main(ctx, epochs, batch, model, variant, trials, jobs, backend, scheduler, seed, data_dir, out, resume, eval_every, mode, subset, overwrite):
     """Train the untapped model and/or M2 on MNIST (labels for digits 0-4 only) as the 2017 code did,
     then draw Figure 2 and measure the cross-entropy of the permuted q(y|x) on digits 5-9.
 
@@ -157,6 +162,13 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
     command = _command_line(ctx)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
     try:
+        if scheduler is not None or backend == "dask":
+            if backend != "dask" and given("backend"):
+                raise experiment.ExperimentError(f"--scheduler runs the trials on Dask; drop --backend {backend}")
+            from untapped import cluster
+
+            cluster.check(scheduler)  # before anything is fitted or written
+            backend = "dask"
         if resume is not None:
             if trials != 1:
                 raise experiment.ExperimentError("--resume continues one run; leave --trials at 1")
@@ -225,7 +237,8 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, seed, data_d
         began = time.perf_counter()
         classifier = experiment.digit_classifier(str(location), specs[0].subset)
         click.echo(f"digit classifier ready in {time.perf_counter() - began:.1f} s (fitted once, then cached)")
-        results = experiment.run_trials(specs, jobs=jobs, backend=backend, classifier=classifier if jobs == 1 else None)
+        results = experiment.run_trials(specs, jobs=jobs, backend=backend, scheduler=scheduler,
+                                        classifier=classifier if jobs == 1 or backend == "dask" else None)
         table = experiment.write_summary(out_dir, results)
     except TrainingInterrupted as exc:
         click.echo(f"interrupted: {exc}", err=True)

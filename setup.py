@@ -1,4 +1,13 @@
+import pathlib
+
 from setuptools import find_packages, setup
+
+
+def requirements(name):
+    """The requirement lines of the file ``name`` beside this one (comments and blank lines left out)."""
+    lines = (pathlib.Path(__file__).resolve().parent / name).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
 
 setup(
     name="untapped",
@@ -20,5 +29,7 @@ setup(
         "joblib",
         "matplotlib",
     ],
+    # pip install -e .[dask]: trials on a Dask cluster (run_mnist.py --backend dask, --scheduler).
+    extras_require={"dask": requirements("requirements-dask.txt")},
     entry_points={"console_scripts": ["untapped-reference=untapped.reference:main"]},
 )

@@ -757,14 +757,20 @@ def _run_locked(spec, classifier):
 # ---------------------------------------------------------------- many runs
 
 
-def run_trials(specs, jobs=1, backend="loky", classifier=None):
+def run_trials(specs, jobs=1, backend="loky", classifier=None, scheduler=None):
     """Run every spec; in this process one after another if ``jobs == 1``, else with joblib.
 
     A spec marked ``done`` (:func:`continue_runs`) is not run: its result is
     read from its ``metrics.json``. ``backend`` is any joblib backend name
-    (``loky``, ``multiprocessing``, ``dask`` with ``dask.distributed``
-    installed, ...). Returns the results in the order of ``specs``.
+    (``loky``, ``multiprocessing``, ...), or ``dask``: one Dask task per run
+    on the scheduler at ``scheduler``, else on a local cluster, whatever
+    ``jobs`` is (:func:`untapped.cluster.run_trials`). Returns the results in
+    the order of ``specs``.
     """
+    if backend == "dask":
+        from untapped import cluster
+
+        return cluster.run_trials(specs, scheduler=scheduler, classifier=classifier)
     results = {i: finished_result(spec) for i, spec in enumerate(specs) if spec.done}
     todo = [(i, spec) for i, spec in enumerate(specs) if not spec.done]
     if jobs == 1 or len(todo) <= 1:
@@ -779,15 +785,6 @@ def run_trials(specs, jobs=1, backend="loky", classifier=None):
 def _run_parallel(specs, jobs, backend):
     import joblib
 
-    if backend == "dask":
-        try:
-            from dask.distributed import Client, get_client
-        except ImportError:
-            raise ExperimentError("--backend dask needs dask.distributed (pip install distributed)") from None
-        try:
-            get_client()
-        except ValueError:
-            Client()  # a local cluster, or the scheduler named by DASK_SCHEDULER_ADDRESS
     specs = [dataclasses.replace(spec, progress=False) for spec in specs]
     with joblib.parallel_config(backend=backend, n_jobs=jobs):
         return joblib.Parallel()(joblib.delayed(run_trial)(spec) for spec in specs)
