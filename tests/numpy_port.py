@@ -64,6 +64,9 @@ Z_LOW, Z_HIGH = -math.pi / 2, math.pi / 2
 GUMBEL_EPS = 1e-4  # g = -log(-log(u + eps) + eps)
 NORMAL_EPS = 1e-5  # added to the standard deviation in log N
 BERNOULLI_CLIP = 1e-5  # mean clipped to [eps, 1 - eps] in log Bern
+#: The clip's bounds are float32 numbers (reference_format.md §7.4): 1 - 1e-5 is 0.99998999,
+#: so at the upper bound 1 - m' is 1.001358e-5; a float64 computation must use them too.
+BERNOULLI_BOUNDS = (float(np.float32(BERNOULLI_CLIP)), float(np.float32(1.0 - BERNOULLI_CLIP)))
 LOG_DET_EPS = 1e-5  # log(eps + prod_i (b - a) s_i (1 - s_i))
 INVERSE_FLOW_CLIP = 1e-5  # u clipped to [eps, 1 - eps] in the inverse flow
 KL_EPS = 1e-6  # the x->y loss clips both distributions to [eps, 1]
@@ -241,8 +244,11 @@ def log_normal(x, mean, std):
 
 
 def log_bernoulli(x, mean):
-    """``sum_d x_d log m_d + (1 - x_d) log(1 - m_d)``, ``m = clip(mean, 1e-5, 1 - 1e-5)`` (§4.4); per row."""
-    m = np.clip(mean, BERNOULLI_CLIP, 1.0 - BERNOULLI_CLIP)
+    """``sum_d x_d log m_d + (1 - x_d) log(1 - m_d)``, ``m = clip(mean, 1e-5, 1 - 1e-5)`` (§4.4); per row.
+
+    The bounds are the float32 numbers :data:`BERNOULLI_BOUNDS`, whatever ``dtype``.
+    """
+    m = np.clip(mean, *BERNOULLI_BOUNDS)
     return np.sum(x * np.log(m) + (1.0 - x) * np.log(1.0 - m), axis=-1)
 
 

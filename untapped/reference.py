@@ -48,7 +48,9 @@ import numpy as np
 from untapped.files import atomic_output, jsonable, one_line
 
 FORMAT = "untapped-reference"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this code reads: version 1 is version 2 without the ``edge/`` section.
+READABLE_VERSIONS = (1, 2)
 MODELS = ("untapped", "m2")
 INPUT_SOURCES = ("auto", "mnist", "synthetic")
 DEFAULT_SEED = 1234
@@ -104,9 +106,27 @@ class ReferenceError(Exception):
 
 
 def kind_of(name):
-    """The tolerance kind (a key of :data:`TOLERANCES`) of the dataset ``name``, or None if unknown."""
+    """The tolerance kind (a key of :data:`TOLERANCES`) of the dataset ``name``, or None if unknown.
+
+    ``edge/<name>`` has the kind of ``<name>`` (§7.7), except the given
+    ``edge/params/`` and ``edge/updates/<case>/gradients/``; an update case's
+    ``params`` and ``adam`` are those of an optimiser step (§7.8).
+    """
     parts = name.split("/")
     top = parts[0]
+    if top == "edge":
+        if name == "edge/total":
+            return "loss"
+        section = parts[1] if len(parts) >= 3 else None
+        if section == "params":
+            return "given"
+        if section == "updates" and len(parts) >= 5:
+            if parts[3] == "gradients":
+                return "given"
+            return kind_of("/".join(["steps", "k"] + parts[3:])) if parts[3] in ("params", "adam") else None
+        if section in ("inputs", "noise", "forward", "terms", "gradients"):
+            return kind_of("/".join(parts[1:]))
+        return None
     if top in ("inputs", "noise") or name.startswith("params/initial/"):
         return "given"
     if top == "forward" and len(parts) == 3:
@@ -151,9 +171,12 @@ def tolerance(name, expected):
 
 
 def _generators(seed):
-    """The two generators of a bundle: ``(inputs, noise)``, from ``SeedSequence(seed).spawn(2)``."""
-    inputs, noise = np.random.SeedSequence(seed).spawn(2)
-    return np.random.default_rng(inputs), np.random.default_rng(noise)
+    """The three generators of a bundle: ``(inputs, noise, edge)``, from ``SeedSequence(seed).spawn(3)``.
+
+    A child depends only on its position, so the first two are those of
+    ``spawn(2)`` (format version 1 had only these).
+    """
+    return tuple(np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3))
 
 
 def make_inputs(rng, rows, source="auto", data_dir=None, download=False):
@@ -266,6 +289,106 @@ def separate_bernoulli_uniforms(noise, means, margin=BERNOULLI_MARGIN):
 
 
 # ---------------------------------------------------------------------------
+# The edge section: inputs and parameters that reach every guard of the math (§7.7, §7.8)
+
+#: Rows of each source in ``edge/``, whatever ``rows`` is: one per unfeatured corner.
+EDGE_ROWS = 10
+#: ``classifier/logits/b[c] = -EDGE_LOGIT_STEP * c``: the classes' probabilities span e^-27.
+EDGE_LOGIT_STEP = 3.0
+#: ``classifier/logits/W`` is scaled by this, so the bias, not the image, sets the logits.
+EDGE_LOGIT_WEIGHT_SCALE = 0.1
+#: ``encoder/std/b``: z_std is softplus(-20) = 2.1e-9 in latent dimension 0 (far below the 1e-5 of log N),
+#: softplus(3) = 3.05 in dimension 1.
+EDGE_STD_BIAS = (-20.0, 3.0)
+#: ``decoder/mean/b`` is -25 on pixels j % 4 == 0 and +25 on j % 4 == 1: means far beyond both clips.
+EDGE_DECODER_BIAS = 25.0
+#: Gumbel uniforms: 0.99 boosts class 0 (g = 4.60); 0 hits the inner guard (g = -log(-log(1e-4) + 1e-4)).
+EDGE_GUMBEL_HIGH, EDGE_GUMBEL_LOW = 0.99, 0.0
+#: Gaussian eps of latent dimension 1: in rows 0-4 |z~| >= 24, where s (1 - s) < 1e-10 is lost in the 1e-5
+#: of the log-det; in rows 5-9 |z~| <= 5, where float32 still resolves 1 - s. (Not larger: the gradient of
+#: log N cancels terms of size eps^2 / z_std, and float32 leaves that much times 6e-8.)
+EDGE_EPS = (9.0, -9.0, 9.0, -9.0, 9.0, -1.0, -0.5, 0.0, 0.5, 1.0)
+#: The update cases (§7.8): the total norm of the given gradient and the entry at classifier/hidden1/W[0, 0].
+EDGE_UPDATES = OrderedDict(
+    rescaled=(50.0, 400.0),  # norm 403 > max_norm: rescaled, and the spike, 4.96 after it, clipped to 1
+    not_rescaled=(2.0, 2.0),  # norm 2.83 < max_norm: kept, and the spike clipped to 1
+    tiny=(1e-7, None),  # norm 1e-7 = norm_epsilon: the rescale multiplies by 1/2
+)
+EDGE_SPIKE_PARAM = "classifier/hidden1/W"
+
+
+def edge_params(initial):
+    """The edge parameters: ``initial`` (name -> array) with the changes of §7.7, float32."""
+    from untapped import data
+
+    out = OrderedDict((k, np.array(v, dtype=np.float32)) for k, v in initial.items())
+    out["classifier/logits/W"] = out["classifier/logits/W"] * np.float32(EDGE_LOGIT_WEIGHT_SCALE)
+    out["classifier/logits/b"] = (-EDGE_LOGIT_STEP * np.arange(data.NUM_CLASSES)).astype(np.float32)
+    out["encoder/std/b"] = np.array(EDGE_STD_BIAS, dtype=np.float32)
+    pixel = np.arange(out["decoder/mean/b"].shape[0])
+    bias = np.where(pixel % 4 == 0, -EDGE_DECODER_BIAS, np.where(pixel % 4 == 1, EDGE_DECODER_BIAS, 0.0))
+    out["decoder/mean/b"] = bias.astype(np.float32)
+    return out
+
+
+def edge_inputs(rng, dims):
+    """The edge batch and its raw noise, drawn from ``rng`` in the order of §7.7, then set where it says.
+
+    ``unfeatured_z = rng.uniform(-1.5, 1.5, (10, 2))``; ``labeled_x``, then
+    ``unlabeled_x``, ``= rng.random((10, 784)) < 0.5``; labeled digits 0-4
+    twice; unfeatured corners 0-9; then one noise set as :func:`draw_noise`,
+    with the Gumbel uniforms of class 0 set to 0.99, those of the labeled
+    class (when it is not 0) and of the unlabeled class 9 set to 0, and the
+    Gaussian eps of latent dimension 1 set to :data:`EDGE_EPS` (9, -9, 9, -9,
+    9, -1, -0.5, 0, 0.5, 1). The Bernoulli uniforms still have to be
+    separated (§4.2).
+    """
+    from untapped import data
+
+    rows = EDGE_ROWS
+    one_hot = np.eye(data.NUM_CLASSES, dtype=np.float32)
+    digits = np.arange(rows) % len(data.LABELED_DIGITS)
+    unfeatured_z = rng.uniform(Z_DRAW_LOW, Z_DRAW_HIGH, size=(rows, 2)).astype(np.float32)
+    labeled_x = (rng.random((rows, data.NUM_PIXELS)) < 0.5).astype(np.float32)
+    unlabeled_x = (rng.random((rows, data.NUM_PIXELS)) < 0.5).astype(np.float32)
+    batch = OrderedDict(
+        labeled_x=labeled_x,
+        labeled_y=one_hot[digits],
+        unlabeled_x=unlabeled_x,
+        unfeatured_y=data.close_corners()[np.arange(rows) % data.NUM_CLASSES],
+        unfeatured_z=unfeatured_z,
+    )
+    noise = draw_noise(rng, rows, dims)
+    labeled, unlabeled = noise["labeled/gumbel_uniform"], noise["unlabeled/gumbel_uniform"]
+    labeled[:, 0] = unlabeled[:, 0] = EDGE_GUMBEL_HIGH
+    hit = digits != 0
+    labeled[np.flatnonzero(hit), digits[hit]] = EDGE_GUMBEL_LOW
+    unlabeled[:, -1] = EDGE_GUMBEL_LOW
+    for source in ("labeled", "unlabeled"):
+        noise[f"{source}/gaussian_eps"][:, 1] = EDGE_EPS
+    return batch, noise
+
+
+def edge_update_gradients(rng, initial):
+    """``case -> (name -> gradient)`` for the update cases of :data:`EDGE_UPDATES`, drawn from ``rng``.
+
+    Per case, in order, one ``rng.standard_normal(shape, dtype=float32)`` per
+    parameter (in Lasagne's order), scaled in float64 to the case's total
+    norm and cast to float32; then the spike, if any, replaces
+    ``classifier/hidden1/W[0, 0]``.
+    """
+    out = OrderedDict()
+    for case, (norm, spike) in EDGE_UPDATES.items():
+        draws = OrderedDict((k, rng.standard_normal(np.shape(v), dtype=np.float32)) for k, v in initial.items())
+        total = math.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in draws.values()))
+        grads = OrderedDict((k, (d.astype(np.float64) * (norm / total)).astype(np.float32)) for k, d in draws.items())
+        if spike is not None:
+            grads[EDGE_SPIKE_PARAM][0, 0] = spike
+        out[case] = grads
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Computing the reference values
 
 
@@ -281,6 +404,7 @@ class Exporter:
 
     def __init__(self, model="untapped", seed=DEFAULT_SEED, mode="c"):
         import pytensor
+        import pytensor.tensor as pt
 
         from untapped.backend import compiling
         from untapped.model import SSDGM
@@ -309,6 +433,17 @@ class Exporter:
                 mode=graph.mode,
                 on_unused_input="ignore",
             )
+            # The same update graph with its raw gradients replaced by inputs (§7.8's given gradients).
+            given = [pt.tensor(dtype=g.dtype, shape=(None,) * g.ndim, name=f"given/{name}")
+                     for g, name in zip(graph.gradients, self.param_names)]
+            self._update = pytensor.function(
+                given + [graph.learning_rate],
+                [],
+                updates=graph.updates,
+                givens=list(zip(graph.gradients, given)),
+                mode=graph.mode,
+                on_unused_input="ignore",
+            )
 
     @property
     def dims(self):
@@ -328,6 +463,11 @@ class Exporter:
         values = self._forward(*self._args(batch, noise))
         n = len(self.trace_names)
         return OrderedDict(zip(self.trace_names, values[:n])), OrderedDict(zip(self.param_names, values[n:]))
+
+    def update(self, gradients, learning_rate):
+        """The training update applied to ``gradients`` (name -> raw gradient) from the current state."""
+        self._update(*[np.ascontiguousarray(gradients[k], dtype=np.float32) for k in self.param_names],
+                     np.float32(learning_rate))
 
     def step(self, batch, noise, learning_rate):
         values = self._step(*self._args(batch, noise), np.float32(learning_rate))
@@ -361,7 +501,7 @@ def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAUL
     if int(steps) < 0:
         raise ReferenceError(f"steps must be >= 0, not {steps}")
     rows, steps = int(rows), int(steps)
-    inputs_rng, noise_rng = _generators(seed)
+    inputs_rng, noise_rng, edge_rng = _generators(seed)
     batch, info = make_inputs(inputs_rng, rows, inputs, data_dir, download)
     ex = exporter(model, seed, mode)
     est = ex.model
@@ -414,6 +554,34 @@ def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAUL
         for key, value in est.optimizer_state().items():
             param = key.split("/", 2)[2] if key.count("/") >= 2 else None
             put(f"steps/{k}/{key}", value, **({"order": order[param]} if param else {}))
+
+    # The edge section (§7.7, §7.8): its own rows, parameters and noise, and three update cases.
+    params_at_edge = edge_params(ex.initial_params)
+    edge_batch, edge_noise = edge_inputs(edge_rng, ex.dims)
+    est.set_param_values_by_name(params_at_edge)
+    means, _ = ex.forward(edge_batch, edge_noise)
+    edge_noise, moved = separate_bernoulli_uniforms(edge_noise, means)
+    trace, grads = ex.forward(edge_batch, edge_noise)
+    for name, value in edge_batch.items():
+        put(f"edge/inputs/{name}", value)
+    put_noise("edge/noise", edge_noise, moved)
+    for name, value in params_at_edge.items():
+        put(f"edge/params/{name}", value, order=order[name])
+    for key, value in trace.items():
+        put(f"edge/{key}" if key.startswith("terms/") or key == "total" else f"edge/forward/{key}", value)
+    for name, value in grads.items():
+        put(f"edge/gradients/{name}", value, order=order[name])
+    for case, given in edge_update_gradients(edge_rng, ex.initial_params).items():
+        ex.reset()
+        ex.update(given, learning_rate)
+        for name, value in given.items():
+            put(f"edge/updates/{case}/gradients/{name}", value, order=order[name])
+        for name, value in est.param_values_by_name().items():
+            put(f"edge/updates/{case}/params/{name}", value, order=order[name])
+        for key, value in est.optimizer_state().items():
+            param = key.split("/", 2)[2] if key.count("/") >= 2 else None
+            put(f"edge/updates/{case}/{key}", value, **({"order": order[param]} if param else {}))
+    ex.reset()
 
     for name, value in datasets.items():
         tol = tolerance(name, value)
@@ -566,9 +734,10 @@ def _open(path):
         f.close()
         what = "no 'format' attribute" if fmt is None else f"format {fmt!r}"
         raise ReferenceError(f"{path}: an HDF5 file but not an untapped reference bundle ({what})")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         f.close()
-        raise ReferenceError(f"{path}: reference format version {version}; this untapped reads version {FORMAT_VERSION}")
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise ReferenceError(f"{path}: reference format version {version}; this untapped reads versions {readable}")
     return f
 
 
@@ -708,6 +877,20 @@ def _stored_tolerance(item, name, expected):
     return out
 
 
+def _check_versions(expected, actual):
+    """Two bundles of different format versions cannot be compared dataset by dataset: say what would do."""
+    e, a = expected.attrs.get("format_version"), actual.attrs.get("format_version")
+    if e == a:
+        return
+    if e == 1:
+        need = (f"EXPECTED is version 1 (no edge/ section) and ACTUAL version {a}: "
+                f"export EXPECTED again with this untapped (version {FORMAT_VERSION})")
+    else:
+        need = (f"EXPECTED is version {e} and ACTUAL version {a}: ACTUAL needs format_version {e} and the edge/ "
+                f"section (docs/reference_format.md §7.7-7.8), or compare it with a version-{a} EXPECTED")
+    raise ReferenceError(f"{actual.path}: {need}")
+
+
 def compare(expected_path, actual_path):
     """Compare bundle ACTUAL against EXPECTED; returns a JSON-able report dict.
 
@@ -720,6 +903,7 @@ def compare(expected_path, actual_path):
     only those entries are checked.
     """
     with Bundle(expected_path) as expected, Bundle(actual_path) as actual:
+        _check_versions(expected, actual)
         rows, missing, skipped = [], [], []
         for name, item in expected.items.items():
             if name not in actual.items:
