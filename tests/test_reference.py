@@ -8,12 +8,14 @@ format page and must pass ``compare``; perturbed bundles must fail and name
 what was perturbed.
 """
 
+import inspect
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import h5py
 import numpy as np
@@ -618,3 +620,111 @@ def test_bad_input_gives_one_line_errors(bundle, tmp_path):
     )
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "missing.h5: no such file")
+
+
+# ---------------------------------------------------------------------------
+# 6. Mutations: one-line bugs put into the NumPy port must fail compare, where they are
+
+
+#: (name, port function, the line as the port has it, the line as the bug has it, a dataset that must fail).
+#: Each is a one-line change of ``numpy_port``'s source; the first eight are the bugs a porter put into a
+#: PyTorch port, the last the one that version 1's bundles missed; the rest remove or move one guard each.
+MUTATIONS = [
+    ("bernoulli comparison flipped", "bernoulli", "return (uniform < mean)", "return (uniform > mean)",
+     "forward/labeled/x_sample"),
+    ("encoder input order swapped", "encoder_heads", "np.concatenate([x, y], axis=-1)",
+     "np.concatenate([y, x], axis=-1)", "forward/labeled/z_mean"),
+    ("straight-through gradient through the Bernoulli sample", "bernoulli", "return (uniform < mean).astype(mean.dtype)",
+     "return (uniform < mean).astype(mean.dtype) + (mean - stop_gradient(mean))", "gradients/decoder/mean/b"),
+    ("Concrete probabilities in the x->y loss", "trace", 'clipped_kl(b["labeled_y"], out["labeled/y_sample"])',
+     'clipped_kl(b["labeled_y"], out["labeled/y_probs"])', "terms/x_to_y_loss"),
+    ("gradient-norm rescale left out", "original_update", 'grads, _ = total_norm_rescale(grads, dtype(s["max_norm"]), '
+     'dtype(s["norm_epsilon"]))', "grads, _ = grads, None", "edge/updates/rescaled/adam/m/decoder/mean/W"),
+    ("PyTorch's Adam epsilon", "adam", "(np.sqrt(v) + dtype(epsilon))",
+     "(np.sqrt(v) + dtype(epsilon) * np.sqrt(1.0 - dtype(beta2) ** t))", "edge/updates/not_rescaled/params/decoder/mean/W"),
+    ("squared y->x loss", "euclidean", "return np.sqrt(np.sum((pred - target) ** 2, axis=-1))",
+     "return np.sum((pred - target) ** 2, axis=-1)", "terms/y_to_x_loss"),
+    ("the other reading of the flow's log-det", "flow_log_det", "np.prod((high - low) * s * (1.0 - s), axis=-1)",
+     "(high - low) * np.prod(s * (1.0 - s), axis=-1)", "forward/labeled/z_log_det"),
+    ("log clamped at -100 (PyTorch's binary_cross_entropy) instead of the clip", "log_bernoulli",
+     "return np.sum(x * np.log(m) + (1.0 - x) * np.log(1.0 - m), axis=-1)",
+     "return np.sum(x * np.maximum(np.log(mean), -100.0) + (1.0 - x) * np.maximum(np.log(1.0 - mean), -100.0), axis=-1)",
+     "edge/terms/labeled_elbo"),
+    ("decoder-mean clip without its lower end", "log_bernoulli", "m = np.clip(mean, *BERNOULLI_BOUNDS)",
+     "m = np.clip(mean, 0.0, BERNOULLI_BOUNDS[1])", "edge/terms/labeled_elbo"),
+    ("decoder-mean clip without its upper end", "log_bernoulli", "m = np.clip(mean, *BERNOULLI_BOUNDS)",
+     "m = np.clip(mean, BERNOULLI_BOUNDS[0], 1.0)", "edge/terms/labeled_elbo"),
+    ("x->y loss: the Concrete sample unclipped", "clipped_kl", "p = np.clip(pred, KL_EPS, 1.0)", "p = pred",
+     "edge/terms/x_to_y_loss"),
+    ("x->y loss: the label unclipped", "clipped_kl", "a = np.clip(target, KL_EPS, 1.0)", "a = target",
+     "terms/x_to_y_loss"),
+    ("x->y loss: the sample's leftover mass unclipped", "clipped_kl", "p_left = np.clip(1.0 - pred.sum(axis=-1), KL_EPS, 1.0)",
+     "p_left = 1.0 - pred.sum(axis=-1)", "terms/x_to_y_loss"),
+    ("x->y loss: the label's leftover mass unclipped", "clipped_kl",
+     "a_left = np.clip(1.0 - target.sum(axis=-1), KL_EPS, 1.0)", "a_left = 1.0 - target.sum(axis=-1)",
+     "terms/x_to_y_loss"),
+    ("no 1e-5 inside the flow's log-det", "flow_log_det", "np.log(LOG_DET_EPS + np.prod(", "np.log(0.0 + np.prod(",
+     "edge/forward/labeled/z_log_det"),
+    ("no 1e-5 on the standard deviation of log N", "log_normal", "s = std + NORMAL_EPS", "s = std",
+     "edge/terms/labeled_elbo"),
+    ("Concrete density on a clamped sample (torch.distributions' clamp_probs)", "log_concrete", "k = logits.shape[-1]",
+     "k, y = logits.shape[-1], np.clip(y, 1.1920929e-07, 1.0 - 1.1920929e-07)", "edge/terms/unlabeled_elbo"),
+    ("no inner 1e-4 in the Gumbel transform", "gumbel", "-np.log(-np.log(u + GUMBEL_EPS) + GUMBEL_EPS)",
+     "-np.log(-np.log(u) + GUMBEL_EPS)", "edge/forward/labeled/y_sample"),
+    ("no outer 1e-4 in the Gumbel transform", "gumbel", "-np.log(-np.log(u + GUMBEL_EPS) + GUMBEL_EPS)",
+     "-np.log(-np.log(u + GUMBEL_EPS))", "edge/forward/labeled/y_sample"),
+    ("gradient rescaled to max_norm even when below it", "total_norm_rescale",
+     "multiplier = np.clip(norm, 0.0, max_norm) / (epsilon + norm)", "multiplier = max_norm / (epsilon + norm)",
+     "edge/updates/not_rescaled/adam/m/decoder/mean/W"),
+    ("no norm_epsilon in the rescale", "total_norm_rescale",
+     "multiplier = np.clip(norm, 0.0, max_norm) / (epsilon + norm)", "multiplier = np.clip(norm, 0.0, max_norm) / norm",
+     "edge/updates/tiny/adam/m/decoder/mean/W"),
+    ("element clip to [-1, 1] left out", "original_update",
+     'np.clip(g, -dtype(s["clip_grad"]), dtype(s["clip_grad"]))', "g",
+     "edge/updates/rescaled/adam/m/classifier/hidden1/W"),
+]
+#: Mutations that only the edge section can catch: the main section must still pass them.
+EDGE_ONLY = {"log clamped at -100 (PyTorch's binary_cross_entropy) instead of the clip",
+             "decoder-mean clip without its lower end", "decoder-mean clip without its upper end",
+             "no 1e-5 on the standard deviation of log N"}
+
+
+def mutate(monkeypatch, function, old, new):
+    """Replace ``numpy_port.<function>`` by its own source with the one line holding ``old`` changed to ``new``."""
+    source = textwrap.dedent(inspect.getsource(getattr(numpy_port, function)))
+    lines = [i for i, line in enumerate(source.splitlines()) if old in line]
+    assert len(lines) == 1 and source.count(old) == 1, (function, old)
+    scope = {}
+    exec(compile(source.replace(old, new), f"<numpy_port.{function}, mutated>", "exec"), vars(numpy_port), scope)
+    monkeypatch.setattr(numpy_port, function, scope[function])
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory):
+    """A bundle of 2 rows and no optimiser steps (the edge section holds the update cases)."""
+    path = tmp_path_factory.mktemp("mutations") / "ours.h5"
+    reference.export(path, **dict(ARGS, rows=2, steps=0))
+    return path
+
+
+def test_the_unmutated_port_passes_the_small_bundle(small_bundle, tmp_path):
+    theirs = tmp_path / "theirs.h5"
+    foreign_port.run(small_bundle, theirs, per_param=1, seed=0)
+    report = reference.compare(small_bundle, theirs)
+    assert report["passed"], reference.format_report(report, failures_only=True)
+
+
+@pytest.mark.parametrize("name, function, old, new, pointer", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_a_one_line_bug_in_the_port_fails_compare_where_it_is(name, function, old, new, pointer, small_bundle,
+                                                                  tmp_path, monkeypatch):
+    mutate(monkeypatch, function, old, new)
+    theirs = tmp_path / "theirs.h5"
+    with np.errstate(all="ignore"):  # several bugs take the log of 0, as they would in a port
+        foreign_port.run(small_bundle, theirs, per_param=1, seed=0)
+    report = reference.compare(small_bundle, theirs)
+    assert not report["passed"]
+    assert pointer in report["failed"], (name, report["failed"][:20])
+    if name in EDGE_ONLY:
+        assert all(n.startswith("edge/") for n in report["failed"]), report["failed"]
+    if "gradient" in name and "rescale" not in name:  # a gradient-only bug: the values all pass
+        assert all("gradients/" in n for n in report["failed"]), report["failed"]

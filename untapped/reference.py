@@ -784,36 +784,66 @@ def _json_number(x):
 
 
 def _errors(actual, expected, rtol, atol):
-    """``(max_abs, max_rel, used, mismatches)`` of actual against expected (float64 arithmetic).
+    """``(max_abs, max_rel, used, mismatches, worst)`` of actual against expected (float64 arithmetic, §6.1).
 
     ``used`` is the largest ``|actual - expected| / (atol + rtol |expected|)``:
-    the fraction of its tolerance the worst entry uses (> 1 fails).
+    the fraction of its tolerance the worst entry uses (> 1 fails). An entry
+    that is NaN on one side only has error NaN, an infinity that does not
+    match error inf; NaN counts as the worst, so ``max_abs`` and ``used`` are
+    NaN if any such entry exists. ``worst`` is the flat index of the entry
+    with the largest ``used`` (None when every entry agrees).
     """
     if actual.dtype == expected.dtype and actual.shape == expected.shape and actual.tobytes() == expected.tobytes():
-        return 0.0, 0.0, 0.0, 0  # the same bits (the common case when comparing two exports)
-    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    both_nan = np.isnan(a) & np.isnan(e)
-    same_inf = np.isinf(e) & (a == e)
-    with np.errstate(invalid="ignore", over="ignore"):
+        return 0.0, 0.0, 0.0, 0, None  # the same bits (the common case when comparing two exports)
+    a = np.asarray(actual, dtype=np.float64).reshape(-1)
+    e = np.asarray(expected, dtype=np.float64).reshape(-1)
+    allowed = atol + rtol * np.abs(e)
+    with np.errstate(invalid="ignore"):
         err = np.abs(a - e)
-        err = np.where(both_nan | same_inf, 0.0, err)
-        err = np.where(np.isnan(err), np.inf, err)
-        allowed = atol + rtol * np.abs(e)
-        ok = err <= allowed
+    if atol > 0 and np.isfinite(err).all():  # the common case: no NaN, infinity or zero tolerance to rule on
+        used = err / allowed
+        bad = int((err > allowed).sum())
+        rel = err[e != 0] / np.abs(e[e != 0])
+        max_abs = float(err.max()) if err.size else 0.0
+        max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else math.inf)
+        worst = int(np.argmax(used)) if max_abs > 0 else None
+        return max_abs, max_rel, float(used.max()) if used.size else 0.0, bad, worst
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        agree = (a == e) | (np.isnan(a) & np.isnan(e))
+        err = np.where(agree, 0.0, np.abs(a - e))
+        # NaN on one side only: NaN; inf against a finite number or the other inf: inf
+        err = np.where(~agree & (np.isnan(a) | np.isnan(e)), np.nan, np.where(~agree & np.isnan(err), np.inf, err))
+        bad = ~agree & ~(err <= allowed)
         used = np.where(err == 0, 0.0, err / np.where(allowed > 0, allowed, 1.0))
         used = np.where((err > 0) & ~(allowed > 0), np.inf, used)
         nonzero = (e != 0) & np.isfinite(e)
         rel = err[nonzero] / np.abs(e[nonzero])
+    nan = np.isnan(err)
+    if not err.size or not bad.any() and not used.any():
+        worst = None
+    else:
+        worst = int(np.flatnonzero(nan)[0]) if nan.any() else int(np.argmax(used))
+    if nan.any():
+        return math.nan, math.nan, math.nan, int(bad.sum()), worst
     max_abs = float(err.max()) if err.size else 0.0
     max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else math.inf)
-    return max_abs, max_rel, float(used.max()) if used.size else 0.0, int((~ok).sum())
+    return max_abs, max_rel, float(used.max()) if used.size else 0.0, int(bad.sum()), worst
+
+
+def _worst(row, worst, index, expected, actual):
+    """Add the worst entry to ``row``: its index in EXPECTED's array and both values."""
+    if worst is None:
+        return
+    row.update(worst_index=[int(i) for i in index], worst_expected=float(expected[worst]),
+               worst_actual=float(actual[worst]))
 
 
 def _compare_item(name, expected_bundle, actual_bundle):
     e_item, a_item = expected_bundle.items[name], actual_bundle.items[name]
     row = OrderedDict(name=name)
     if isinstance(e_item, h5py.Group):
-        raise ReferenceError(f"{expected_bundle.path}: {name} is a group of entries; EXPECTED must hold full arrays")
+        raise ReferenceError(f"{expected_bundle.path}: {name} is a group of entries; EXPECTED must hold full arrays "
+                             "(are EXPECTED and ACTUAL swapped? untapped's bundle comes first)")
     expected = expected_bundle.read(name)
     tol = _stored_tolerance(e_item, name, expected)
     row.update(kind=tol["kind"], rtol=tol["rtol"], atol=tol["atol"])
@@ -826,10 +856,12 @@ def _compare_item(name, expected_bundle, actual_bundle):
         return dict(row, status="fail", reason=f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
     if not _same_dtype(actual.dtype, expected.dtype):
         return dict(row, status="fail", reason=f"dtype {actual.dtype}, expected {expected.dtype}")
-    max_abs, max_rel, used, bad = _errors(actual, expected, tol["rtol"], tol["atol"])
+    max_abs, max_rel, used, bad, worst = _errors(actual, expected, tol["rtol"], tol["atol"])
     row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad, checked=int(expected.size))
+    if worst is not None:
+        _worst(row, worst, np.unravel_index(worst, expected.shape), expected.reshape(-1), actual.reshape(-1))
     if bad:
-        return dict(row, status="fail", reason=f"{bad} of {expected.size} entries outside tolerance")
+        return dict(row, status="fail", reason=f"{bad} of {expected.size} entries outside tolerance, {_worst_text(row)}")
     return dict(row, status="pass")
 
 
@@ -850,11 +882,22 @@ def _compare_entries(row, name, expected, actual_bundle, tol):
     if (index < 0).any() or (index >= np.array(expected.shape)).any():
         return dict(row, status="fail", reason=f"entry index out of range for shape {expected.shape}")
     picked = expected[tuple(index.T)]
-    max_abs, max_rel, used, bad = _errors(value, picked, tol["rtol"], tol["atol"])
+    max_abs, max_rel, used, bad, worst = _errors(value, picked, tol["rtol"], tol["atol"])
     row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad, checked=int(n))
+    if worst is not None:
+        row["worst_entry"] = worst
+        _worst(row, worst, index[worst], picked, value)
     if bad:
-        return dict(row, status="fail", reason=f"{bad} of {n} given entries outside tolerance")
+        return dict(row, status="fail", reason=f"{bad} of {n} given entries outside tolerance, "
+                    f"{_worst_text(row, entry=row['worst_entry'])}")
     return dict(row, status="pass")
+
+
+def _worst_text(row, entry=None):
+    """``worst at [i, j] (actual A, expected E)``; for gradient entries, which given entry it is."""
+    where = "[" + ", ".join(str(i) for i in row["worst_index"]) + "]"
+    which = f"worst: given entry {entry}, at {where}" if entry is not None else f"worst at {where}"
+    return f"{which} (actual {row['worst_actual']:.7g}, expected {row['worst_expected']:.7g})"
 
 
 def _same_dtype(a, b):
@@ -926,6 +969,10 @@ def compare(expected_path, actual_path):
                 notes.append(f"{key}: expected {expected.attrs[key]!r}, actual {actual.attrs[key]!r}")
         failed = [r["name"] for r in rows if r["status"] == "fail"]
         subsets = [r["name"] for r in rows if r.get("form") == "entries"]
+        hint = None
+        if extra and not failed and not missing:
+            hint = (f"every difference is a dataset only ACTUAL has ({len(extra)}): are EXPECTED and ACTUAL swapped? "
+                    "untapped's bundle comes first")
         return OrderedDict(
             expected=str(expected_path),
             actual=str(actual_path),
@@ -945,6 +992,7 @@ def compare(expected_path, actual_path):
             not_given=skipped,
             entries_only=subsets,
             notes=notes,
+            hint=hint,
             datasets=rows,
             actual_producer=actual.attrs.get("producer"),
         )
@@ -991,16 +1039,37 @@ def format_report(report, failures_only=False):
         if extras:
             summary += f" ({'; '.join(extras)})"
     else:
-        parts = []
-        if report["failed"]:
-            parts.append(f"{len(report['failed'])} differ: {', '.join(report['failed'])}")
-        if report["missing"]:
-            parts.append(f"{len(report['missing'])} missing: {', '.join(report['missing'])}")
-        if report["extra"]:
-            parts.append(f"{len(report['extra'])} extra: {', '.join(report['extra'])}")
+        parts = [_summary_part(what, report[key]) for key, what in (("failed", "differ"), ("missing", "missing"),
+                                                                    ("extra", "extra")) if report[key]]
         summary = "FAIL: " + "; ".join(parts)
+        if any(len(report[key]) > SUMMARY_NAMES for key in ("failed", "missing", "extra")):
+            summary += " (--json lists them all)"
+    if report.get("hint"):
+        out.append(f"hint: {report['hint']}")
     out.append(summary)
     return "\n".join(out)
+
+
+#: The summary line names at most this many datasets per status, after a count per group.
+SUMMARY_NAMES = 5
+
+
+def _group_of(name):
+    """The group a summary counts ``name`` in: its first path part, two for ``steps/<k>`` and ``edge/<section>``."""
+    parts = name.split("/")
+    return "/".join(parts[:2]) if parts[0] in ("steps", "edge") and len(parts) > 2 else parts[0]
+
+
+def _summary_part(what, names):
+    """``3 differ: a, b, c``; beyond :data:`SUMMARY_NAMES` names a count per group and the first few."""
+    if len(names) <= SUMMARY_NAMES:
+        return f"{len(names)} {what}: {', '.join(names)}"
+    groups = OrderedDict()
+    for name in names:
+        groups[_group_of(name)] = groups.get(_group_of(name), 0) + 1
+    counts = ", ".join(f"{group} {n}" for group, n in groups.items())
+    shown = ", ".join(names[:SUMMARY_NAMES])
+    return f"{len(names)} {what} ({counts}): {shown} and {len(names) - SUMMARY_NAMES} more"
 
 
 def _fmt(x):
