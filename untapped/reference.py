@@ -32,7 +32,12 @@ How the numbers are made (:func:`export`):
 - noise: drawn from the seed (:func:`draw_noise`), then the Bernoulli
   uniforms are moved at least :data:`BERNOULLI_MARGIN` away from the decoder
   means they are compared with (:func:`separate_bernoulli_uniforms`), so that
-  no float32 port can flip a sample by rounding.
+  no float32 port can flip a sample by rounding;
+- the edge section (format §7.7-7.8): the same forward pass, terms and
+  gradients at parameters, inputs and noise chosen to reach every clip and
+  epsilon of the math (:func:`edge_params`, :func:`edge_inputs`), and three
+  updates by given gradients that take each branch of the rescale and clip
+  (:func:`edge_update_gradients`, applied by the model's own update graph).
 """
 
 import json
@@ -210,11 +215,15 @@ def make_inputs(rng, rows, source="auto", data_dir=None, download=False):
     if source in ("auto", "mnist"):
         explicit = data_dir is not None or bool(os.environ.get(data.ENV_VAR))
         try:
-            images, digits = data.load_binarized_mnist(data_dir, download=download)
+            location = data.find_mnist(data_dir, download=download)
+            images, digits = data.load_binarized_mnist(location, download=False)
         except data.DataError as exc:
             if source == "mnist" or explicit:
                 raise ReferenceError(f"MNIST inputs: {one_line(exc)}") from None
-            info["note"] = "MNIST not found (no download without --download); using the synthetic batch"
+            info["note"] = (f"MNIST not found (looked in the user cache {data.default_cache_dir()}; "
+                            "no download without --download)")
+        else:
+            info["location"], info["found_by"] = str(location), _found_by(location, data_dir)
     if images is not None:
         pool = np.flatnonzero(np.isin(digits, data.LABELED_DIGITS))
         if rows > len(pool):
@@ -239,6 +248,41 @@ def make_inputs(rng, rows, source="auto", data_dir=None, download=False):
     info["labeled_digits"] = np.asarray(labeled_digits, dtype=np.int64)
     batch.update(unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
     return OrderedDict((k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in batch.items()), info
+
+
+def _found_by(location, data_dir):
+    """How :func:`untapped.data.find_mnist` came to ``location``: '--data-dir', the variable, or the cache."""
+    from untapped import data
+
+    cache = data.default_cache_dir().resolve()
+    if cache == pathlib.Path(location).resolve() or cache in pathlib.Path(location).resolve().parents:
+        return "the user cache"
+    return "--data-dir" if data_dir is not None else data.ENV_VAR
+
+
+def inputs_line(info):
+    """One line saying which inputs a bundle holds and where they came from."""
+    if info["source"] == "mnist":
+        return f"inputs: MNIST from {info['location']} (found by {info['found_by']})"
+    return f"inputs: the synthetic batch ({info['note']})" if info.get("note") else "inputs: the synthetic batch"
+
+
+def check_writable(path):
+    """Raise :class:`ReferenceError` unless a file can be created beside ``path`` (before any computing)."""
+    import tempfile
+
+    path = pathlib.Path(path)
+    parent = path.parent
+    if path.is_dir():
+        raise ReferenceError(f"{path}: is a folder; give the bundle's file name")
+    if not parent.is_dir():
+        raise ReferenceError(f"{path}: cannot write there: {parent} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise ReferenceError(f"{path}: cannot write there ({one_line(exc)})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def noise_specs(rows, dims):
@@ -631,6 +675,7 @@ def export(path, model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=D
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
         raise ReferenceError(f"{path} exists; pass --force to replace it")
+    check_writable(path)
     datasets, attrs, root, group_attrs, info = compute(model, seed, rows, steps, inputs, data_dir, download, mode)
     write_bundle(path, datasets, attrs, root, group_attrs)
     return OrderedDict(
@@ -638,6 +683,7 @@ def export(path, model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=D
         datasets=len(datasets),
         inputs_source=info["source"],
         note=info.get("note"),
+        inputs=inputs_line(info),
         total=float(datasets["total"]),
         steps=int(steps),
     )
@@ -1208,9 +1254,9 @@ def export_command(out, model, seed, rows, steps, inputs, data_dir, download, mo
     """Write a reference bundle to OUT (HDF5)."""
     if out.exists() and not force:
         raise ReferenceError(f"{out} exists; pass --force to replace it")
+    check_writable(out)
     summary = export(out, model, seed, rows, steps, inputs, data_dir, download, mode, overwrite=force)
-    if summary["note"]:
-        click.echo(f"note: {summary['note']}", err=True)
+    click.echo(summary["inputs"], err=True)
     click.echo(
         f"wrote {summary['path']}: {summary['datasets']} datasets, model {model}, seed {seed}, {rows} rows per source "
         f"({summary['inputs_source']} inputs), {steps} steps; total {summary['total']:.6g}"
