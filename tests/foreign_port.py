@@ -19,7 +19,10 @@ What it computes, and how (the page's section in brackets):
   expected bundle's ``steps/k/gradients`` (the page's route for checking an
   optimiser alone), since full gradients are out of reach;
 - its own initial parameters from ``RandomState(seed)`` (§7.1), so that
-  ``compare`` checks the initialisation bit for bit.
+  ``compare`` checks the initialisation bit for bit;
+- the edge section (§7.7-7.8): the forward pass, terms and gradient entries
+  at ``edge/params`` on ``edge/inputs`` and ``edge/noise``, and each update
+  case, one update of ``params/initial`` by its given gradients.
 """
 
 import json
@@ -30,7 +33,7 @@ import numpy as np
 import numpy_port as port
 
 FORMAT = "untapped-reference"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PRODUCER = "untapped tests/foreign_port.py (NumPy)"
 #: The sizes of the original model; the port's initialiser only covers these.
 DEFAULT_SIZES = dict(n_features=784, n_classes=10, n_latent=2, classifier_hidden=[50, 50], encoder_hidden=[10, 10],
@@ -81,6 +84,14 @@ def read_bundle(path):
                 )
                 for k in range(1, steps + 1)
             ],
+            edge=dict(
+                params={n: f["edge/params"][n][()] for n in names},
+                batch={k: f["edge/inputs"][k][()] for k in port.BATCH},
+                noise=_arrays_under(f["edge/noise"]),
+                updates={
+                    case: {n: f[f"edge/updates/{case}/gradients"][n][()] for n in names} for case in f["edge/updates"]
+                },
+            ),
         )
 
 
@@ -141,7 +152,31 @@ def compute(bundle, per_param=3, seed=0, include_given=False, dtype=np.float32):
     for name, value in gradient_entries(params, batch, bundle["noise"], entries, options).items():
         out[f"gradients/{name}"] = value
 
+    # The edge section (§7.7): the same computation on its own parameters, inputs and noise.
+    edge = bundle["edge"]
+    if include_given:
+        out.update({f"edge/inputs/{k}": v for k, v in edge["batch"].items()})
+        out.update({f"edge/noise/{k}": v for k, v in edge["noise"].items()})
+        out.update({f"edge/params/{k}": v for k, v in edge["params"].items()})
+        out.update({f"edge/updates/{c}/gradients/{k}": v for c, g in edge["updates"].items() for k, v in g.items()})
+    trace = port.trace(edge["params"], edge["batch"], edge["noise"], dtype=dtype, **options)
+    for key, value in trace.items():
+        out[f"edge/{key}" if key.startswith("terms/") or key == "total" else f"edge/forward/{key}"] = value
+    entries = pick_entries(edge["params"], rng, per_param)
+    for name, value in gradient_entries(edge["params"], edge["batch"], edge["noise"], entries, options).items():
+        out[f"edge/gradients/{name}"] = value
+
     settings = {k: float(v) for k, v in bundle["optimizer"].items()}
+    # The update cases (§7.8): one update of params/initial, from a fresh Adam state, by the given gradients.
+    for case, given in edge["updates"].items():
+        updated, state = port.original_update(
+            params, given, port.initial_adam_state(params), learning_rate=bundle["learning_rate"], dtype=np.float32,
+            **settings
+        )
+        for name in bundle["names"]:
+            out[f"edge/updates/{case}/params/{name}"] = updated[name]
+        for key, value in state.items():
+            out[f"edge/updates/{case}/{key}"] = value
     for k, step in enumerate(bundle["steps"], start=1):
         # Each step starts from the expected state after the previous one (§7.6).
         if k == 1:

@@ -64,6 +64,9 @@ Z_LOW, Z_HIGH = -math.pi / 2, math.pi / 2
 GUMBEL_EPS = 1e-4  # g = -log(-log(u + eps) + eps)
 NORMAL_EPS = 1e-5  # added to the standard deviation in log N
 BERNOULLI_CLIP = 1e-5  # mean clipped to [eps, 1 - eps] in log Bern
+#: The clip's bounds are float32 numbers (reference_format.md §7.4): 1 - 1e-5 is 0.99998999,
+#: so at the upper bound 1 - m' is 1.001358e-5; a float64 computation must use them too.
+BERNOULLI_BOUNDS = (float(np.float32(BERNOULLI_CLIP)), float(np.float32(1.0 - BERNOULLI_CLIP)))
 LOG_DET_EPS = 1e-5  # log(eps + prod_i (b - a) s_i (1 - s_i))
 INVERSE_FLOW_CLIP = 1e-5  # u clipped to [eps, 1 - eps] in the inverse flow
 KL_EPS = 1e-6  # the x->y loss clips both distributions to [eps, 1]
@@ -241,8 +244,11 @@ def log_normal(x, mean, std):
 
 
 def log_bernoulli(x, mean):
-    """``sum_d x_d log m_d + (1 - x_d) log(1 - m_d)``, ``m = clip(mean, 1e-5, 1 - 1e-5)`` (§4.4); per row."""
-    m = np.clip(mean, BERNOULLI_CLIP, 1.0 - BERNOULLI_CLIP)
+    """``sum_d x_d log m_d + (1 - x_d) log(1 - m_d)``, ``m = clip(mean, 1e-5, 1 - 1e-5)`` (§4.4); per row.
+
+    The bounds are the float32 numbers :data:`BERNOULLI_BOUNDS`, whatever ``dtype``.
+    """
+    m = np.clip(mean, *BERNOULLI_BOUNDS)
     return np.sum(x * np.log(m) + (1.0 - x) * np.log(1.0 - m), axis=-1)
 
 
@@ -443,6 +449,28 @@ def total(params, batch, noise, **options):
     return trace(params, batch, noise, **options)["total"][()]
 
 
+#: While :func:`finite_difference_gradients` runs: what :func:`stop_gradient` returned at the unperturbed parameters.
+_STOPPED = None
+
+
+def stop_gradient(value):
+    """``value``, held constant by :func:`finite_difference_gradients` (autodiff's stop-gradient).
+
+    Outside finite differences it is ``value``; inside, each call returns what
+    the same call (in call order) returned at the unperturbed parameters. The
+    model needs none (its Bernoulli samples are piecewise constant anyway); the
+    mutation test writes a straight-through sample ``x^ + m - stop_gradient(m)``
+    with it.
+    """
+    if _STOPPED is None:
+        return value
+    if _STOPPED["recording"]:
+        _STOPPED["values"].append(value)
+        return value
+    _STOPPED["next"] += 1
+    return _STOPPED["values"][_STOPPED["next"] - 1]
+
+
 def finite_difference_gradients(params, batch, noise, entries, step=1e-5, dtype=np.float64, **options):
     """Central differences ``(L(theta + h e) - L(theta - h e)) / 2h`` of the total, in ``dtype`` (float64).
 
@@ -450,22 +478,32 @@ def finite_difference_gradients(params, batch, noise, entries, step=1e-5, dtype=
     parameter; returns ``name -> array`` of derivatives in the same order.
     The Bernoulli samples x^ are recomputed at every evaluation, so choose the
     noise (e.g. with :func:`separate_bernoulli_noise`) such that none flips
-    under a perturbation of size ``step``.
+    under a perturbation of size ``step``. One evaluation at the unperturbed
+    parameters records what :func:`stop_gradient` holds constant.
     """
+    global _STOPPED
     base = OrderedDict((k, np.array(v, dtype=dtype)) for k, v in as_param_dict(params).items())
     out = OrderedDict()
-    for name, indices in entries.items():
-        values = []
-        for index in indices:
-            index = tuple(np.atleast_1d(index))
-            saved = base[name][index]
-            base[name][index] = saved + step
-            plus = total(base, batch, noise, dtype=dtype, **options)
-            base[name][index] = saved - step
-            minus = total(base, batch, noise, dtype=dtype, **options)
-            base[name][index] = saved
-            values.append((plus - minus) / (2.0 * step))
-        out[name] = np.array(values, dtype=dtype)
+    _STOPPED = dict(values=[], recording=True, next=0)
+    try:
+        total(base, batch, noise, dtype=dtype, **options)
+        _STOPPED["recording"] = False
+        for name, indices in entries.items():
+            values = []
+            for index in indices:
+                index = tuple(np.atleast_1d(index))
+                saved = base[name][index]
+                base[name][index] = saved + step
+                _STOPPED["next"] = 0
+                plus = total(base, batch, noise, dtype=dtype, **options)
+                base[name][index] = saved - step
+                _STOPPED["next"] = 0
+                minus = total(base, batch, noise, dtype=dtype, **options)
+                base[name][index] = saved
+                values.append((plus - minus) / (2.0 * step))
+            out[name] = np.array(values, dtype=dtype)
+    finally:
+        _STOPPED = None
     return out
 
 

@@ -8,12 +8,15 @@ format page and must pass ``compare``; perturbed bundles must fail and name
 what was perturbed.
 """
 
+import inspect
 import json
+import math
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import h5py
 import numpy as np
@@ -51,6 +54,15 @@ def expected_names(steps):
         names += [f"steps/{k}/adam/t"]
         for p in PARAM_NAMES:
             names += [f"steps/{k}/adam/m/{p}", f"steps/{k}/adam/v/{p}"]
+    names += [f"edge/inputs/{k}" for k in numpy_port.BATCH] + [f"edge/noise/{k}" for k in NOISE]
+    names += [f"edge/params/{p}" for p in PARAM_NAMES]
+    names += [f"edge/forward/{s}/{k}" for s, keys in FORWARD.items() for k in keys]
+    names += [f"edge/terms/{t}" for t in TERMS] + ["edge/total"] + [f"edge/gradients/{p}" for p in PARAM_NAMES]
+    for case in reference.EDGE_UPDATES:
+        names += [f"edge/updates/{case}/gradients/{p}" for p in PARAM_NAMES]
+        names += [f"edge/updates/{case}/params/{p}" for p in PARAM_NAMES] + [f"edge/updates/{case}/adam/t"]
+        for p in PARAM_NAMES:
+            names += [f"edge/updates/{case}/adam/m/{p}", f"edge/updates/{case}/adam/v/{p}"]
     return names
 
 
@@ -123,7 +135,7 @@ def copy_of(bundle, tmp_path, name="copy.h5"):
 
 def test_layout_shapes_dtypes_and_attributes(contents):
     root, datasets = contents
-    assert root["format"] == "untapped-reference" and root["format_version"] == 1
+    assert root["format"] == "untapped-reference" and root["format_version"] == 2
     for key in ("producer", "model", "seed", "rows", "steps", "learning_rate", "inputs_source", "coefficients",
                 "optimizer", "config", "param_order", "versions", "mode", "environment", "bernoulli_margin"):
         assert key in root, key
@@ -164,6 +176,13 @@ def test_layout_shapes_dtypes_and_attributes(contents):
 
 def test_tolerance_policy_is_stored_per_dataset(contents):
     _, datasets = contents
+    kinds = {"edge/params/decoder/mean/b": "given", "edge/inputs/labeled_x": "given", "edge/noise/labeled/gaussian_eps": "given",
+             "edge/forward/labeled/x_sample": "sample", "edge/forward/unlabeled/z_log_det": "forward",
+             "edge/terms/labeled_elbo": "loss", "edge/total": "loss", "edge/gradients/encoder/std/b": "gradient",
+             "edge/updates/tiny/gradients/encoder/std/b": "given", "edge/updates/tiny/params/encoder/std/b": "param",
+             "edge/updates/rescaled/adam/t": "counter", "edge/updates/not_rescaled/adam/v/decoder/mean/W": "moment"}
+    for name, kind in kinds.items():
+        assert datasets[name][1]["kind"] == kind, name
     policy = {
         "inputs/labeled_x": (0, 0),
         "forward/labeled/x_sample": (0, 0),
@@ -215,7 +234,7 @@ def test_bundle_is_what_the_models_public_api_computes(bundle, contents, tmp_pat
     )
     report = reference.compare(bundle, api)
     assert not report["failed"] and not report["extra"], reference.format_report(report, failures_only=True)
-    assert set(report["missing"]) == {n for n in datasets if n.startswith("steps/") and "/noise/" not in n}
+    assert set(report["missing"]) == {n for n in datasets if n.startswith(("steps/", "edge/")) and datasets[n][1]["required"]}
 
 
 def test_initial_params_are_the_originals_randomstate_glorot_draws(contents):
@@ -472,8 +491,9 @@ def test_foreign_port_passes_compare(bundle, port_bundle):
     assert sorted(report["not_given"]) == sorted(
         [f"inputs/{k}" for k in numpy_port.BATCH] + [f"noise/{k}" for k in NOISE]
         + [f"steps/{k}/noise/{n}" for k in (1, 2) for n in NOISE]
+        + [n for n in expected_names(2) if n.startswith("edge/") and reference.kind_of(n) == "given"]
     )
-    assert c["entries_only"] == 3 * len(PARAM_NAMES)
+    assert c["entries_only"] == 4 * len(PARAM_NAMES)  # the gradients, of both steps and of the edge section
     rows = {r["name"]: r for r in report["datasets"]}
     # its own initialiser matches ours bit for bit
     assert all(rows[f"params/initial/{p}"]["status"] == "pass" for p in PARAM_NAMES)
@@ -502,19 +522,23 @@ def test_foreign_port_bug_is_caught_where_it_arises(bundle, tmp_path, monkeypatc
     """A port that drops the original's 1e-4 guards in the Gumbel transform fails at the Concrete samples."""
     monkeypatch.setattr(numpy_port, "GUMBEL_EPS", 0.0)
     theirs = tmp_path / "buggy.h5"
-    foreign_port.run(bundle, theirs, per_param=1, seed=0)
+    with np.errstate(all="ignore"):  # the edge's u = 0 takes the log of 0 without the guard
+        foreign_port.run(bundle, theirs, per_param=1, seed=0)
     report = reference.compare(bundle, theirs)
     assert not report["passed"]
     failed = set(report["failed"])
     # g changes by ~1e-4: the samples show it plainly (the terms move by ~1e-5 relative, near their tolerance)
     assert {"forward/labeled/y_sample", "forward/unlabeled/y_sample"} <= failed
     # nothing upstream of the Concrete samples, nor anything that does not depend on them, fails
+    assert "edge/forward/labeled/y_sample" in failed  # the edge's u = 0 and 0.99 show it too
     for name in failed:
+        name = name[len("edge/"):] if name.startswith("edge/") else name
         assert name.endswith("y_sample") or name.startswith(("forward/unlabeled/", "terms/unlabeled_elbo",
-                                                                 "terms/x_to_y_loss", "total", "steps/")), name
+                                                                 "terms/x_to_y_loss", "total", "steps/",
+                                                                 "gradients/")), name
     for name in ("forward/labeled/logits", "forward/labeled/z", "forward/unfeatured/x_mean", "terms/labeled_elbo",
                  "terms/reverse_elbo"):
-        assert name not in failed, name
+        assert name not in failed and f"edge/{name}" not in failed, name
 
 
 def test_gradient_entries_are_checked(bundle, port_bundle, tmp_path):
@@ -528,7 +552,10 @@ def test_gradient_entries_are_checked(bundle, port_bundle, tmp_path):
         group.attrs["form"] = "entries"
     report = reference.compare(bundle, broken)
     reasons = {r["name"]: r.get("reason", "") for r in report["datasets"] if r["status"] == "fail"}
-    assert reasons["gradients/classifier/logits/W"] == "1 of 3 given entries outside tolerance"
+    assert reasons["gradients/classifier/logits/W"].startswith("1 of 3 given entries outside tolerance, worst: given entry 0, at [")
+    row = next(r for r in report["datasets"] if r["name"] == "gradients/classifier/logits/W")
+    with h5py.File(broken, "r") as f:
+        assert row["worst_entry"] == 0 and row["worst_index"] == f["gradients/classifier/logits/W/index"][0].tolist()
     assert "out of range" in reasons["steps/1/gradients/decoder/mean/b"]
     assert report["extra"] == ["terms/total_as_entries"]
 
@@ -568,9 +595,9 @@ def test_describe_prints_the_layout(bundle):
     result = invoke("describe", bundle)
     assert result.exit_code == 0
     out = result.output
-    assert out.splitlines()[0].endswith("untapped-reference version 1")
+    assert out.splitlines()[0].endswith("untapped-reference version 2")
     for fragment in ("@model = untapped", "@seed = 1234", "@rows = 16", "@inputs_source = synthetic", "inputs/", "noise/",
-                     "forward/", "terms/", "gradients/", "steps/", "adam/", "256 datasets"):
+                     "forward/", "terms/", "gradients/", "steps/", "adam/", "edge/", "updates/", "579 datasets"):
         assert fragment in out, fragment
     assert any(line.strip().startswith("logits  16x10 float32  kind=forward") for line in out.splitlines())
     assert any(line.strip().startswith("gumbel_uniform  16x10 float32  kind=given") and "order=0" in line
@@ -591,13 +618,13 @@ def test_bad_input_gives_one_line_errors(bundle, tmp_path):
     future = tmp_path / "future.h5"
     with h5py.File(future, "w") as f:
         f.attrs["format"] = "untapped-reference"
-        f.attrs["format_version"] = 2
+        f.attrs["format_version"] = 3
     cases = [
         (("compare", tmp_path / "missing.h5", bundle), "no such file"),
         (("compare", bundle, not_hdf5), "not an HDF5 file"),
         (("compare", bundle, plain), "not an untapped reference bundle (no 'format' attribute)"),
         (("describe", other), "format 'untapped-checkpoint'"),
-        (("compare", future, bundle), "version 2; this untapped reads version 1"),
+        (("compare", future, bundle), "version 3; this untapped reads versions 1 and 2"),
         (("describe", tmp_path), "is a folder"),
         (("export", bundle), "exists; pass --force"),
         (("export", tmp_path / "x.h5", "--rows", "0"), "--rows"),
@@ -618,3 +645,269 @@ def test_bad_input_gives_one_line_errors(bundle, tmp_path):
     )
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "missing.h5: no such file")
+
+
+# ---------------------------------------------------------------------------
+# 6. Mutations: one-line bugs put into the NumPy port must fail compare, where they are
+
+
+#: (name, port function, the line as the port has it, the line as the bug has it, a dataset that must fail).
+#: Each is a one-line change of ``numpy_port``'s source; the first eight are the bugs a porter put into a
+#: PyTorch port, the last the one that version 1's bundles missed; the rest remove or move one guard each.
+MUTATIONS = [
+    ("bernoulli comparison flipped", "bernoulli", "return (uniform < mean)", "return (uniform > mean)",
+     "forward/labeled/x_sample"),
+    ("encoder input order swapped", "encoder_heads", "np.concatenate([x, y], axis=-1)",
+     "np.concatenate([y, x], axis=-1)", "forward/labeled/z_mean"),
+    ("straight-through gradient through the Bernoulli sample", "bernoulli", "return (uniform < mean).astype(mean.dtype)",
+     "return (uniform < mean).astype(mean.dtype) + (mean - stop_gradient(mean))", "gradients/decoder/mean/b"),
+    ("Concrete probabilities in the x->y loss", "trace", 'clipped_kl(b["labeled_y"], out["labeled/y_sample"])',
+     'clipped_kl(b["labeled_y"], out["labeled/y_probs"])', "terms/x_to_y_loss"),
+    ("gradient-norm rescale left out", "original_update", 'grads, _ = total_norm_rescale(grads, dtype(s["max_norm"]), '
+     'dtype(s["norm_epsilon"]))', "grads, _ = grads, None", "edge/updates/rescaled/adam/m/decoder/mean/W"),
+    ("PyTorch's Adam epsilon", "adam", "(np.sqrt(v) + dtype(epsilon))",
+     "(np.sqrt(v) + dtype(epsilon) * np.sqrt(1.0 - dtype(beta2) ** t))", "edge/updates/not_rescaled/params/decoder/mean/W"),
+    ("squared y->x loss", "euclidean", "return np.sqrt(np.sum((pred - target) ** 2, axis=-1))",
+     "return np.sum((pred - target) ** 2, axis=-1)", "terms/y_to_x_loss"),
+    ("the other reading of the flow's log-det", "flow_log_det", "np.prod((high - low) * s * (1.0 - s), axis=-1)",
+     "(high - low) * np.prod(s * (1.0 - s), axis=-1)", "forward/labeled/z_log_det"),
+    ("log clamped at -100 (PyTorch's binary_cross_entropy) instead of the clip", "log_bernoulli",
+     "return np.sum(x * np.log(m) + (1.0 - x) * np.log(1.0 - m), axis=-1)",
+     "return np.sum(x * np.maximum(np.log(mean), -100.0) + (1.0 - x) * np.maximum(np.log(1.0 - mean), -100.0), axis=-1)",
+     "edge/terms/labeled_elbo"),
+    ("decoder-mean clip without its lower end", "log_bernoulli", "m = np.clip(mean, *BERNOULLI_BOUNDS)",
+     "m = np.clip(mean, 0.0, BERNOULLI_BOUNDS[1])", "edge/terms/labeled_elbo"),
+    ("decoder-mean clip without its upper end", "log_bernoulli", "m = np.clip(mean, *BERNOULLI_BOUNDS)",
+     "m = np.clip(mean, BERNOULLI_BOUNDS[0], 1.0)", "edge/terms/labeled_elbo"),
+    ("x->y loss: the Concrete sample unclipped", "clipped_kl", "p = np.clip(pred, KL_EPS, 1.0)", "p = pred",
+     "edge/terms/x_to_y_loss"),
+    ("x->y loss: the label unclipped", "clipped_kl", "a = np.clip(target, KL_EPS, 1.0)", "a = target",
+     "terms/x_to_y_loss"),
+    ("x->y loss: the sample's leftover mass unclipped", "clipped_kl", "p_left = np.clip(1.0 - pred.sum(axis=-1), KL_EPS, 1.0)",
+     "p_left = 1.0 - pred.sum(axis=-1)", "terms/x_to_y_loss"),
+    ("x->y loss: the label's leftover mass unclipped", "clipped_kl",
+     "a_left = np.clip(1.0 - target.sum(axis=-1), KL_EPS, 1.0)", "a_left = 1.0 - target.sum(axis=-1)",
+     "terms/x_to_y_loss"),
+    ("no 1e-5 inside the flow's log-det", "flow_log_det", "np.log(LOG_DET_EPS + np.prod(", "np.log(0.0 + np.prod(",
+     "edge/forward/labeled/z_log_det"),
+    ("no 1e-5 on the standard deviation of log N", "log_normal", "s = std + NORMAL_EPS", "s = std",
+     "edge/terms/labeled_elbo"),
+    ("Concrete density on a clamped sample (torch.distributions' clamp_probs)", "log_concrete", "k = logits.shape[-1]",
+     "k, y = logits.shape[-1], np.clip(y, 1.1920929e-07, 1.0 - 1.1920929e-07)", "edge/terms/unlabeled_elbo"),
+    ("no inner 1e-4 in the Gumbel transform", "gumbel", "-np.log(-np.log(u + GUMBEL_EPS) + GUMBEL_EPS)",
+     "-np.log(-np.log(u) + GUMBEL_EPS)", "edge/forward/labeled/y_sample"),
+    ("no outer 1e-4 in the Gumbel transform", "gumbel", "-np.log(-np.log(u + GUMBEL_EPS) + GUMBEL_EPS)",
+     "-np.log(-np.log(u + GUMBEL_EPS))", "edge/forward/labeled/y_sample"),
+    ("gradient rescaled to max_norm even when below it", "total_norm_rescale",
+     "multiplier = np.clip(norm, 0.0, max_norm) / (epsilon + norm)", "multiplier = max_norm / (epsilon + norm)",
+     "edge/updates/not_rescaled/adam/m/decoder/mean/W"),
+    ("no norm_epsilon in the rescale", "total_norm_rescale",
+     "multiplier = np.clip(norm, 0.0, max_norm) / (epsilon + norm)", "multiplier = np.clip(norm, 0.0, max_norm) / norm",
+     "edge/updates/tiny/adam/m/decoder/mean/W"),
+    ("element clip to [-1, 1] left out", "original_update",
+     'np.clip(g, -dtype(s["clip_grad"]), dtype(s["clip_grad"]))', "g",
+     "edge/updates/rescaled/adam/m/classifier/hidden1/W"),
+]
+#: Mutations that only the edge section can catch: the main section must still pass them.
+EDGE_ONLY = {"log clamped at -100 (PyTorch's binary_cross_entropy) instead of the clip",
+             "decoder-mean clip without its lower end", "decoder-mean clip without its upper end",
+             "no 1e-5 on the standard deviation of log N"}
+
+
+def mutate(monkeypatch, function, old, new):
+    """Replace ``numpy_port.<function>`` by its own source with the one line holding ``old`` changed to ``new``."""
+    source = textwrap.dedent(inspect.getsource(getattr(numpy_port, function)))
+    lines = [i for i, line in enumerate(source.splitlines()) if old in line]
+    assert len(lines) == 1 and source.count(old) == 1, (function, old)
+    scope = {}
+    exec(compile(source.replace(old, new), f"<numpy_port.{function}, mutated>", "exec"), vars(numpy_port), scope)
+    monkeypatch.setattr(numpy_port, function, scope[function])
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory):
+    """A bundle of 2 rows and no optimiser steps (the edge section holds the update cases)."""
+    path = tmp_path_factory.mktemp("mutations") / "ours.h5"
+    reference.export(path, **dict(ARGS, rows=2, steps=0))
+    return path
+
+
+def test_the_unmutated_port_passes_the_small_bundle(small_bundle, tmp_path):
+    theirs = tmp_path / "theirs.h5"
+    foreign_port.run(small_bundle, theirs, per_param=1, seed=0)
+    report = reference.compare(small_bundle, theirs)
+    assert report["passed"], reference.format_report(report, failures_only=True)
+
+
+@pytest.mark.parametrize("name, function, old, new, pointer", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_a_one_line_bug_in_the_port_fails_compare_where_it_is(name, function, old, new, pointer, small_bundle,
+                                                                  tmp_path, monkeypatch):
+    mutate(monkeypatch, function, old, new)
+    theirs = tmp_path / "theirs.h5"
+    with np.errstate(all="ignore"):  # several bugs take the log of 0, as they would in a port
+        foreign_port.run(small_bundle, theirs, per_param=1, seed=0)
+    report = reference.compare(small_bundle, theirs)
+    assert not report["passed"]
+    assert pointer in report["failed"], (name, report["failed"][:20])
+    if name in EDGE_ONLY:
+        assert all(n.startswith("edge/") for n in report["failed"]), report["failed"]
+    if "gradient" in name and "rescale" not in name:  # a gradient-only bug: the values all pass
+        assert all("gradients/" in n for n in report["failed"]), report["failed"]
+
+
+# ---------------------------------------------------------------------------
+# 7. The edge section reaches every guard it is there for (§7.7, §7.8)
+
+
+def test_edge_section_reaches_its_regimes(contents):
+    _, d = contents
+    get = lambda name: d[name][0].astype(np.float64)  # noqa: E731
+    mean = get("edge/forward/labeled/x_mean")
+    assert (mean[:, 0::4] < 1e-6).all() and (mean[:, 1::4] > 1 - 1e-6).all()  # beyond both ends of the clip
+    x = get("edge/inputs/labeled_x")
+    assert x[:, 0::4].any() and not x[:, 1::4].all()  # with pixels that disagree at both ends
+    assert (get("edge/gradients/decoder/mean/b")[0::4] == 0).all()  # the clip passes no gradient there
+    y = get("edge/forward/labeled/y_sample")
+    label = get("edge/inputs/labeled_y").argmax(1)
+    picked = y[np.arange(len(y)), label]
+    assert (picked < 0.5e-6).any() and (picked > 2e-6).any()  # the x->y clip active and inactive, not at 1e-6
+    assert (get("edge/forward/unlabeled/y_sample") < 1.1920929e-07).any()  # extreme Concrete samples
+    assert (get("edge/forward/unlabeled/y_sample") > 1e-30).all()  # ... still normal float32 squares
+    log_det = get("edge/forward/labeled/z_log_det")
+    assert np.allclose(log_det[:5], np.log(1e-5), atol=1e-5) and (log_det[5:] > -5).all()
+    assert (get("edge/forward/labeled/z_std")[:, 0] < 1e-8).all()  # far below the 1e-5 of log N
+    assert get("edge/noise/labeled/gumbel_uniform").min() == 0.0
+    norms = {}
+    for case in reference.EDGE_UPDATES:
+        g = [get(f"edge/updates/{case}/gradients/{p}") for p in PARAM_NAMES]
+        norms[case] = math.sqrt(sum(float(np.sum(v ** 2)) for v in g))
+        m = get(f"edge/updates/{case}/adam/m/classifier/hidden1/W")
+        if case != "tiny":  # the spike, clipped to 1 after the rescale: m = (1 - beta1) * 1
+            assert m[0, 0] == pytest.approx(0.1, rel=1e-6)
+    assert norms["rescaled"] > 5 > norms["not_rescaled"] and norms["tiny"] == pytest.approx(1e-7, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# 8. What compare says: the worst entry, NaN, long lists, swapped arguments, version 1
+
+
+def test_the_worst_entry_is_named(bundle, tmp_path):
+    changed = copy_of(bundle, tmp_path)
+    with h5py.File(changed, "r+") as f:
+        ds = f["forward/labeled/logits"]
+        a = ds[()]
+        a[3, 7] += 1.0
+        a[5, 2] += 0.01
+        ds[...] = a
+    report = reference.compare(bundle, changed)
+    row = next(r for r in report["datasets"] if r["name"] == "forward/labeled/logits")
+    assert row["worst_index"] == [3, 7] and row["mismatches"] == 2
+    assert "worst at [3, 7] (actual" in row["reason"]
+    assert "worst at [3, 7]" in invoke("compare", bundle, changed).output
+
+
+def test_nan_in_actual_is_reported_as_nan(bundle, tmp_path):
+    changed = copy_of(bundle, tmp_path)
+    with h5py.File(changed, "r+") as f:
+        ds = f["terms/labeled_elbo"]
+        ds[...] = np.float32(np.nan)
+    report = reference.compare(bundle, changed)
+    row = next(r for r in report["datasets"] if r["name"] == "terms/labeled_elbo")
+    assert row["status"] == "fail" and math.isnan(row["max_abs_error"]) and math.isnan(row["tolerance_used"])
+    parsed = json.loads(invoke("compare", bundle, changed, "--json").output)
+    row = next(r for r in parsed["datasets"] if r["name"] == "terms/labeled_elbo")
+    assert row["max_abs_error"] == "nan" and row["tolerance_used"] == "nan" and row["worst_actual"] == "nan"
+    line = next(line for line in invoke("compare", bundle, changed).output.splitlines() if line.startswith("terms/labeled_elbo "))
+    assert "nan" in line and "inf" not in line
+
+
+def test_hundreds_of_failures_give_a_readable_summary(bundle, tmp_path):
+    changed = copy_of(bundle, tmp_path)
+    with h5py.File(changed, "r+") as f:
+        for name in expected_names(2):
+            if f[name].attrs["required"]:
+                f[name][...] = f[name][()] + np.float32(1.0)
+    result = invoke("compare", bundle, changed)
+    assert result.exit_code == 1
+    summary = result.output.strip().splitlines()[-1]
+    failed = [n for n in expected_names(2) if reference.kind_of(n) != "given"]
+    assert summary.startswith(f"FAIL: {len(failed)} differ (forward 23, terms 5, total 1, gradients 20, steps/1 ")
+    assert f"and {len(failed) - 5} more" in summary and "(--json lists them all)" in summary and len(summary) < 400
+    parsed = json.loads(invoke("compare", bundle, changed, "--json").output)
+    assert len(parsed["failed"]) == len(failed) and set(parsed["failed"]) == set(failed)
+
+
+def test_swapped_arguments_get_a_hint(bundle, port_bundle, tmp_path):
+    computed_only = copy_of(bundle, tmp_path)
+    with h5py.File(computed_only, "r+") as f:
+        for group in ("inputs", "noise", "params", "edge/params"):
+            del f[group]
+    report = reference.compare(computed_only, bundle)  # ours as ACTUAL: its given data are "extra"
+    assert report["failed"] == [] and report["missing"] == [] and report["extra"]
+    assert "swapped" in report["hint"]
+    assert invoke("compare", computed_only, bundle).output.splitlines()[-2].startswith("hint: every difference")
+    assert reference.compare(bundle, computed_only)["hint"] is None
+    result = invoke("compare", port_bundle, bundle)  # a port's gradient entries as EXPECTED
+    assert result.exit_code == 2
+    assert_one_line_error(result.stderr, "EXPECTED must hold full arrays", "swapped")
+
+
+def test_version_1_bundles(bundle, tmp_path):
+    v1 = copy_of(bundle, tmp_path, "v1.h5")
+    with h5py.File(v1, "r+") as f:
+        del f["edge"]
+        f.attrs["format_version"] = 1
+    report = reference.compare(v1, v1)
+    assert report["passed"] and report["counts"]["datasets"] == 256
+    for args, fragment in (((bundle, v1), "ACTUAL needs format_version 2 and the edge/ section"),
+                           ((v1, bundle), "EXPECTED is version 1 (no edge/ section)")):
+        result = invoke("compare", *args)
+        assert result.exit_code == 2
+        assert_one_line_error(result.stderr, fragment)
+
+
+# ---------------------------------------------------------------------------
+# 9. Export: where the inputs come from, and where the bundle cannot go
+
+
+def test_auto_inputs_find_mnist_as_run_mnist_does(mnist_dir, tmp_path, monkeypatch):
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv(data.ENV_VAR, str(mnist_dir))
+    _, info = reference.make_inputs(rng(), 2, "auto")
+    assert info["source"] == "mnist" and info["found_by"] == data.ENV_VAR
+    assert reference.inputs_line(info) == f"inputs: MNIST from {mnist_dir} (found by {data.ENV_VAR})"
+    _, info = reference.make_inputs(rng(), 2, "auto", data_dir=mnist_dir)
+    assert info["found_by"] == "--data-dir"
+    monkeypatch.delenv(data.ENV_VAR)
+    cache = tmp_path / "cache" / "untapped" / "mnist"
+    cache.mkdir(parents=True)
+    for name in data.IDX_FILES:
+        (cache / f"{name}.gz").symlink_to(mnist_dir / f"{name}.gz")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _, info = reference.make_inputs(rng(), 2, "auto")
+    assert info["source"] == "mnist" and info["found_by"] == "the user cache" and info["location"] == str(cache)
+    # the command line says it in one line
+    result = CliRunner().invoke(reference.main, ["export", str(tmp_path / "b.h5"), "--rows", "1", "--steps", "0"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("inputs: ")]
+    assert lines == [f"inputs: MNIST from {cache} (found by the user cache)"]
+    assert "(mnist inputs)" in result.stdout
+
+
+def test_export_to_an_unwritable_place_fails_before_computing(tmp_path, monkeypatch):
+    def no_computing(*args, **kwargs):
+        raise AssertionError("computed before checking the output")
+
+    monkeypatch.setattr(reference, "compute", no_computing)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for out, fragments in ((tmp_path / "no" / "such" / "folder" / "x.h5", ("cannot write there", "is not a folder")),
+                           (a_file / "x.h5", ("cannot write there", "is not a folder")), (tmp_path, ("is a directory",))):
+        result = CliRunner().invoke(reference.main, ["export", str(out), "--force"])
+        assert result.exit_code == 2, result.output
+        assert_one_line_error(result.stderr, *fragments)
+    with pytest.raises(reference.ReferenceError, match="cannot write there"):
+        reference.export(a_file / "x.h5")
+    with pytest.raises(reference.ReferenceError, match="is a folder"):
+        reference.export(tmp_path, overwrite=True)

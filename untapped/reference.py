@@ -32,7 +32,12 @@ How the numbers are made (:func:`export`):
 - noise: drawn from the seed (:func:`draw_noise`), then the Bernoulli
   uniforms are moved at least :data:`BERNOULLI_MARGIN` away from the decoder
   means they are compared with (:func:`separate_bernoulli_uniforms`), so that
-  no float32 port can flip a sample by rounding.
+  no float32 port can flip a sample by rounding;
+- the edge section (format §7.7-7.8): the same forward pass, terms and
+  gradients at parameters, inputs and noise chosen to reach every clip and
+  epsilon of the math (:func:`edge_params`, :func:`edge_inputs`), and three
+  updates by given gradients that take each branch of the rescale and clip
+  (:func:`edge_update_gradients`, applied by the model's own update graph).
 """
 
 import json
@@ -48,7 +53,9 @@ import numpy as np
 from untapped.files import atomic_output, jsonable, one_line
 
 FORMAT = "untapped-reference"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this code reads: version 1 is version 2 without the ``edge/`` section.
+READABLE_VERSIONS = (1, 2)
 MODELS = ("untapped", "m2")
 INPUT_SOURCES = ("auto", "mnist", "synthetic")
 DEFAULT_SEED = 1234
@@ -104,9 +111,27 @@ class ReferenceError(Exception):
 
 
 def kind_of(name):
-    """The tolerance kind (a key of :data:`TOLERANCES`) of the dataset ``name``, or None if unknown."""
+    """The tolerance kind (a key of :data:`TOLERANCES`) of the dataset ``name``, or None if unknown.
+
+    ``edge/<name>`` has the kind of ``<name>`` (§7.7), except the given
+    ``edge/params/`` and ``edge/updates/<case>/gradients/``; an update case's
+    ``params`` and ``adam`` are those of an optimiser step (§7.8).
+    """
     parts = name.split("/")
     top = parts[0]
+    if top == "edge":
+        if name == "edge/total":
+            return "loss"
+        section = parts[1] if len(parts) >= 3 else None
+        if section == "params":
+            return "given"
+        if section == "updates" and len(parts) >= 5:
+            if parts[3] == "gradients":
+                return "given"
+            return kind_of("/".join(["steps", "k"] + parts[3:])) if parts[3] in ("params", "adam") else None
+        if section in ("inputs", "noise", "forward", "terms", "gradients"):
+            return kind_of("/".join(parts[1:]))
+        return None
     if top in ("inputs", "noise") or name.startswith("params/initial/"):
         return "given"
     if top == "forward" and len(parts) == 3:
@@ -151,9 +176,12 @@ def tolerance(name, expected):
 
 
 def _generators(seed):
-    """The two generators of a bundle: ``(inputs, noise)``, from ``SeedSequence(seed).spawn(2)``."""
-    inputs, noise = np.random.SeedSequence(seed).spawn(2)
-    return np.random.default_rng(inputs), np.random.default_rng(noise)
+    """The three generators of a bundle: ``(inputs, noise, edge)``, from ``SeedSequence(seed).spawn(3)``.
+
+    A child depends only on its position, so the first two are those of
+    ``spawn(2)`` (format version 1 had only these).
+    """
+    return tuple(np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3))
 
 
 def make_inputs(rng, rows, source="auto", data_dir=None, download=False):
@@ -187,11 +215,15 @@ def make_inputs(rng, rows, source="auto", data_dir=None, download=False):
     if source in ("auto", "mnist"):
         explicit = data_dir is not None or bool(os.environ.get(data.ENV_VAR))
         try:
-            images, digits = data.load_binarized_mnist(data_dir, download=download)
+            location = data.find_mnist(data_dir, download=download)
+            images, digits = data.load_binarized_mnist(location, download=False)
         except data.DataError as exc:
             if source == "mnist" or explicit:
                 raise ReferenceError(f"MNIST inputs: {one_line(exc)}") from None
-            info["note"] = "MNIST not found (no download without --download); using the synthetic batch"
+            info["note"] = (f"MNIST not found (looked in the user cache {data.default_cache_dir()}; "
+                            "no download without --download)")
+        else:
+            info["location"], info["found_by"] = str(location), _found_by(location, data_dir)
     if images is not None:
         pool = np.flatnonzero(np.isin(digits, data.LABELED_DIGITS))
         if rows > len(pool):
@@ -216,6 +248,41 @@ def make_inputs(rng, rows, source="auto", data_dir=None, download=False):
     info["labeled_digits"] = np.asarray(labeled_digits, dtype=np.int64)
     batch.update(unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
     return OrderedDict((k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in batch.items()), info
+
+
+def _found_by(location, data_dir):
+    """How :func:`untapped.data.find_mnist` came to ``location``: '--data-dir', the variable, or the cache."""
+    from untapped import data
+
+    cache = data.default_cache_dir().resolve()
+    if cache == pathlib.Path(location).resolve() or cache in pathlib.Path(location).resolve().parents:
+        return "the user cache"
+    return "--data-dir" if data_dir is not None else data.ENV_VAR
+
+
+def inputs_line(info):
+    """One line saying which inputs a bundle holds and where they came from."""
+    if info["source"] == "mnist":
+        return f"inputs: MNIST from {info['location']} (found by {info['found_by']})"
+    return f"inputs: the synthetic batch ({info['note']})" if info.get("note") else "inputs: the synthetic batch"
+
+
+def check_writable(path):
+    """Raise :class:`ReferenceError` unless a file can be created beside ``path`` (before any computing)."""
+    import tempfile
+
+    path = pathlib.Path(path)
+    parent = path.parent
+    if path.is_dir():
+        raise ReferenceError(f"{path}: is a folder; give the bundle's file name")
+    if not parent.is_dir():
+        raise ReferenceError(f"{path}: cannot write there: {parent} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise ReferenceError(f"{path}: cannot write there ({one_line(exc)})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def noise_specs(rows, dims):
@@ -266,6 +333,106 @@ def separate_bernoulli_uniforms(noise, means, margin=BERNOULLI_MARGIN):
 
 
 # ---------------------------------------------------------------------------
+# The edge section: inputs and parameters that reach every guard of the math (§7.7, §7.8)
+
+#: Rows of each source in ``edge/``, whatever ``rows`` is: one per unfeatured corner.
+EDGE_ROWS = 10
+#: ``classifier/logits/b[c] = -EDGE_LOGIT_STEP * c``: the classes' probabilities span e^-27.
+EDGE_LOGIT_STEP = 3.0
+#: ``classifier/logits/W`` is scaled by this, so the bias, not the image, sets the logits.
+EDGE_LOGIT_WEIGHT_SCALE = 0.1
+#: ``encoder/std/b``: z_std is softplus(-20) = 2.1e-9 in latent dimension 0 (far below the 1e-5 of log N),
+#: softplus(3) = 3.05 in dimension 1.
+EDGE_STD_BIAS = (-20.0, 3.0)
+#: ``decoder/mean/b`` is -25 on pixels j % 4 == 0 and +25 on j % 4 == 1: means far beyond both clips.
+EDGE_DECODER_BIAS = 25.0
+#: Gumbel uniforms: 0.99 boosts class 0 (g = 4.60); 0 hits the inner guard (g = -log(-log(1e-4) + 1e-4)).
+EDGE_GUMBEL_HIGH, EDGE_GUMBEL_LOW = 0.99, 0.0
+#: Gaussian eps of latent dimension 1: in rows 0-4 |z~| >= 24, where s (1 - s) < 1e-10 is lost in the 1e-5
+#: of the log-det; in rows 5-9 |z~| <= 5, where float32 still resolves 1 - s. (Not larger: the gradient of
+#: log N cancels terms of size eps^2 / z_std, and float32 leaves that much times 6e-8.)
+EDGE_EPS = (9.0, -9.0, 9.0, -9.0, 9.0, -1.0, -0.5, 0.0, 0.5, 1.0)
+#: The update cases (§7.8): the total norm of the given gradient and the entry at classifier/hidden1/W[0, 0].
+EDGE_UPDATES = OrderedDict(
+    rescaled=(50.0, 400.0),  # norm 403 > max_norm: rescaled, and the spike, 4.96 after it, clipped to 1
+    not_rescaled=(2.0, 2.0),  # norm 2.83 < max_norm: kept, and the spike clipped to 1
+    tiny=(1e-7, None),  # norm 1e-7 = norm_epsilon: the rescale multiplies by 1/2
+)
+EDGE_SPIKE_PARAM = "classifier/hidden1/W"
+
+
+def edge_params(initial):
+    """The edge parameters: ``initial`` (name -> array) with the changes of §7.7, float32."""
+    from untapped import data
+
+    out = OrderedDict((k, np.array(v, dtype=np.float32)) for k, v in initial.items())
+    out["classifier/logits/W"] = out["classifier/logits/W"] * np.float32(EDGE_LOGIT_WEIGHT_SCALE)
+    out["classifier/logits/b"] = (-EDGE_LOGIT_STEP * np.arange(data.NUM_CLASSES)).astype(np.float32)
+    out["encoder/std/b"] = np.array(EDGE_STD_BIAS, dtype=np.float32)
+    pixel = np.arange(out["decoder/mean/b"].shape[0])
+    bias = np.where(pixel % 4 == 0, -EDGE_DECODER_BIAS, np.where(pixel % 4 == 1, EDGE_DECODER_BIAS, 0.0))
+    out["decoder/mean/b"] = bias.astype(np.float32)
+    return out
+
+
+def edge_inputs(rng, dims):
+    """The edge batch and its raw noise, drawn from ``rng`` in the order of §7.7, then set where it says.
+
+    ``unfeatured_z = rng.uniform(-1.5, 1.5, (10, 2))``; ``labeled_x``, then
+    ``unlabeled_x``, ``= rng.random((10, 784)) < 0.5``; labeled digits 0-4
+    twice; unfeatured corners 0-9; then one noise set as :func:`draw_noise`,
+    with the Gumbel uniforms of class 0 set to 0.99, those of the labeled
+    class (when it is not 0) and of the unlabeled class 9 set to 0, and the
+    Gaussian eps of latent dimension 1 set to :data:`EDGE_EPS` (9, -9, 9, -9,
+    9, -1, -0.5, 0, 0.5, 1). The Bernoulli uniforms still have to be
+    separated (§4.2).
+    """
+    from untapped import data
+
+    rows = EDGE_ROWS
+    one_hot = np.eye(data.NUM_CLASSES, dtype=np.float32)
+    digits = np.arange(rows) % len(data.LABELED_DIGITS)
+    unfeatured_z = rng.uniform(Z_DRAW_LOW, Z_DRAW_HIGH, size=(rows, 2)).astype(np.float32)
+    labeled_x = (rng.random((rows, data.NUM_PIXELS)) < 0.5).astype(np.float32)
+    unlabeled_x = (rng.random((rows, data.NUM_PIXELS)) < 0.5).astype(np.float32)
+    batch = OrderedDict(
+        labeled_x=labeled_x,
+        labeled_y=one_hot[digits],
+        unlabeled_x=unlabeled_x,
+        unfeatured_y=data.close_corners()[np.arange(rows) % data.NUM_CLASSES],
+        unfeatured_z=unfeatured_z,
+    )
+    noise = draw_noise(rng, rows, dims)
+    labeled, unlabeled = noise["labeled/gumbel_uniform"], noise["unlabeled/gumbel_uniform"]
+    labeled[:, 0] = unlabeled[:, 0] = EDGE_GUMBEL_HIGH
+    hit = digits != 0
+    labeled[np.flatnonzero(hit), digits[hit]] = EDGE_GUMBEL_LOW
+    unlabeled[:, -1] = EDGE_GUMBEL_LOW
+    for source in ("labeled", "unlabeled"):
+        noise[f"{source}/gaussian_eps"][:, 1] = EDGE_EPS
+    return batch, noise
+
+
+def edge_update_gradients(rng, initial):
+    """``case -> (name -> gradient)`` for the update cases of :data:`EDGE_UPDATES`, drawn from ``rng``.
+
+    Per case, in order, one ``rng.standard_normal(shape, dtype=float32)`` per
+    parameter (in Lasagne's order), scaled in float64 to the case's total
+    norm and cast to float32; then the spike, if any, replaces
+    ``classifier/hidden1/W[0, 0]``.
+    """
+    out = OrderedDict()
+    for case, (norm, spike) in EDGE_UPDATES.items():
+        draws = OrderedDict((k, rng.standard_normal(np.shape(v), dtype=np.float32)) for k, v in initial.items())
+        total = math.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in draws.values()))
+        grads = OrderedDict((k, (d.astype(np.float64) * (norm / total)).astype(np.float32)) for k, d in draws.items())
+        if spike is not None:
+            grads[EDGE_SPIKE_PARAM][0, 0] = spike
+        out[case] = grads
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Computing the reference values
 
 
@@ -281,6 +448,7 @@ class Exporter:
 
     def __init__(self, model="untapped", seed=DEFAULT_SEED, mode="c"):
         import pytensor
+        import pytensor.tensor as pt
 
         from untapped.backend import compiling
         from untapped.model import SSDGM
@@ -309,6 +477,17 @@ class Exporter:
                 mode=graph.mode,
                 on_unused_input="ignore",
             )
+            # The same update graph with its raw gradients replaced by inputs (§7.8's given gradients).
+            given = [pt.tensor(dtype=g.dtype, shape=(None,) * g.ndim, name=f"given/{name}")
+                     for g, name in zip(graph.gradients, self.param_names)]
+            self._update = pytensor.function(
+                given + [graph.learning_rate],
+                [],
+                updates=graph.updates,
+                givens=list(zip(graph.gradients, given)),
+                mode=graph.mode,
+                on_unused_input="ignore",
+            )
 
     @property
     def dims(self):
@@ -328,6 +507,11 @@ class Exporter:
         values = self._forward(*self._args(batch, noise))
         n = len(self.trace_names)
         return OrderedDict(zip(self.trace_names, values[:n])), OrderedDict(zip(self.param_names, values[n:]))
+
+    def update(self, gradients, learning_rate):
+        """The training update applied to ``gradients`` (name -> raw gradient) from the current state."""
+        self._update(*[np.ascontiguousarray(gradients[k], dtype=np.float32) for k in self.param_names],
+                     np.float32(learning_rate))
 
     def step(self, batch, noise, learning_rate):
         values = self._step(*self._args(batch, noise), np.float32(learning_rate))
@@ -361,7 +545,7 @@ def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAUL
     if int(steps) < 0:
         raise ReferenceError(f"steps must be >= 0, not {steps}")
     rows, steps = int(rows), int(steps)
-    inputs_rng, noise_rng = _generators(seed)
+    inputs_rng, noise_rng, edge_rng = _generators(seed)
     batch, info = make_inputs(inputs_rng, rows, inputs, data_dir, download)
     ex = exporter(model, seed, mode)
     est = ex.model
@@ -415,6 +599,34 @@ def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAUL
             param = key.split("/", 2)[2] if key.count("/") >= 2 else None
             put(f"steps/{k}/{key}", value, **({"order": order[param]} if param else {}))
 
+    # The edge section (§7.7, §7.8): its own rows, parameters and noise, and three update cases.
+    params_at_edge = edge_params(ex.initial_params)
+    edge_batch, edge_noise = edge_inputs(edge_rng, ex.dims)
+    est.set_param_values_by_name(params_at_edge)
+    means, _ = ex.forward(edge_batch, edge_noise)
+    edge_noise, moved = separate_bernoulli_uniforms(edge_noise, means)
+    trace, grads = ex.forward(edge_batch, edge_noise)
+    for name, value in edge_batch.items():
+        put(f"edge/inputs/{name}", value)
+    put_noise("edge/noise", edge_noise, moved)
+    for name, value in params_at_edge.items():
+        put(f"edge/params/{name}", value, order=order[name])
+    for key, value in trace.items():
+        put(f"edge/{key}" if key.startswith("terms/") or key == "total" else f"edge/forward/{key}", value)
+    for name, value in grads.items():
+        put(f"edge/gradients/{name}", value, order=order[name])
+    for case, given in edge_update_gradients(edge_rng, ex.initial_params).items():
+        ex.reset()
+        ex.update(given, learning_rate)
+        for name, value in given.items():
+            put(f"edge/updates/{case}/gradients/{name}", value, order=order[name])
+        for name, value in est.param_values_by_name().items():
+            put(f"edge/updates/{case}/params/{name}", value, order=order[name])
+        for key, value in est.optimizer_state().items():
+            param = key.split("/", 2)[2] if key.count("/") >= 2 else None
+            put(f"edge/updates/{case}/{key}", value, **({"order": order[param]} if param else {}))
+    ex.reset()
+
     for name, value in datasets.items():
         tol = tolerance(name, value)
         attrs[name] = OrderedDict(**tol, **attrs[name])
@@ -463,6 +675,7 @@ def export(path, model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=D
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
         raise ReferenceError(f"{path} exists; pass --force to replace it")
+    check_writable(path)
     datasets, attrs, root, group_attrs, info = compute(model, seed, rows, steps, inputs, data_dir, download, mode)
     write_bundle(path, datasets, attrs, root, group_attrs)
     return OrderedDict(
@@ -470,6 +683,7 @@ def export(path, model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=D
         datasets=len(datasets),
         inputs_source=info["source"],
         note=info.get("note"),
+        inputs=inputs_line(info),
         total=float(datasets["total"]),
         steps=int(steps),
     )
@@ -566,9 +780,10 @@ def _open(path):
         f.close()
         what = "no 'format' attribute" if fmt is None else f"format {fmt!r}"
         raise ReferenceError(f"{path}: an HDF5 file but not an untapped reference bundle ({what})")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         f.close()
-        raise ReferenceError(f"{path}: reference format version {version}; this untapped reads version {FORMAT_VERSION}")
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise ReferenceError(f"{path}: reference format version {version}; this untapped reads versions {readable}")
     return f
 
 
@@ -615,36 +830,66 @@ def _json_number(x):
 
 
 def _errors(actual, expected, rtol, atol):
-    """``(max_abs, max_rel, used, mismatches)`` of actual against expected (float64 arithmetic).
+    """``(max_abs, max_rel, used, mismatches, worst)`` of actual against expected (float64 arithmetic, §6.1).
 
     ``used`` is the largest ``|actual - expected| / (atol + rtol |expected|)``:
-    the fraction of its tolerance the worst entry uses (> 1 fails).
+    the fraction of its tolerance the worst entry uses (> 1 fails). An entry
+    that is NaN on one side only has error NaN, an infinity that does not
+    match error inf; NaN counts as the worst, so ``max_abs`` and ``used`` are
+    NaN if any such entry exists. ``worst`` is the flat index of the entry
+    with the largest ``used`` (None when every entry agrees).
     """
     if actual.dtype == expected.dtype and actual.shape == expected.shape and actual.tobytes() == expected.tobytes():
-        return 0.0, 0.0, 0.0, 0  # the same bits (the common case when comparing two exports)
-    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    both_nan = np.isnan(a) & np.isnan(e)
-    same_inf = np.isinf(e) & (a == e)
-    with np.errstate(invalid="ignore", over="ignore"):
+        return 0.0, 0.0, 0.0, 0, None  # the same bits (the common case when comparing two exports)
+    a = np.asarray(actual, dtype=np.float64).reshape(-1)
+    e = np.asarray(expected, dtype=np.float64).reshape(-1)
+    allowed = atol + rtol * np.abs(e)
+    with np.errstate(invalid="ignore"):
         err = np.abs(a - e)
-        err = np.where(both_nan | same_inf, 0.0, err)
-        err = np.where(np.isnan(err), np.inf, err)
-        allowed = atol + rtol * np.abs(e)
-        ok = err <= allowed
+    if atol > 0 and np.isfinite(err).all():  # the common case: no NaN, infinity or zero tolerance to rule on
+        used = err / allowed
+        bad = int((err > allowed).sum())
+        rel = err[e != 0] / np.abs(e[e != 0])
+        max_abs = float(err.max()) if err.size else 0.0
+        max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else math.inf)
+        worst = int(np.argmax(used)) if max_abs > 0 else None
+        return max_abs, max_rel, float(used.max()) if used.size else 0.0, bad, worst
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        agree = (a == e) | (np.isnan(a) & np.isnan(e))
+        err = np.where(agree, 0.0, np.abs(a - e))
+        # NaN on one side only: NaN; inf against a finite number or the other inf: inf
+        err = np.where(~agree & (np.isnan(a) | np.isnan(e)), np.nan, np.where(~agree & np.isnan(err), np.inf, err))
+        bad = ~agree & ~(err <= allowed)
         used = np.where(err == 0, 0.0, err / np.where(allowed > 0, allowed, 1.0))
         used = np.where((err > 0) & ~(allowed > 0), np.inf, used)
         nonzero = (e != 0) & np.isfinite(e)
         rel = err[nonzero] / np.abs(e[nonzero])
+    nan = np.isnan(err)
+    if not err.size or not bad.any() and not used.any():
+        worst = None
+    else:
+        worst = int(np.flatnonzero(nan)[0]) if nan.any() else int(np.argmax(used))
+    if nan.any():
+        return math.nan, math.nan, math.nan, int(bad.sum()), worst
     max_abs = float(err.max()) if err.size else 0.0
     max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else math.inf)
-    return max_abs, max_rel, float(used.max()) if used.size else 0.0, int((~ok).sum())
+    return max_abs, max_rel, float(used.max()) if used.size else 0.0, int(bad.sum()), worst
+
+
+def _worst(row, worst, index, expected, actual):
+    """Add the worst entry to ``row``: its index in EXPECTED's array and both values."""
+    if worst is None:
+        return
+    row.update(worst_index=[int(i) for i in index], worst_expected=float(expected[worst]),
+               worst_actual=float(actual[worst]))
 
 
 def _compare_item(name, expected_bundle, actual_bundle):
     e_item, a_item = expected_bundle.items[name], actual_bundle.items[name]
     row = OrderedDict(name=name)
     if isinstance(e_item, h5py.Group):
-        raise ReferenceError(f"{expected_bundle.path}: {name} is a group of entries; EXPECTED must hold full arrays")
+        raise ReferenceError(f"{expected_bundle.path}: {name} is a group of entries; EXPECTED must hold full arrays "
+                             "(are EXPECTED and ACTUAL swapped? untapped's bundle comes first)")
     expected = expected_bundle.read(name)
     tol = _stored_tolerance(e_item, name, expected)
     row.update(kind=tol["kind"], rtol=tol["rtol"], atol=tol["atol"])
@@ -657,10 +902,12 @@ def _compare_item(name, expected_bundle, actual_bundle):
         return dict(row, status="fail", reason=f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
     if not _same_dtype(actual.dtype, expected.dtype):
         return dict(row, status="fail", reason=f"dtype {actual.dtype}, expected {expected.dtype}")
-    max_abs, max_rel, used, bad = _errors(actual, expected, tol["rtol"], tol["atol"])
+    max_abs, max_rel, used, bad, worst = _errors(actual, expected, tol["rtol"], tol["atol"])
     row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad, checked=int(expected.size))
+    if worst is not None:
+        _worst(row, worst, np.unravel_index(worst, expected.shape), expected.reshape(-1), actual.reshape(-1))
     if bad:
-        return dict(row, status="fail", reason=f"{bad} of {expected.size} entries outside tolerance")
+        return dict(row, status="fail", reason=f"{bad} of {expected.size} entries outside tolerance, {_worst_text(row)}")
     return dict(row, status="pass")
 
 
@@ -681,11 +928,22 @@ def _compare_entries(row, name, expected, actual_bundle, tol):
     if (index < 0).any() or (index >= np.array(expected.shape)).any():
         return dict(row, status="fail", reason=f"entry index out of range for shape {expected.shape}")
     picked = expected[tuple(index.T)]
-    max_abs, max_rel, used, bad = _errors(value, picked, tol["rtol"], tol["atol"])
+    max_abs, max_rel, used, bad, worst = _errors(value, picked, tol["rtol"], tol["atol"])
     row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad, checked=int(n))
+    if worst is not None:
+        row["worst_entry"] = worst
+        _worst(row, worst, index[worst], picked, value)
     if bad:
-        return dict(row, status="fail", reason=f"{bad} of {n} given entries outside tolerance")
+        return dict(row, status="fail", reason=f"{bad} of {n} given entries outside tolerance, "
+                    f"{_worst_text(row, entry=row['worst_entry'])}")
     return dict(row, status="pass")
+
+
+def _worst_text(row, entry=None):
+    """``worst at [i, j] (actual A, expected E)``; for gradient entries, which given entry it is."""
+    where = "[" + ", ".join(str(i) for i in row["worst_index"]) + "]"
+    which = f"worst: given entry {entry}, at {where}" if entry is not None else f"worst at {where}"
+    return f"{which} (actual {row['worst_actual']:.7g}, expected {row['worst_expected']:.7g})"
 
 
 def _same_dtype(a, b):
@@ -708,6 +966,20 @@ def _stored_tolerance(item, name, expected):
     return out
 
 
+def _check_versions(expected, actual):
+    """Two bundles of different format versions cannot be compared dataset by dataset: say what would do."""
+    e, a = expected.attrs.get("format_version"), actual.attrs.get("format_version")
+    if e == a:
+        return
+    if e == 1:
+        need = (f"EXPECTED is version 1 (no edge/ section) and ACTUAL version {a}: "
+                f"export EXPECTED again with this untapped (version {FORMAT_VERSION})")
+    else:
+        need = (f"EXPECTED is version {e} and ACTUAL version {a}: ACTUAL needs format_version {e} and the edge/ "
+                f"section (docs/reference_format.md §7.7-7.8), or compare it with a version-{a} EXPECTED")
+    raise ReferenceError(f"{actual.path}: {need}")
+
+
 def compare(expected_path, actual_path):
     """Compare bundle ACTUAL against EXPECTED; returns a JSON-able report dict.
 
@@ -720,6 +992,7 @@ def compare(expected_path, actual_path):
     only those entries are checked.
     """
     with Bundle(expected_path) as expected, Bundle(actual_path) as actual:
+        _check_versions(expected, actual)
         rows, missing, skipped = [], [], []
         for name, item in expected.items.items():
             if name not in actual.items:
@@ -742,6 +1015,10 @@ def compare(expected_path, actual_path):
                 notes.append(f"{key}: expected {expected.attrs[key]!r}, actual {actual.attrs[key]!r}")
         failed = [r["name"] for r in rows if r["status"] == "fail"]
         subsets = [r["name"] for r in rows if r.get("form") == "entries"]
+        hint = None
+        if extra and not failed and not missing:
+            hint = (f"every difference is a dataset only ACTUAL has ({len(extra)}): are EXPECTED and ACTUAL swapped? "
+                    "untapped's bundle comes first")
         return OrderedDict(
             expected=str(expected_path),
             actual=str(actual_path),
@@ -761,6 +1038,7 @@ def compare(expected_path, actual_path):
             not_given=skipped,
             entries_only=subsets,
             notes=notes,
+            hint=hint,
             datasets=rows,
             actual_producer=actual.attrs.get("producer"),
         )
@@ -807,16 +1085,37 @@ def format_report(report, failures_only=False):
         if extras:
             summary += f" ({'; '.join(extras)})"
     else:
-        parts = []
-        if report["failed"]:
-            parts.append(f"{len(report['failed'])} differ: {', '.join(report['failed'])}")
-        if report["missing"]:
-            parts.append(f"{len(report['missing'])} missing: {', '.join(report['missing'])}")
-        if report["extra"]:
-            parts.append(f"{len(report['extra'])} extra: {', '.join(report['extra'])}")
+        parts = [_summary_part(what, report[key]) for key, what in (("failed", "differ"), ("missing", "missing"),
+                                                                    ("extra", "extra")) if report[key]]
         summary = "FAIL: " + "; ".join(parts)
+        if any(len(report[key]) > SUMMARY_NAMES for key in ("failed", "missing", "extra")):
+            summary += " (--json lists them all)"
+    if report.get("hint"):
+        out.append(f"hint: {report['hint']}")
     out.append(summary)
     return "\n".join(out)
+
+
+#: The summary line names at most this many datasets per status, after a count per group.
+SUMMARY_NAMES = 5
+
+
+def _group_of(name):
+    """The group a summary counts ``name`` in: its first path part, two for ``steps/<k>`` and ``edge/<section>``."""
+    parts = name.split("/")
+    return "/".join(parts[:2]) if parts[0] in ("steps", "edge") and len(parts) > 2 else parts[0]
+
+
+def _summary_part(what, names):
+    """``3 differ: a, b, c``; beyond :data:`SUMMARY_NAMES` names a count per group and the first few."""
+    if len(names) <= SUMMARY_NAMES:
+        return f"{len(names)} {what}: {', '.join(names)}"
+    groups = OrderedDict()
+    for name in names:
+        groups[_group_of(name)] = groups.get(_group_of(name), 0) + 1
+    counts = ", ".join(f"{group} {n}" for group, n in groups.items())
+    shown = ", ".join(names[:SUMMARY_NAMES])
+    return f"{len(names)} {what} ({counts}): {shown} and {len(names) - SUMMARY_NAMES} more"
 
 
 def _fmt(x):
@@ -955,9 +1254,9 @@ def export_command(out, model, seed, rows, steps, inputs, data_dir, download, mo
     """Write a reference bundle to OUT (HDF5)."""
     if out.exists() and not force:
         raise ReferenceError(f"{out} exists; pass --force to replace it")
+    check_writable(out)
     summary = export(out, model, seed, rows, steps, inputs, data_dir, download, mode, overwrite=force)
-    if summary["note"]:
-        click.echo(f"note: {summary['note']}", err=True)
+    click.echo(summary["inputs"], err=True)
     click.echo(
         f"wrote {summary['path']}: {summary['datasets']} datasets, model {model}, seed {seed}, {rows} rows per source "
         f"({summary['inputs_source']} inputs), {steps} steps; total {summary['total']:.6g}"
