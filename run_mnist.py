@@ -56,6 +56,18 @@ def _timestamp_out():
     return str(pathlib.Path("results") / "mnist" / time.strftime("%Y-%m-%d-%H-%M-%S"))
 
 
+def _show_progress_messages():
+    """Print untapped's log messages (a download from a mirror, a bad mirror) on stderr as they happen."""
+    import logging
+
+    logger = logging.getLogger("untapped")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def _origin(ctx, name):
     """How the user gave option ``name``: ``--seed 5`` typed, or ``UNTAPPED_SEED=5`` from the environment."""
     from click.core import ParameterSource
@@ -158,6 +170,7 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, scheduler, s
         return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
     folder_lock = None
+    _show_progress_messages()
     interactive = sys.stderr.isatty()
     command = _command_line(ctx)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C

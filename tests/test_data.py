@@ -322,6 +322,15 @@ def test_download_from_file_mirror(tmp_path, tiny, no_env):
     assert data.find_mnist(cache_dir=cache, mirrors=(), checksums=checksums) == cache
 
 
+def test_download_says_what_it_fetches_before_it_waits(tmp_path, tiny, no_env, caplog):
+    contents, checksums = tiny
+    mirror = write_mirror(tmp_path / "mirror", contents)
+    with caplog.at_level("INFO", logger="untapped.data"):
+        data.find_mnist(cache_dir=tmp_path / "cache", mirrors=[mirror], checksums=checksums, timeout=7)
+    first = caplog.records[0].getMessage()
+    assert first.startswith("downloading train-images-idx3-ubyte.gz into") and "(up to 7 s per mirror)" in first
+
+
 def test_download_fetches_only_missing_files(tmp_path, tiny):
     contents, checksums = tiny
     mirror = write_mirror(tmp_path / "mirror", contents)

@@ -383,7 +383,7 @@ def _download(cache_dir, mirrors, checksums, timeout, searched):
     for name in IDX_FILES:
         if (cache_dir / f"{name}.gz").is_file() or (cache_dir / name).is_file():
             continue
-        logger.info("downloading %s.gz into %s", name, cache_dir)
+        logger.info("downloading %s.gz into %s (up to %.0f s per mirror)", name, cache_dir, timeout)
         path, reasons, corrupt = _fetch_one(name, cache_dir, mirrors, checksums, timeout)
         if path is not None:
             continue
@@ -406,9 +406,10 @@ def find_mnist(
     IDX files, ``.gz`` or plain, or else ``mnist.pkl.gz``); then ``cache_dir``
     (default :func:`default_cache_dir`); then, if ``download``, a download
     from ``mirrors`` into ``cache_dir`` (:func:`download_mnist`). A given
-    folder that does not exist is an error (most likely a typo); one without
-    the files falls through to the cache. Files are not read here: the
-    loaders verify them.
+    folder that does not exist is an error (most likely a typo), and so is
+    one holding some but not all of the IDX files (the message names the
+    missing ones); one without any of them falls through to the cache.
+    Files are not read here: the loaders verify them.
     """
     checksums = SHA256 if checksums is None else checksums
     cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
