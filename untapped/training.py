@@ -210,6 +210,7 @@ def fit(
     progress=False,
     log=None,
     label=None,
+    evaluation=True,
 ):
     """Train ``model`` on ``split`` (an :class:`untapped.data.MNISTSplit` or alike); returns ``model``.
 
@@ -228,6 +229,9 @@ def fit(
     progress : show a click progress bar with ETA (on stderr).
     log : a callable receiving one line per epoch (and per evaluation).
     label : text shown before the progress bar.
+    evaluation : evaluate on the split's evaluation sources (every
+        ``eval_every`` epochs and after the last); False makes no evaluation,
+        and the split needs no evaluation sources (``SSDGM.fit(X, y)``).
 
     After the call: ``model.history_`` (OrderedDict of per-epoch lists),
     ``model.epoch_`` (epochs completed), ``model.checkpoint_`` (the last
@@ -255,7 +259,8 @@ def fit(
     train_arrays = training_sources(split)
     sizes = _sizes(train_arrays)
     n_steps = steps_per_epoch(sizes, batch_size)
-    steps_per_epoch(_sizes(evaluation_sources(split)), batch_size)  # fails early on an empty source
+    if evaluation:
+        steps_per_epoch(_sizes(evaluation_sources(split)), batch_size)  # fails early on an empty source
 
     shuffles = new_shuffle_generators(model.seed)
     if resume is not None:
@@ -305,7 +310,7 @@ def fit(
     if epochs > start:
         # Compile before the clock starts, so epoch times are training times
         # (``design.md`` §5: compile times reported apart).
-        for name in ("train", "evaluate"):
+        for name in ("train", "evaluate") if evaluation else ("train",):
             began = time.perf_counter()
             model.graph.function(name)
             model.compile_seconds_[name] = time.perf_counter() - began
@@ -340,7 +345,7 @@ def fit(
                                 epoch, last_good, last_good_saved, checkpoint_path)
             log(_epoch_line(epoch, seconds, lr, per_step))
             on_schedule = epoch % eval_every == 0
-            if on_schedule or epoch == epochs:
+            if evaluation and (on_schedule or epoch == epochs):
                 if on_schedule:
                     values = evaluate(model, split, batch_size, shuffles["shuffle/evaluate"])
                 else:
