@@ -144,8 +144,8 @@ def test_bad_inputs_are_one_line_value_errors(fitted, blobs):
         (lambda: model.fit(None), "got X=None"),
         (lambda: model.fit(X), "requires y to be passed"),
         (lambda: model.fit(X, y[:-1]), "inconsistent numbers of samples"),
-        (lambda: model.fit(X[:, 0], y), "X must be 2-dimensional (rows, columns), got 1"),
-        (lambda: fitted.predict(X[0]), "X must be 2-dimensional (rows, columns), got 1"),
+        (lambda: model.fit(X[:, 0], y), "Expected 2D array, got 1D array instead. Reshape your data"),
+        (lambda: fitted.predict(X[0]), "Expected 2D array, got 1D array instead. Reshape your data"),
         (lambda: model.fit(X, np.stack([y, y], axis=1)), "y should be a 1d array"),
         (lambda: model.fit(X, np.full(len(y), -1)), "no labeled row"),
         (lambda: model.fit(X, np.zeros(len(y))), "only 1 class"),
@@ -249,3 +249,6 @@ def test_fit_on_a_split_is_training_fit(split, tmp_path):
     with pytest.raises(ValueError) as info:
         ours.fit(split, np.zeros(3))
     _one_line(info, "fit(split) takes the split alone; y must be left out")
+    untrained = SSDGM(**small)
+    training.fit(untrained, split, epochs=0)  # the experiment's --epochs 0: judged on its initial weights
+    assert untrained.predict_proba(split.eval_x[:3]).shape == (3, 10)

@@ -59,9 +59,17 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     original code's MNIST configuration (``design.md`` §1.1); ``m2()`` /
     ``from_preset('m2')`` give the M2 baseline (reverse bound off).
 
+    A scikit-learn classifier in the ``sklearn.semi_supervised`` convention:
+    ``fit(X, y)`` with ``y = -1`` on unlabeled rows, then ``predict``,
+    ``predict_proba``, ``score``; and a generative model: ``encode``,
+    ``generate``. ``fit(split)`` is the experiment's path
+    (:func:`untapped.training.fit`).
+
     Parameters
     ----------
     n_features, n_classes, n_latent : sizes of x, y and z (784, 10, 2).
+        ``n_features=None`` / ``n_classes=None`` take them from the data of
+        ``fit`` (the width of X, the number of classes).
     classifier_hidden, encoder_hidden, decoder_hidden : tanh hidden layer sizes.
     concrete_temperature : tau of the Concrete distribution (1, as coded).
     z_low, z_high : the box of the logistic flow ((-pi/2, pi/2), as coded;
@@ -85,6 +93,15 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     seed : initial weights (``RandomState(seed)``, as the original), noise
         generators and data shuffles.
     mode : 'c' (PyTensor's C backend, default) or 'numba'.
+
+    Attributes
+    ----------
+    classes_ : the class labels, in the order of ``predict_proba``'s columns.
+    n_features_in_ : the width of X.
+    history_, epoch_, checkpoint_, compile_seconds_ : the last training run
+        (:func:`untapped.training.fit`).
+    graph_ : the :class:`ModelGraph` (built on first use; not pickled, its
+        parameters, optimiser and generator states are).
     """
 
     def __init__(
@@ -201,6 +218,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         self.__dict__.pop("_pending_state", None)
 
     def __sklearn_is_fitted__(self):
+        """Fitted once training data were set (as ``training.fit`` begins) or parameters set; not after ``set_params``."""
         if "graph_" in self.__dict__:
             return self.graph_.fitted
         return bool(self.__dict__.get("_pending_state", {}).get("fitted"))
@@ -306,11 +324,13 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         checked = _check_batch(arrays, self.dims)
         for name, shared in self.graph.data.items():
             shared.set_value(checked[name], borrow=True)
+        # Training has begun (training.fit starts here, for any number of
+        # epochs, 0 too): the model counts as fitted.
+        self.graph.fitted = True
 
     def train_step(self, labeled_index, unlabeled_index, unfeatured_index, learning_rate):
         """One optimiser step on the rows given by the index vectors; returns term -> value."""
         fn = self.graph.function("train")
-        self.graph.fitted = True
         values = fn(
             np.asarray(labeled_index, dtype=np.int64),
             np.asarray(unlabeled_index, dtype=np.int64),
@@ -388,7 +408,6 @@ class SSDGM(ClassifierMixin, BaseEstimator):
                 self._drop_graph()
             self.graph.reset()
             training.fit(self, data, evaluation=False, **options)
-        self.graph.fitted = True
         return self
 
     def _semi_supervised_data(self, X, y, classes, unfeatured_y, unfeatured_z):
@@ -608,10 +627,16 @@ class ModelGraph:
         self.fitted = bool(state["fitted"])
 
     def reset(self):
-        """Back to the state it was built in (the seed's weights and generators, Adam at zero), with no data."""
+        """Back to the state it was built in (the seed's weights and generators, Adam at zero), with no data.
+
+        The compiled functions stay, without the buffers the training step
+        keeps between calls (at batch 10,000 they hold hundreds of MB).
+        """
         self.set_state(self._initial)
         for name, width in forward.BATCH.items():
             self.data[name].set_value(np.zeros((0, self.dims[width]), dtype="float32"), borrow=True)
+        for function in self._functions.values():
+            function.free()
 
     def _build_symbolic(self, est):
         self.batch = forward.symbolic_batch()
@@ -846,11 +871,18 @@ def _unlabeled(y):
 
 
 def _one_line_errors(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` with its ValueError or TypeError (scikit-learn's validation) on one line."""
+    """``function(*args, **kwargs)`` with its ValueError or TypeError (scikit-learn's validation) on one line.
+
+    scikit-learn's message for a 1-D or scalar array prints the array in
+    full; that part is left out.
+    """
     try:
         return function(*args, **kwargs)
     except ValueError as exc:
-        raise ValueError(one_line(exc)) from None
+        message = one_line(exc)
+        if message.startswith("Expected 2D array"):
+            message = message.split(":")[0] + ". Reshape your data: .reshape(1, -1) for a single row, .reshape(-1, 1) for a single column"
+        raise ValueError(message) from None
     except TypeError as exc:
         raise TypeError(one_line(exc)) from None
 
@@ -858,16 +890,9 @@ def _one_line_errors(function, *args, **kwargs):
 def _validated(function, *args, names=("X",), **kwargs):
     """scikit-learn's ``check_array`` / ``validate_data`` to float32 (C order), errors on one line, then finite values.
 
-    The dimension and finiteness checks are ours, for short messages (not
-    the array printed in full; the first bad entry named, None in an object
-    array reading as NaN).
+    The finiteness check is ours, for one short message naming the first bad
+    entry (None in an object array reads as NaN).
     """
-    array = args[-1] if function is check_array else args[1]
-    if array is not None and np.ndim(array) != 2:
-        raise ValueError(
-            f"{names[0]} must be 2-dimensional (rows, columns), got {np.ndim(array)} dimension(s); "
-            "reshape a single row with .reshape(1, -1), a single column with .reshape(-1, 1)"
-        )
     kwargs.update(dtype=np.float32, order="C", ensure_all_finite=False)
     result = _one_line_errors(function, *args, **kwargs)
     arrays = result if isinstance(result, tuple) else (result,)
