@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import MinMaxScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import check_estimators_data_not_an_array, parametrize_with_checks
 
 from untapped import checkpoint, data, experiment, training
 from untapped.model import SSDGM
@@ -25,7 +25,7 @@ TINY = dict(
 #: check_array_api_input (SCIPY_ARRAY_API unset; the model computes in
 #: PyTensor, not through the array API) and the pandas part of
 #: check_classifier_data_not_an_array (pandas not installed; its array-like
-#: part runs and passes).
+#: part runs, and runs on its own in test_array_likes_that_are_not_arrays).
 EXPECTED_FAILED_CHECKS = {
     "check_classifiers_classes": (
         "one of its problems labels the classes -1 and 1; -1 marks unlabeled rows "
@@ -41,6 +41,13 @@ def tiny(**params):
 @parametrize_with_checks([tiny()], expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS)
 def test_sklearn_checks(estimator, check):
     check(estimator)
+
+
+def test_array_likes_that_are_not_arrays():
+    """The part of check_classifier_data_not_an_array that scikit-learn runs without pandas."""
+    X = np.array([[3, 0], [0, 1], [0, 2], [1, 1], [1, 2], [2, 1], [0, 3], [1, 0], [2, 0], [4, 4], [2, 3], [3, 2]]) / 4
+    y = np.array([1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2])
+    check_estimators_data_not_an_array("SSDGM", tiny(), X, y, "NotAnArray")
 
 
 @pytest.fixture(scope="module")
