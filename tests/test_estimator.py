@@ -87,7 +87,9 @@ def test_semi_supervised_fit_predict_score(fitted, blobs):
     assert fitted.history_["epoch"] == list(map(float, range(1, 11)))
     assert not any(k.startswith("eval/") for k in fitted.history_)  # no held-out set, no evaluation
     # inputs of any numeric dtype are cast to float32
-    assert np.array_equal(fitted.predict_proba((X * 4).round().astype(np.int64) / 4), fitted.predict_proba(np.float32((X * 4).round() / 4)))
+    counts = np.round(X * 4).astype(np.int64)
+    assert np.array_equal(fitted.predict_proba(counts), fitted.predict_proba(counts.astype(np.float32)))
+    assert np.array_equal(fitted.predict_proba(X), fitted.predict_proba(X.astype(np.float32)))
 
 
 def test_the_training_sources_and_the_default_unfeatured_set(fitted, blobs):
@@ -164,7 +166,7 @@ def test_bad_inputs_are_one_line_value_errors(fitted, blobs):
         (lambda: model.fit(X, np.linspace(0, 1, len(y))), "Unknown label type"),
         (lambda: model.fit(X, np.where(y == 0, np.nan, y)), "y contains NaN"),
         (lambda: model.fit(X, np.array([None] + list(y[1:]), dtype=object)), "y contains None"),
-        (lambda: SSDGM(n_features=784, **{k: v for k, v in TINY.items() if k != "n_features"}).fit(X, y), "X has 5 features, the model n_features=784"),
+        (lambda: SSDGM(**dict(TINY, n_features=784)).fit(X, y), "X has 5 features, the model n_features=784"),
         (lambda: fitted.predict(X[:, :4]), "X has 4 features, but SSDGM is expecting 5"),
         (lambda: fitted.predict(np.zeros((0, 5))), "0 sample(s)"),
         (lambda: fitted.encode(X, np.ones((len(X) - 1, 3))), "row counts differ"),

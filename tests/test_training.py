@@ -351,7 +351,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(trained, split, tmp_path, fir
     path = tmp_path / "resumed.h5"
     model.fit(split, epochs=first, checkpoint_path=path)
     assert model.history_["eval/epoch"][-1] == first  # the run's own final evaluation is kept
-    fresh = SSDGM(**{k: v for k, v in model.get_params().items()})
+    fresh = SSDGM(**model.get_params())
     fresh.fit(split, epochs=total, resume=path, checkpoint_path=path)
     _assert_same_run(checkpoint.load(path), straight)
     assert fresh.history_["eval/epoch"] == straight.history["eval/epoch"]

@@ -396,7 +396,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         from untapped import training
 
         if _is_split(X):
-            given = [k for k, v in dict(y=y, classes=classes, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z).items() if v is not None]
+            extra = dict(y=y, classes=classes, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
+            given = [k for k, v in extra.items() if v is not None]
             if given:
                 raise ValueError(f"fit(split) takes the split alone; {', '.join(given)} must be left out")
             self.classes_ = np.arange(X.labeled_y.shape[1] if self.n_classes is None else self.n_classes)
@@ -414,7 +415,9 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         """Validate ``fit(X, y)``'s inputs; set ``classes_`` and ``n_features_in_``; return the training sources."""
         name = type(self).__name__
         if X is None:
-            raise ValueError(f"{name}.fit needs X (an array of rows) and y (labels, -1 for unlabeled rows), or a split; got X=None")
+            raise ValueError(
+                f"{name}.fit needs X (an array of rows) and y (labels, -1 for unlabeled rows), or a split; got X=None"
+            )
         if y is None:
             raise ValueError(f"{name} requires y to be passed, but the target y is None (labels, -1 for unlabeled rows)")
         X, y = _validated(validate_data, self, X, y)
@@ -613,7 +616,9 @@ class ModelGraph:
             fitted=self.fitted,
             params=OrderedDict((p.name, p.get_value()) for p in self.networks.params),
             optimizer=OrderedDict((v.name, v.get_value()) for v in self.adam_state),
-            rngs=OrderedDict((name, copy.deepcopy(rng.get_value(borrow=True).bit_generator.state)) for name, rng in self.rngs.items()),
+            rngs=OrderedDict(
+                (name, copy.deepcopy(rng.get_value(borrow=True).bit_generator.state)) for name, rng in self.rngs.items()
+            ),
         )
 
     def set_state(self, state):
@@ -881,7 +886,9 @@ def _one_line_errors(function, *args, **kwargs):
     except ValueError as exc:
         message = one_line(exc)
         if message.startswith("Expected 2D array"):
-            message = message.split(":")[0] + ". Reshape your data: .reshape(1, -1) for a single row, .reshape(-1, 1) for a single column"
+            message = (
+                message.split(":")[0] + ". Reshape your data: .reshape(1, -1) for a single row, .reshape(-1, 1) for a single column"
+            )
         raise ValueError(message) from None
     except TypeError as exc:
         raise TypeError(one_line(exc)) from None
@@ -920,7 +927,9 @@ def _checked_matrix(name, array, width):
 #: Hyperparameters a :class:`ModelGraph` does not depend on: the schedule
 #: (``training.fit`` reads it; the learning rate is an input of the step) and
 #: the sizes as given (the graph takes them resolved, :attr:`SSDGM.dims`).
-NOT_IN_GRAPH = ("learning_rate", "anneal_lr_factor", "anneal_lr_epoch", "batch_size", "epochs", "eval_every", "n_features", "n_classes")
+NOT_IN_GRAPH = (
+    "learning_rate", "anneal_lr_factor", "anneal_lr_epoch", "batch_size", "epochs", "eval_every", "n_features", "n_classes"
+)
 
 
 def _graph_key(est):
