@@ -2,12 +2,17 @@
 
 import hashlib
 import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
 import pytest
 
-from untapped import checkpoint, experiment
+from untapped import checkpoint, experiment, files
 from untapped.checkpoint import CheckpointError
 
 SMALL = dict(classifier_hidden=(16,), encoder_hidden=(8,), decoder_hidden=(32,), batch_size=64, eval_every=5)
@@ -208,16 +213,17 @@ def test_other_format_version(saved, tmp_path):
 def test_wrong_shapes_in_the_file(saved, tmp_path, model):
     path = tmp_path / "bad_shape.h5"
     path.write_bytes(saved.read_bytes())
+    # Replaced as the writer writes them, with their checksums: a consistent file of other shapes.
     with h5py.File(path, "r+") as f:
         del f["params/decoder/mean/W"]
-        f["params/decoder/mean/W"] = np.zeros((3, 3), np.float32)
+        checkpoint._create(f, "params/decoder/mean/W", np.zeros((3, 3), np.float32))
     with pytest.raises(CheckpointError) as info:
         checkpoint.load(path)  # its Adam moments no longer match
     _one_line_error(info, "decoder/mean/W")
     with h5py.File(path, "r+") as f:
         for moment in ("m", "v"):
             del f[f"optimizer/adam/{moment}/decoder/mean/W"]
-            f[f"optimizer/adam/{moment}/decoder/mean/W"] = np.zeros((3, 3), np.float32)
+            checkpoint._create(f, f"optimizer/adam/{moment}/decoder/mean/W", np.zeros((3, 3), np.float32))
     with pytest.raises(CheckpointError) as info:
         checkpoint.load(path).restore(model)
     _one_line_error(info, "decoder/mean/W", "(3, 3)")
@@ -273,3 +279,110 @@ def test_save_into_a_missing_folder_is_a_checkpoint_error(model, tmp_path):
     _one_line_error(info, "cannot write")
 
 
+
+
+# ---------------------------------------------------------------- checksums
+
+
+@pytest.mark.parametrize(
+    "dataset", ["params/decoder/mean/W", "optimizer/adam/v/classifier/hidden1/W", "data/unlabeled_index", "history/train/total"]
+)
+def test_a_flipped_byte_names_the_damaged_dataset(saved, tmp_path, dataset):
+    path = tmp_path / "flipped.h5"
+    path.write_bytes(saved.read_bytes())
+    with h5py.File(path, "r") as f:
+        start, size = f[dataset].id.get_offset(), f[dataset].id.get_storage_size()
+    data = bytearray(path.read_bytes())
+    data[start + size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load(path)
+    _one_line_error(info, str(path), f"/{dataset}", "damaged")
+
+
+def test_every_dataset_carries_a_checksum(saved):
+    names = []
+    with h5py.File(saved, "r") as f:
+        assert f.attrs["checksums"] == checkpoint.CHECKSUM
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        assert all(checkpoint.CHECKSUM in f[name].attrs for name in names)
+    assert {"rng/shuffle/train", "optimizer/adam/t", "params/encoder/std/b"} <= set(names)
+
+
+def test_a_checkpoint_without_checksums_still_loads(saved, tmp_path):
+    """What a checkpoint written before checksums looks like: the same file without their attributes."""
+    path = tmp_path / "old.h5"
+    path.write_bytes(saved.read_bytes())
+    with h5py.File(path, "r+") as f:
+        del f.attrs["checksums"]
+        f.visititems(lambda name, obj: obj.attrs.__delitem__(checkpoint.CHECKSUM) if isinstance(obj, h5py.Dataset) else None)
+    old, new = checkpoint.load(path), checkpoint.load(saved)
+    assert old.rng == new.rng and old.history == new.history and old.epoch == new.epoch
+    for group in ("params", "optimizer", "data"):
+        for name, value in getattr(new, group).items():
+            np.testing.assert_array_equal(getattr(old, group)[name], value)
+
+
+def test_a_removed_checksum_is_an_error(saved, tmp_path):
+    path = tmp_path / "stripped.h5"
+    path.write_bytes(saved.read_bytes())
+    with h5py.File(path, "r+") as f:
+        del f["rng/shuffle/evaluate"].attrs[checkpoint.CHECKSUM]
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load(path)
+    _one_line_error(info, "/rng/shuffle/evaluate", "no checksum")
+
+
+# ---------------------------------------------------------------- temporary files of killed writes
+
+WRITER = """
+import sys, time
+from untapped.files import atomic_output
+with atomic_output(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a checkpoint")
+    print("writing", flush=True)
+    time.sleep(120)
+"""
+
+
+def _start_writer(path):
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline() == "writing\n"
+    return proc
+
+
+def _temporaries(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_the_next_save_removes_what_a_killed_write_left(model, tmp_path):
+    path = tmp_path / "checkpoint.h5"
+    killed = _start_writer(path)
+    killed.kill()  # SIGKILL: no clean-up runs
+    killed.wait()
+    left = _temporaries(tmp_path)
+    assert len(left) == 1 and left[0].startswith(".checkpoint.h5.")
+    live = _start_writer(path)
+    try:
+        writing = set(_temporaries(tmp_path)) - set(left)
+        checkpoint.save(path, model, epoch=0)
+        assert set(_temporaries(tmp_path)) == writing  # the killed write's file is gone, the live one's kept
+    finally:
+        live.kill()
+        live.wait()
+    assert checkpoint.load(path).epoch == 0
+
+
+def test_temporaries_of_older_writers_are_removed_once_old(model, tmp_path):
+    """Files named before names carried their writer: stale only when untouched for UNOWNED_TEMPORARY_AGE."""
+    path = tmp_path / "checkpoint.h5"
+    old, recent = tmp_path / ".checkpoint.h5.abcd1234.tmp", tmp_path / ".checkpoint.h5.efgh5678.tmp"
+    other = tmp_path / ".metrics.json.ijkl9012.tmp"
+    for p in (old, recent, other):
+        p.write_bytes(b"x")
+    long_ago = time.time() - files.UNOWNED_TEMPORARY_AGE - 60
+    for p in (old, other):
+        os.utime(p, (long_ago, long_ago))
+    checkpoint.save(path, model, epoch=0)
+    assert _temporaries(tmp_path) == sorted([recent.name, other.name])  # another target's files are not ours

@@ -628,6 +628,13 @@ def test_bad_inputs_raise_clear_errors(model, params, batch, noise):
         model.trace(dict(batch, labeled_y=batch["labeled_y"][:-1]), noise)
     with pytest.raises(ValueError, match="unfeatured arrays have different numbers of rows"):
         model.set_training_data(**dict(batch, unfeatured_z=batch["unfeatured_z"][:-1]))
+    for bad in (np.nan, np.inf):
+        poisoned = batch["unlabeled_x"].copy()
+        poisoned[2, 3] = bad
+        with pytest.raises(ValueError, match="^unlabeled_x contains NaN or infinity$"):
+            model.set_training_data(**dict(batch, unlabeled_x=poisoned))
+        with pytest.raises(ValueError, match="^unlabeled_x contains NaN or infinity$"):
+            model.evaluate(**dict(batch, unlabeled_x=poisoned))
     with pytest.raises(ValueError, match="missing batch array 'unlabeled_x'"):
         model.trace({k: v for k, v in batch.items() if k != "unlabeled_x"}, noise)
     with pytest.raises(ValueError, match="missing noise array 'labeled/gaussian_eps'"):

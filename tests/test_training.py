@@ -320,3 +320,60 @@ def test_non_finite_parameter_after_an_epoch_is_caught(trained, split, tmp_path,
     with pytest.raises(training.TrainingDiverged, match="epoch 1: non-finite parameter"):
         model.fit(split, epochs=2, checkpoint_path=path)
     assert not path.exists()  # nothing good to keep: no checkpoint written
+
+
+def _assert_same_run(actual, expected):
+    """Two checkpoints hold the same run: parameters, Adam, every generator and the history (timings aside), bit for bit."""
+    assert actual.epoch == expected.epoch
+    for group in ("params", "optimizer"):
+        ours, theirs = getattr(actual, group), getattr(expected, group)
+        assert list(ours) == list(theirs)
+        for name, value in theirs.items():
+            assert np.array_equal(ours[name], value), f"{group} {name}"
+    assert actual.rng == expected.rng
+    assert set(actual.history) == set(expected.history)
+    for key, values in expected.history.items():
+        if key != "seconds":
+            assert actual.history[key] == values, key
+
+
+@pytest.mark.parametrize("first, total", [(1, 2), (1, 3), (3, 4)])
+def test_a_resumed_run_equals_an_uninterrupted_one(trained, split, tmp_path, first, total):
+    """eval_every is 2: the evaluation after a run's last epoch, off the schedule, must not shift the resumed schedule."""
+    from untapped.model import SSDGM
+
+    model = _fresh(trained)
+    straight_path = tmp_path / "straight.h5"
+    model.fit(split, epochs=total, checkpoint_path=straight_path)
+    straight = checkpoint.load(straight_path)
+
+    model = _fresh(trained)
+    path = tmp_path / "resumed.h5"
+    model.fit(split, epochs=first, checkpoint_path=path)
+    assert model.history_["eval/epoch"][-1] == first  # the run's own final evaluation is kept
+    fresh = SSDGM(**model.get_params())
+    fresh.fit(split, epochs=total, resume=path, checkpoint_path=path)
+    _assert_same_run(checkpoint.load(path), straight)
+    assert fresh.history_["eval/epoch"] == straight.history["eval/epoch"]
+    for key in straight.history:
+        if key.startswith("eval/"):
+            assert fresh.history_[key] == straight.history[key], key
+
+
+def test_no_epochs_writes_the_initial_state(trained, split, tmp_path):
+    model = _fresh(trained)
+    initial = model.param_values_by_name()
+    path = tmp_path / "zero.h5"
+    model.fit(split, epochs=0, checkpoint_path=path)
+    zero = checkpoint.load(path)
+    assert zero.epoch == 0 and zero.history == {}
+    for name, value in initial.items():
+        assert np.array_equal(zero.params[name], value), name
+    assert all(not np.any(v) for v in zero.optimizer.values())  # Adam starts from zero
+
+    model = _fresh(trained)
+    straight_path = tmp_path / "one.h5"
+    model.fit(split, epochs=1, checkpoint_path=straight_path)
+    model = _fresh(trained)
+    model.fit(split, epochs=1, resume=path, checkpoint_path=path)
+    _assert_same_run(checkpoint.load(path), checkpoint.load(straight_path))

@@ -28,18 +28,29 @@ root attributes
     ``format``, ``format_version``, ``epoch`` (epochs completed), ``seed``,
     ``config`` (JSON: the model's ``get_params()`` under ``model_params``
     plus the run options), ``versions`` (JSON), ``mode``, ``blas__ldflags``,
-    ``environment`` (JSON), ``created`` (UTC, ISO 8601).
+    ``environment`` (JSON), ``created`` (UTC, ISO 8601), ``checksums``
+    (``"sha256"``).
+
+Every dataset carries the attribute ``sha256``: the SHA-256 of its dtype,
+shape and bytes (of its UTF-8 text for the generator states), verified on
+load, so a damaged byte is a :class:`CheckpointError` naming the dataset,
+never a silently different resume. Checkpoints written before checksums
+(no ``checksums`` attribute) load unverified; the format version is the
+same, since older readers ignore the new attributes.
 
 Writing goes to a temporary file in the target's folder, which is renamed
 over the target only when complete (:func:`os.replace`), so a crash or a
 Ctrl-C never leaves a half-written checkpoint and never destroys the previous
-one. Every failure to read or apply a checkpoint is a :class:`CheckpointError`
+one; temporary files that a killed write left behind are removed by the
+next write of the same checkpoint (:func:`untapped.files.atomic_output`).
+Every failure to read or apply a checkpoint is a :class:`CheckpointError`
 with a one-line message naming the file.
 """
 
 import copy
 import dataclasses
 import datetime
+import hashlib
 import json
 import pathlib
 from collections import OrderedDict
@@ -52,6 +63,8 @@ from untapped.files import atomic_output, jsonable, one_line
 
 FORMAT = "untapped-checkpoint"
 FORMAT_VERSION = 1
+#: The digest every dataset carries (its attribute of that name), and the root attribute declaring it.
+CHECKSUM = "sha256"
 
 #: Arrays of an :class:`untapped.data.MNISTSplit` stored under ``/data``.
 SPLIT_ARRAYS = ("labeled_index", "eval_index", "unlabeled_index", "unfeatured_y", "unfeatured_z", "eval_unfeatured_z")
@@ -166,24 +179,25 @@ class Checkpoint:
         f.attrs["blas__ldflags"] = str(env.get("blas__ldflags", ""))
         f.attrs["environment"] = json.dumps(env, sort_keys=True)
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        f.attrs["checksums"] = CHECKSUM
         for group, arrays in (("params", self.params), ("optimizer", self.optimizer)):
             g = f.create_group(group)
             g.attrs["order"] = json.dumps(list(arrays))
             for name, value in arrays.items():
-                g.create_dataset(name, data=np.asarray(value))
+                _create(g, name, np.asarray(value))
         g = f.create_group("rng")
         g.attrs["order"] = json.dumps(list(self.rng))
         for name, state in self.rng.items():
-            g.create_dataset(name, data=json.dumps(state))
+            _create(g, name, json.dumps(state))
         g = f.create_group("data")
         g.attrs["order"] = json.dumps(list(self.data))
         g.attrs["seed"] = -1 if self.seed is None else int(self.seed)
         for name, value in self.data.items():
-            g.create_dataset(name, data=np.asarray(value))
+            _create(g, name, np.asarray(value))
         g = f.create_group("history")
         g.attrs["order"] = json.dumps(list(self.history))
         for name, values in self.history.items():
-            g.create_dataset(name, data=np.asarray(values, dtype=np.float64).reshape(-1))
+            _create(g, name, np.asarray(values, dtype=np.float64).reshape(-1))
 
 
 def save(path, model, *, epoch, rng=None, split=None, history=None, config=None):
@@ -229,8 +243,12 @@ def _read(f, path):
     for group in ("params", "optimizer", "rng", "data", "history"):
         if group not in f:
             raise CheckpointError(f"{path}: incomplete checkpoint, no /{group} group")
-    params = _read_arrays(f["params"], path)
-    optimizer = _read_arrays(f["optimizer"], path)
+    checksums = _attr(f, "checksums")
+    if checksums not in (None, CHECKSUM):
+        raise CheckpointError(f"{path}: checksums of kind {checksums!r}, this untapped verifies {CHECKSUM!r}")
+    verify = checksums is not None
+    params = _read_arrays(f["params"], path, verify)
+    optimizer = _read_arrays(f["optimizer"], path, verify)
     for name, value in params.items():
         for moment in ("m", "v"):
             key = f"adam/{moment}/{name}"
@@ -240,9 +258,9 @@ def _read(f, path):
                 )
     rng = OrderedDict()
     for name in _order(f["rng"], path):
-        rng[name] = json.loads(_string(f["rng"][name][()]))
-    data = _read_arrays(f["data"], path)
-    history = OrderedDict((k, [float(x) for x in v]) for k, v in _read_arrays(f["history"], path).items())
+        rng[name] = json.loads(_read_dataset(f["rng"], name, path, verify, text=True))
+    data = _read_arrays(f["data"], path, verify)
+    history = OrderedDict((k, [float(x) for x in v]) for k, v in _read_arrays(f["history"], path, verify).items())
     config = json.loads(_attr(f, "config", "{}"))
     env = json.loads(_attr(f, "environment", "{}"))
     seed = _attr(f, "seed")
@@ -281,13 +299,38 @@ def _order(group, path):
     return json.loads(_string(group.attrs["order"]))
 
 
-def _read_arrays(group, path):
-    arrays = OrderedDict()
-    for name in _order(group, path):
-        if name not in group:
-            raise CheckpointError(f"{path}: incomplete checkpoint, missing {group.name}/{name}")
-        arrays[name] = np.asarray(group[name][()])
-    return arrays
+def _digest(value):
+    """SHA-256 of a text's UTF-8 bytes, or of an array's dtype, shape and bytes (hex)."""
+    if isinstance(value, str):
+        return hashlib.sha256(value.encode()).hexdigest()
+    array = np.ascontiguousarray(value)
+    h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def _create(group, name, value):
+    group.create_dataset(name, data=value).attrs[CHECKSUM] = _digest(value)
+
+
+def _read_dataset(group, name, path, verify, text=False):
+    """The value of ``group[name]`` (an array, or a str with ``text``), its checksum verified with ``verify``."""
+    if name not in group:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {group.name}/{name}")
+    dataset = group[name]
+    value = dataset[()]
+    value = _string(value) if text else np.asarray(value)
+    if verify:
+        stored = _attr(dataset, CHECKSUM)
+        if stored is None:
+            raise CheckpointError(f"{path}: dataset {dataset.name} has no checksum; the file was altered")
+        if stored != _digest(value):
+            raise CheckpointError(f"{path}: dataset {dataset.name} is damaged (its checksum does not match)")
+    return value
+
+
+def _read_arrays(group, path, verify):
+    return OrderedDict((name, _read_dataset(group, name, path, verify)) for name in _order(group, path))
 
 
 def _check_arrays(where, what, arrays, expected):

@@ -8,10 +8,14 @@ destroys the previous one.
 """
 
 import contextlib
+import glob
 import math
 import os
 import pathlib
+import re
+import socket
 import tempfile
+import time
 
 import numpy as np
 
@@ -28,6 +32,55 @@ def default_file_mode():
     return 0o666 & ~mask
 
 
+#: Temporary files of a write older than this, whose name does not say which
+#: process writes them (written before names did), count as left by a crash.
+UNOWNED_TEMPORARY_AGE = 600.0
+
+
+def _owner_tag():
+    """``<pid>@<host>``: which process writes a temporary file, in its name."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _writer_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path, suffix=".tmp"):
+    """Remove the temporary files of earlier writes of ``path`` whose writer died (``kill -9``, power loss).
+
+    A temporary file of :func:`atomic_output` is named
+    ``.<name>.<pid>@<host>.<random><suffix>``; it is stale when ``<host>`` is
+    this machine and no process ``<pid>`` exists. A file of the pattern
+    ``.<name>.*<suffix>`` without that tag (written before names carried it)
+    is stale when untouched for :data:`UNOWNED_TEMPORARY_AGE` seconds. Files
+    of live writers and of other machines are kept. Returns the removed paths.
+    """
+    path = pathlib.Path(path)
+    owned = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)@(.+)\.[^.]+{re.escape(suffix)}$")
+    host = socket.gethostname()
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"):
+        match = owned.match(candidate.name)
+        try:
+            if match:
+                stale = match.group(2) == host and not _writer_alive(int(match.group(1)))
+            else:
+                stale = time.time() - candidate.stat().st_mtime > UNOWNED_TEMPORARY_AGE
+            if stale:
+                candidate.unlink()
+                removed.append(candidate)
+        except FileNotFoundError:  # removed meanwhile by another writer's clean-up
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(path, suffix=".tmp"):
     """Yield a temporary path beside ``path``; when the block succeeds, it replaces ``path``.
@@ -36,10 +89,13 @@ def atomic_output(path, suffix=".tmp"):
     disk before the rename, which is atomic on POSIX: readers see the old
     file or the whole new one. On any exception the temporary file is
     removed and ``path`` is left as it was. Creating the temporary file
-    raises :class:`OSError` if the folder is not writable.
+    raises :class:`OSError` if the folder is not writable. Temporary files
+    that earlier writes of ``path`` left behind when killed are removed
+    first (:func:`remove_stale_temporaries`).
     """
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    remove_stale_temporaries(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = pathlib.Path(tmp)
     try:

@@ -15,7 +15,11 @@ The graph (:class:`ModelGraph`) is built on explicit noise tensors
   noise as ordinary inputs, for reference outputs and tests.
 """
 
+import copy
+import numbers
+import threading
 import warnings
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -24,11 +28,15 @@ import pytensor.tensor as pt
 from pytensor.graph.traversal import ancestors
 from pytensor.tensor.basic import tensor_copy
 from pytensor.tensor.random import shared_rng
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from untapped import forward, objectives, ops, updates
 from untapped.backend import DEFAULT_MODE, as_float32, compile_mode, compiling, float32, lasagne
-from untapped.data import UNFEATURED_Z_BOX
+from untapped.data import UNFEATURED_Z_BOX, close_corners
+from untapped.files import one_line
 from untapped.networks import Networks
 
 PRESETS = OrderedDict(
@@ -44,16 +52,24 @@ REVERSE_ELBO_VARIANTS = ("code", "eq17")
 UNFEATURED_Z_SOURCES = ("fixed", "prior")
 
 
-class SSDGM(BaseEstimator):
+class SSDGM(ClassifierMixin, BaseEstimator):
     """Semi-supervised deep generative model with the reverse ("untapped") bound.
 
     Hyperparameters only; nothing is built until first use. Defaults are the
     original code's MNIST configuration (``design.md`` §1.1); ``m2()`` /
     ``from_preset('m2')`` give the M2 baseline (reverse bound off).
 
+    A scikit-learn classifier in the ``sklearn.semi_supervised`` convention:
+    ``fit(X, y)`` with ``y = -1`` on unlabeled rows, then ``predict``,
+    ``predict_proba``, ``score``; and a generative model: ``encode``,
+    ``generate``. ``fit(split)`` is the experiment's path
+    (:func:`untapped.training.fit`).
+
     Parameters
     ----------
     n_features, n_classes, n_latent : sizes of x, y and z (784, 10, 2).
+        ``n_features=None`` / ``n_classes=None`` take them from the data of
+        ``fit`` (the width of X, the number of classes).
     classifier_hidden, encoder_hidden, decoder_hidden : tanh hidden layer sizes.
     concrete_temperature : tau of the Concrete distribution (1, as coded).
     z_low, z_high : the box of the logistic flow ((-pi/2, pi/2), as coded;
@@ -77,6 +93,15 @@ class SSDGM(BaseEstimator):
     seed : initial weights (``RandomState(seed)``, as the original), noise
         generators and data shuffles.
     mode : 'c' (PyTensor's C backend, default) or 'numba'.
+
+    Attributes
+    ----------
+    classes_ : the class labels, in the order of ``predict_proba``'s columns.
+    n_features_in_ : the width of X.
+    history_, epoch_, checkpoint_, compile_seconds_ : the last training run
+        (:func:`untapped.training.fit`).
+    graph_ : the :class:`ModelGraph` (built on first use; not pickled, its
+        parameters, optimiser and generator states are).
     """
 
     def __init__(
@@ -160,18 +185,53 @@ class SSDGM(BaseEstimator):
         return cls.from_preset("m2", **params)
 
     def set_params(self, **params):
-        """Set hyperparameters (scikit-learn API). The graph is rebuilt on next use,
-        so the weights start again from ``seed``: save them first if needed."""
+        """Set hyperparameters (scikit-learn API).
+
+        The graph is rebuilt on next use, so the weights start again from
+        ``seed`` and the model is no longer fitted: save them first if needed.
+        """
         super().set_params(**params)
-        self.__dict__.pop("graph_", None)
+        self._drop_graph()
         return self
 
     @property
     def graph(self):
-        """The :class:`ModelGraph`, built on first access from the current hyperparameters."""
+        """The :class:`ModelGraph` of the current hyperparameters, built (or taken from the pool) on first access."""
         if "graph_" not in self.__dict__:
-            self.graph_ = ModelGraph(self)
+            key = _graph_key(self)
+            graph = _POOL.take(key) or ModelGraph(self)
+            pending = self.__dict__.pop("_pending_state", None)
+            if pending is not None:
+                graph.set_state(pending)
+            self.graph_ = graph
+            # When this estimator is collected (or drops the graph), the graph
+            # goes back to the pool, for the next estimator of this configuration.
+            self._graph_release = weakref.finalize(self, _POOL.give, key, graph)
+            self._graph_release.atexit = False
         return self.graph_
+
+    def _drop_graph(self):
+        release = self.__dict__.pop("_graph_release", None)
+        if release is not None:
+            release()
+        self.__dict__.pop("graph_", None)
+        self.__dict__.pop("_pending_state", None)
+
+    def __sklearn_is_fitted__(self):
+        """Fitted once training data were set (as ``training.fit`` begins) or parameters set; not after ``set_params``."""
+        if "graph_" in self.__dict__:
+            return self.graph_.fitted
+        return bool(self.__dict__.get("_pending_state", {}).get("fitted"))
+
+    def __getstate__(self):
+        # The compiled graph does not pickle; its state does, and the graph is
+        # rebuilt (functions compiled on use) by the unpickled model.
+        state = super().__getstate__()
+        graph = state.pop("graph_", None)
+        state.pop("_graph_release", None)
+        if graph is not None:
+            state["_pending_state"] = graph.state()
+        return state
 
     @property
     def coefficients(self):
@@ -190,7 +250,17 @@ class SSDGM(BaseEstimator):
 
     @property
     def dims(self):
-        return dict(n_features=self.n_features, n_classes=self.n_classes, n_latent=self.n_latent)
+        """The sizes of x, y and z; ``None`` hyperparameters resolved from the data of the last fit."""
+        n_features, n_classes = self.n_features, self.n_classes
+        if n_features is None:
+            n_features = self.__dict__.get("n_features_in_")
+        if n_classes is None and "classes_" in self.__dict__:
+            n_classes = len(self.classes_)
+        if n_features is None or n_classes is None:
+            raise NotFittedError(
+                f"{type(self).__name__} takes n_features=None / n_classes=None from the data of fit; fit it first"
+            )
+        return dict(n_features=int(n_features), n_classes=int(n_classes), n_latent=int(self.n_latent))
 
     # -- parameters -----------------------------------------------------------
 
@@ -208,6 +278,7 @@ class SSDGM(BaseEstimator):
         if len(values) != len(params):
             raise ValueError(f"expected {len(params)} parameter arrays, got {len(values)}")
         _set_checked(params, values)
+        self.graph.fitted = True
 
     def param_values_by_name(self):
         return OrderedDict((p.name, p.get_value()) for p in self.graph.networks.params)
@@ -218,6 +289,7 @@ class SSDGM(BaseEstimator):
         if missing:
             raise ValueError(f"missing parameters: {', '.join(missing)}")
         _set_checked(params, [values[p.name] for p in params])
+        self.graph.fitted = True
 
     def optimizer_state(self):
         """Adam's step count and moments by name: ``adam/t``, ``adam/m/<param>``, ``adam/v/<param>``."""
@@ -252,6 +324,9 @@ class SSDGM(BaseEstimator):
         checked = _check_batch(arrays, self.dims)
         for name, shared in self.graph.data.items():
             shared.set_value(checked[name], borrow=True)
+        # Training has begun (training.fit starts here, for any number of
+        # epochs, 0 too): the model counts as fitted.
+        self.graph.fitted = True
 
     def train_step(self, labeled_index, unlabeled_index, unfeatured_index, learning_rate):
         """One optimiser step on the rows given by the index vectors; returns term -> value."""
@@ -273,25 +348,154 @@ class SSDGM(BaseEstimator):
         values = self.graph.function("evaluate")(*batch.values())
         return OrderedDict(zip(list(objectives.TERMS) + ["total"], (float(v) for v in values)))
 
-    def fit(self, split, **kwargs):
-        """Train on an :class:`untapped.data.MNISTSplit`-like object; see :func:`untapped.training.fit`."""
-        from untapped.training import fit
+    def fit(self, X, y=None, *, classes=None, unfeatured_y=None, unfeatured_z=None, **options):
+        """Train on labeled and unlabeled rows (scikit-learn's semi-supervised convention), or on a split.
 
-        return fit(self, split, **kwargs)
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features), or a split
+            The images, as floats in [0, 1] (the decoder is a Bernoulli
+            likelihood). Or an :class:`untapped.data.MNISTSplit`-like object
+            (``labeled_x``, ``labeled_y``, ``unlabeled_x``, ``unfeatured_y``,
+            ``unfeatured_z``, and the evaluation arrays): the experiment's
+            path, which trains from the current parameters with evaluations,
+            as :func:`untapped.training.fit`; ``y`` and the keywords below
+            must then be left out.
+        y : array of shape (n_samples,)
+            Class labels, ``-1`` for unlabeled rows. Labeled rows train the
+            forward bound and the classifier; unlabeled rows the unlabeled
+            bound. Without unlabeled rows, every row also serves as an
+            unlabeled one (as the paper's unlabeled images include labeled ones).
+        classes : array-like, optional
+            All class labels, in the order of :attr:`classes_`; needed when
+            some classes have no labeled row (the paper's MNIST task labels
+            digits 0-4 of ten). Default: the labels present in ``y``.
+        unfeatured_y : array of shape (n_unfeatured, n_classes), optional
+            Labels without features for the reverse bound, over
+            :attr:`classes_`. Default: the MNIST task's soft corners
+            (:func:`untapped.data.close_corners`, one per class).
+        unfeatured_z : array of shape (n_unfeatured, n_latent), optional
+            The z paired with each row of ``unfeatured_y``. Default: drawn
+            uniformly from the prior's box with ``np.random.default_rng(seed)``,
+            as :func:`untapped.data.make_split` draws them.
+        **options
+            Options of :func:`untapped.training.fit` (``epochs``,
+            ``batch_size``, ``checkpoint_path``, ``progress``, ``log``, ...).
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
+        ``fit(X, y)`` starts from the seed's initial weights and generators
+        every time, so fitting twice gives the same model. There is no
+        held-out set, so it makes no evaluations; ``history_`` holds the
+        training terms per epoch.
+        """
+        from untapped import training
+
+        if _is_split(X):
+            extra = dict(y=y, classes=classes, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
+            given = [k for k, v in extra.items() if v is not None]
+            if given:
+                raise ValueError(f"fit(split) takes the split alone; {', '.join(given)} must be left out")
+            self.classes_ = np.arange(X.labeled_y.shape[1] if self.n_classes is None else self.n_classes)
+            self.n_features_in_ = int(X.labeled_x.shape[1] if self.n_features is None else self.n_features)
+            training.fit(self, X, **options)
+        else:
+            data = self._semi_supervised_data(X, y, classes, unfeatured_y, unfeatured_z)
+            if "graph_" in self.__dict__ and self.graph_.dims != self.dims:
+                self._drop_graph()
+            self.graph.reset()
+            training.fit(self, data, evaluation=False, **options)
+        return self
+
+    def _semi_supervised_data(self, X, y, classes, unfeatured_y, unfeatured_z):
+        """Validate ``fit(X, y)``'s inputs; set ``classes_`` and ``n_features_in_``; return the training sources."""
+        name = type(self).__name__
+        if X is None:
+            raise ValueError(
+                f"{name}.fit needs X (an array of rows) and y (labels, -1 for unlabeled rows), or a split; got X=None"
+            )
+        if y is None:
+            raise ValueError(f"{name} requires y to be passed, but the target y is None (labels, -1 for unlabeled rows)")
+        X, y = _validated(validate_data, self, X, y)
+        if y.dtype == object and any(v is None for v in y):
+            raise ValueError("y contains None; mark unlabeled rows with -1")
+        unlabeled = _unlabeled(y)
+        labels = y[~unlabeled]
+        if not len(labels):
+            raise ValueError("y has no labeled row (every entry is -1); the model needs labeled rows")
+        _one_line_errors(check_classification_targets, labels)
+        classes_ = np.unique(labels if classes is None else np.asarray(classes))
+        unknown = np.setdiff1d(labels, classes_)
+        if len(unknown):
+            raise ValueError(f"y has labels not in classes: {', '.join(map(str, unknown[:5]))}")
+        if len(classes_) < 2:
+            raise ValueError(f"y has only {len(classes_)} class; {name} needs at least 2 (pass classes= with all labels)")
+        if self.n_classes is not None and len(classes_) != self.n_classes:
+            raise ValueError(
+                f"y has {len(classes_)} classes, the model n_classes={self.n_classes}: pass classes= with all "
+                f"{self.n_classes} labels (those without labeled rows are learned from the unfeatured set), "
+                "or set n_classes=None to take them from y"
+            )
+        if self.n_features is not None and X.shape[1] != self.n_features:
+            raise ValueError(
+                f"X has {X.shape[1]} features, the model n_features={self.n_features} (set n_features=None to take it from X)"
+            )
+        if X.min() < 0 or X.max() > 1:
+            warnings.warn(
+                f"X has values in [{X.min():.3g}, {X.max():.3g}]: the decoder is a Bernoulli likelihood of "
+                "intensities in [0, 1]; scale X (for instance with MinMaxScaler)",
+                UserWarning,
+                stacklevel=3,
+            )
+        self.classes_ = classes_
+        n_classes = len(classes_)
+        if unfeatured_y is None:
+            if unfeatured_z is not None:
+                raise ValueError("unfeatured_z needs its unfeatured_y")
+            unfeatured_y = close_corners(n_classes)
+        unfeatured_y = _checked_matrix("unfeatured_y", unfeatured_y, n_classes)
+        if self.reverse_y_density == "concrete" and self.coeff_reverse_elbo != 0 and (unfeatured_y <= 0).any():
+            raise ValueError(
+                "unfeatured_y has entries <= 0, where the Concrete density of the reverse bound is not finite; "
+                "use soft labels (untapped.data.close_corners) or reverse_y_density='categorical'"
+            )
+        if unfeatured_z is None:
+            rng = np.random.default_rng(self.seed)
+            unfeatured_z = rng.uniform(*UNFEATURED_Z_BOX, size=(len(unfeatured_y), self.n_latent)).astype(np.float32)
+        unfeatured_z = _checked_matrix("unfeatured_z", unfeatured_z, self.n_latent)
+        _same_rows(unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
+        one_hot = np.eye(n_classes, dtype=np.float32)[np.searchsorted(classes_, labels)]
+        return _SemiSupervisedData(
+            labeled_x=X[~unlabeled],
+            labeled_y=one_hot,
+            unlabeled_x=X[unlabeled] if unlabeled.any() else X,
+            unfeatured_y=unfeatured_y,
+            unfeatured_z=unfeatured_z,
+        )
 
     # -- inference --------------------------------------------------------------
 
-    def predict_proba(self, x):
-        """softmax(l(x)): q(y|x) at its mode (the original's deterministic ``predict``)."""
-        return self.graph.function("predict")(self._matrix("x", x, "n_features"))
+    def predict_proba(self, X):
+        """softmax(l(X)): q(y|x) at its mode (the original's deterministic ``predict``), columns in :attr:`classes_` order."""
+        check_is_fitted(self)
+        return self.graph.function("predict")(self._rows("X", X))
 
-    def predict(self, x):
-        """The class q(y|x) ranks highest, for each row of x."""
-        return np.argmax(self.predict_proba(x), axis=1)
+    def predict(self, X):
+        """The class of :attr:`classes_` that q(y|x) ranks highest, for each row of X."""
+        index = np.argmax(self.predict_proba(X), axis=1)
+        return self.classes_[index] if "classes_" in self.__dict__ else index
 
     def encode(self, x, y):
-        """Deterministic z = flow(mean_z(x, y)) (the original's ``getZ2(x, y, deterministic=True)``)."""
-        x, y = self._matrix("x", x, "n_features"), self._matrix("y", y, "n_classes")
+        """Deterministic z = flow(mean_z(x, y)) (the original's ``getZ2(x, y, deterministic=True)``).
+
+        ``y`` holds rows of class probabilities (one-hot or soft), ``n_classes`` wide.
+        """
+        check_is_fitted(self)
+        x, y = self._rows("X", x), self._rows("y", y)
         _same_rows(x=x, y=y)
         return self.graph.function("encode")(x, y)
 
@@ -303,7 +507,8 @@ class SSDGM(BaseEstimator):
         y' = softmax(l(x')), z' = flow(mean_z(x', y')), and (y', z') decoded again.
         The original's Figure 2 is ``threshold=True, double_pass=True``.
         """
-        y, z = self._matrix("y", y, "n_classes"), self._matrix("z", z, "n_latent")
+        check_is_fitted(self)
+        y, z = self._rows("y", y), self._rows("z", z)
         _same_rows(y=y, z=z)
         if double_pass:
             first = self.graph.function("decode_threshold")(y, z)
@@ -331,6 +536,7 @@ class SSDGM(BaseEstimator):
 
     def step_with_noise(self, batch, noise, learning_rate):
         """One optimiser step (the training update) on a given batch with given noise; returns the total."""
+        self.graph.fitted = True
         return float(self.graph.function("step_with_noise")(*self._given(batch, noise), np.float32(learning_rate)))
 
     def noise_shapes(self, batch_rows):
@@ -339,11 +545,12 @@ class SSDGM(BaseEstimator):
             (forward.noise_key(s), (batch_rows[s.source], self.dims[s.width])) for s in forward.NOISE
         )
 
-    def _matrix(self, name, array, width):
-        array = as_float32(array)
-        if array.ndim != 2 or array.shape[1] != self.dims[width]:
-            raise ValueError(f"{name} must have shape (rows, {self.dims[width]}), got {array.shape}")
-        return array
+    def _rows(self, name, array):
+        """``array`` validated as rows of x (``name`` 'X'), y or z: float32, finite, of the model's width."""
+        width = dict(X="n_features", y="n_classes", z="n_latent")[name]
+        if name == "X":
+            array = _validated(validate_data, self, array, reset=False)
+        return _checked_matrix(name, array, self.dims[width])
 
     def _given(self, batch, noise):
         batch = _check_batch(batch, self.dims)
@@ -374,15 +581,19 @@ class ModelGraph:
             )
         if est.unfeatured_z not in UNFEATURED_Z_SOURCES:
             raise ValueError(f"unknown unfeatured_z {est.unfeatured_z!r}; choose one of {', '.join(UNFEATURED_Z_SOURCES)}")
-        self.est = est
+        # No reference to the estimator: a graph outlives it in the pool (_GraphPool).
+        self.dims = dict(est.dims)
+        self.unfeatured_z = est.unfeatured_z
         self.mode = compile_mode(est.mode)
         self.train_mode = compile_mode(est.mode, keep_buffers=True)
         self._functions = {}
+        #: True once the parameters were trained or set (``SSDGM.__sklearn_is_fitted__``).
+        self.fitted = False
         with float32():
             self.networks = Networks(
-                n_features=est.n_features,
-                n_classes=est.n_classes,
-                n_latent=est.n_latent,
+                n_features=self.dims["n_features"],
+                n_classes=self.dims["n_classes"],
+                n_latent=self.dims["n_latent"],
                 classifier_hidden=tuple(est.classifier_hidden),
                 encoder_hidden=tuple(est.encoder_hidden),
                 decoder_hidden=tuple(est.decoder_hidden),
@@ -395,6 +606,42 @@ class ModelGraph:
             self._build_symbolic(est)
             self._build_update(est)
             self._build_data_and_generators(est)
+        self._initial = self.state()
+
+    # -- state ----------------------------------------------------------------
+
+    def state(self):
+        """Copies of the parameters, Adam's state and the generator states, and ``fitted``."""
+        return dict(
+            fitted=self.fitted,
+            params=OrderedDict((p.name, p.get_value()) for p in self.networks.params),
+            optimizer=OrderedDict((v.name, v.get_value()) for v in self.adam_state),
+            rngs=OrderedDict(
+                (name, copy.deepcopy(rng.get_value(borrow=True).bit_generator.state)) for name, rng in self.rngs.items()
+            ),
+        )
+
+    def set_state(self, state):
+        """Restore a :meth:`state`."""
+        _set_checked(self.networks.params, [state["params"][p.name] for p in self.networks.params])
+        _set_checked(self.adam_state, [state["optimizer"][v.name] for v in self.adam_state])
+        for name, rng in self.rngs.items():
+            generator = rng.get_value(borrow=False)
+            generator.bit_generator.state = copy.deepcopy(state["rngs"][name])
+            rng.set_value(generator, borrow=True)
+        self.fitted = bool(state["fitted"])
+
+    def reset(self):
+        """Back to the state it was built in (the seed's weights and generators, Adam at zero), with no data.
+
+        The compiled functions stay, without the buffers the training step
+        keeps between calls (at batch 10,000 they hold hundreds of MB).
+        """
+        self.set_state(self._initial)
+        for name, width in forward.BATCH.items():
+            self.data[name].set_value(np.zeros((0, self.dims[width]), dtype="float32"), borrow=True)
+        for function in self._functions.values():
+            function.free()
 
     def _build_symbolic(self, est):
         self.batch = forward.symbolic_batch()
@@ -443,7 +690,7 @@ class ModelGraph:
 
     def _build_data_and_generators(self, est):
         self.data = OrderedDict(
-            (name, pytensor.shared(np.zeros((0, est.dims[width]), dtype="float32"), name=f"data/{name}"))
+            (name, pytensor.shared(np.zeros((0, self.dims[width]), dtype="float32"), name=f"data/{name}"))
             for name, width in forward.BATCH.items()
         )
         self.index = OrderedDict((source, pt.vector(f"{source}_index", dtype="int64")) for source in forward.SOURCE_ROWS)
@@ -459,14 +706,14 @@ class ModelGraph:
             seed = np.random.SeedSequence(est.seed).spawn(5)[4]
             rng = shared_rng(np.random.default_rng(seed), name="train/unfeatured/prior_z")
             self.rngs[rng.name] = rng
-            next_rng, u = ops.uniform_float32(rng, (self.index["unfeatured"].shape[0], est.n_latent))
+            next_rng, u = ops.uniform_float32(rng, (self.index["unfeatured"].shape[0], self.dims["n_latent"]))
             low, high = (np.float32(b) for b in UNFEATURED_Z_BOX)
             self.prior_z = (rng, next_rng, low + (high - low) * u)
 
     def _random_noise(self, seeds, prefix, rows):
         """Noise variable -> (its generator, the generator's next state, a draw of the right shape)."""
         draws = OrderedDict()
-        dims = self.est.dims
+        dims = self.dims
         for spec, seed in zip(forward.NOISE, seeds.spawn(len(forward.NOISE))):
             key = forward.noise_key(spec)
             rng = shared_rng(np.random.default_rng(seed), name=f"{prefix}/{key}")
@@ -520,7 +767,7 @@ class ModelGraph:
         data = OrderedDict((var, self.data[name][self.index[forward.BATCH_SOURCE[name]]]) for name, var in self.batch.items())
         distinct = self.unfeatured_distinct
         updates = OrderedDict(self.updates)
-        if self.est.unfeatured_z == "prior":
+        if self.unfeatured_z == "prior":
             # Every row has its own z ~ p(z): every pair is distinct.
             rng, next_rng, z = self.prior_z
             updates[rng] = next_rng
@@ -606,6 +853,124 @@ def _set_checked(variables, values):
         var.set_value(value.astype(current.dtype), borrow=False)
 
 
+#: What ``fit`` needs of a split (the experiment's path) rather than arrays.
+SPLIT_ATTRIBUTES = ("labeled_x", "labeled_y", "unlabeled_x", "unfeatured_y", "unfeatured_z")
+
+
+def _is_split(X):
+    return all(hasattr(X, name) for name in SPLIT_ATTRIBUTES)
+
+
+class _SemiSupervisedData:
+    """The training sources of ``fit(X, y)``, as :func:`untapped.training.fit` reads a split (no evaluation sources)."""
+
+    def __init__(self, **arrays):
+        self.__dict__.update(arrays)
+
+
+def _unlabeled(y):
+    """The rows of ``y`` marked unlabeled (``-1``)."""
+    if y.dtype.kind in "biuf":
+        return y == -1
+    return np.array([isinstance(v, numbers.Real) and not isinstance(v, bool) and v == -1 for v in y], dtype=bool)
+
+
+def _one_line_errors(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` with its ValueError or TypeError (scikit-learn's validation) on one line.
+
+    scikit-learn's message for a 1-D or scalar array prints the array in
+    full; that part is left out.
+    """
+    try:
+        return function(*args, **kwargs)
+    except ValueError as exc:
+        message = one_line(exc)
+        if message.startswith("Expected 2D array"):
+            message = (
+                message.split(":")[0] + ". Reshape your data: .reshape(1, -1) for a single row, .reshape(-1, 1) for a single column"
+            )
+        raise ValueError(message) from None
+    except TypeError as exc:
+        raise TypeError(one_line(exc)) from None
+
+
+def _validated(function, *args, names=("X",), **kwargs):
+    """scikit-learn's ``check_array`` / ``validate_data`` to float32 (C order), errors on one line, then finite values.
+
+    The finiteness check is ours, for one short message naming the first bad
+    entry (None in an object array reads as NaN).
+    """
+    kwargs.update(dtype=np.float32, order="C", ensure_all_finite=False)
+    result = _one_line_errors(function, *args, **kwargs)
+    arrays = result if isinstance(result, tuple) else (result,)
+    _check_finite(names[0], arrays[0])
+    return result
+
+
+def _check_finite(name, array):
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{name} contains NaN or infinity (at row {row}, column {column}; None reads as NaN); the model needs finite values"
+        )
+
+
+def _checked_matrix(name, array, width):
+    """``array`` as a finite float32 matrix of ``width`` columns; one-line ValueError otherwise."""
+    array = _validated(check_array, array, names=(name,), input_name=name)
+    if array.shape[1] != width:
+        raise ValueError(f"{name} must have shape (rows, {width}), got {array.shape}")
+    return array
+
+
+#: Hyperparameters a :class:`ModelGraph` does not depend on: the schedule
+#: (``training.fit`` reads it; the learning rate is an input of the step) and
+#: the sizes as given (the graph takes them resolved, :attr:`SSDGM.dims`).
+NOT_IN_GRAPH = (
+    "learning_rate", "anneal_lr_factor", "anneal_lr_epoch", "batch_size", "epochs", "eval_every", "n_features", "n_classes"
+)
+
+
+def _graph_key(est):
+    """What a :class:`ModelGraph` is built from: the other hyperparameters and the resolved sizes."""
+    params = sorted((k, v) for k, v in est.get_params().items() if k not in NOT_IN_GRAPH)
+    return repr((params, sorted(est.dims.items())))
+
+
+class _GraphPool:
+    """Graphs of collected estimators, reset, for the next estimator of their configuration.
+
+    Compiling the training step takes seconds; a ``clone`` (cross-validation,
+    grid search, scikit-learn's checks) of a collected estimator reuses its
+    compiled functions. At most ``size`` graphs are kept, the oldest dropped first.
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self._free = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key):
+        with self._lock:
+            free = self._free.get(key)
+            return free.pop() if free else None
+
+    def give(self, key, graph):
+        graph.reset()
+        with self._lock:
+            self._free.setdefault(key, []).append(graph)
+            self._free.move_to_end(key)
+            while sum(len(v) for v in self._free.values()) > self.size:
+                oldest = next(iter(self._free))
+                self._free[oldest].pop(0)
+                if not self._free[oldest]:
+                    del self._free[oldest]
+
+
+_POOL = _GraphPool(size=4)
+
+
 def _same_rows(**arrays):
     rows = {name: a.shape[0] for name, a in arrays.items()}
     if len(set(rows.values())) != 1:
@@ -621,6 +986,8 @@ def _check_batch(arrays, dims):
         array = as_float32(arrays[name])
         if array.ndim != 2 or array.shape[1] != dims[width]:
             raise ValueError(f"{name} must have shape (rows, {dims[width]}), got {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contains NaN or infinity")
         checked[name] = array
     for source, first in (("labeled", "labeled_"), ("unfeatured", "unfeatured_")):
         rows = {checked[n].shape[0] for n in checked if n.startswith(first)}

@@ -27,9 +27,14 @@ Per epoch (1-based, as the original's):
    by a separate generator (``shuffle/evaluate``) and cut into batches the
    same way; the record is the unweighted mean of the per-batch means
    (``eval/<term>``). Evaluation draws its noise from its own generators, so
-   it never changes the training trajectory.
+   it never changes the training trajectory. The evaluation after the last
+   epoch, when that epoch is off the schedule, draws from copies of the
+   evaluation generators: the checkpoint keeps the schedule's streams, and
+   a run resumed from it drops that evaluation from the history, so its
+   history and checkpoint equal those of an uninterrupted run.
 6. Check that every term and every parameter is finite, then write the
-   checkpoint (every ``checkpoint_every`` epochs and after the last).
+   checkpoint (every ``checkpoint_every`` epochs and after the last; a run
+   of no epochs writes the state it starts from).
 
 A non-finite term or parameter raises :class:`TrainingDiverged` right away
 (the original's NaN check, without its ``IPython.embed()``); the last
@@ -38,6 +43,7 @@ of the last completed epoch (so resuming is exact) and raises
 :class:`TrainingInterrupted`.
 """
 
+import copy
 import math
 import os
 import sys
@@ -204,6 +210,7 @@ def fit(
     progress=False,
     log=None,
     label=None,
+    evaluation=True,
 ):
     """Train ``model`` on ``split`` (an :class:`untapped.data.MNISTSplit` or alike); returns ``model``.
 
@@ -212,7 +219,8 @@ def fit(
     epochs, batch_size, eval_every : default to the model's hyperparameters.
         ``epochs`` is the total, counting epochs done before a resume.
     checkpoint_path : where to write the checkpoint (every ``checkpoint_every``
-        epochs, after the last, and on Ctrl-C); None writes nothing.
+        epochs, after the last, and on Ctrl-C; with no epochs to train, the
+        state training starts from); None writes nothing.
     resume : a :class:`untapped.checkpoint.Checkpoint` or a path: restore the
         model, generators, shuffles and history from it and continue after its
         epoch. Without it, training starts at epoch 1 from the model's current
@@ -221,6 +229,9 @@ def fit(
     progress : show a click progress bar with ETA (on stderr).
     log : a callable receiving one line per epoch (and per evaluation).
     label : text shown before the progress bar.
+    evaluation : evaluate on the split's evaluation sources (every
+        ``eval_every`` epochs and after the last); False makes no evaluation,
+        and the split needs no evaluation sources (``SSDGM.fit(X, y)``).
 
     After the call: ``model.history_`` (OrderedDict of per-epoch lists),
     ``model.epoch_`` (epochs completed), ``model.checkpoint_`` (the last
@@ -248,7 +259,8 @@ def fit(
     train_arrays = training_sources(split)
     sizes = _sizes(train_arrays)
     n_steps = steps_per_epoch(sizes, batch_size)
-    steps_per_epoch(_sizes(evaluation_sources(split)), batch_size)  # fails early on an empty source
+    if evaluation:
+        steps_per_epoch(_sizes(evaluation_sources(split)), batch_size)  # fails early on an empty source
 
     shuffles = new_shuffle_generators(model.seed)
     if resume is not None:
@@ -264,6 +276,8 @@ def fit(
         start = int(resume.epoch)
         if start > epochs:
             raise ValueError(f"the checkpoint is at epoch {start}, past the requested total of {epochs} epochs")
+        if epochs > start:
+            history = _without_evaluation_aside(history, start, int((resume.config or {}).get("eval_every", eval_every)))
     else:
         _reset_optimizer(model)
         history = OrderedDict()
@@ -288,11 +302,15 @@ def fit(
     model.epoch_ = start
     model.checkpoint_ = resume
     model.compile_seconds_ = OrderedDict()
+    if epochs == start and checkpoint_path is not None and not last_good_saved:
+        # Every run writes its checkpoint, one of no epochs too (the initial state).
+        last_good.save(checkpoint_path)
+        last_good_saved = True
 
     if epochs > start:
         # Compile before the clock starts, so epoch times are training times
         # (``design.md`` §5: compile times reported apart).
-        for name in ("train", "evaluate"):
+        for name in ("train", "evaluate") if evaluation else ("train",):
             began = time.perf_counter()
             model.graph.function(name)
             model.compile_seconds_[name] = time.perf_counter() - began
@@ -326,8 +344,12 @@ def fit(
                 raise _diverged(f"epoch {epoch}: non-finite parameter(s) {', '.join(bad[:3])}",
                                 epoch, last_good, last_good_saved, checkpoint_path)
             log(_epoch_line(epoch, seconds, lr, per_step))
-            if epoch % eval_every == 0 or epoch == epochs:
-                values = evaluate(model, split, batch_size, shuffles["shuffle/evaluate"])
+            on_schedule = epoch % eval_every == 0
+            if evaluation and (on_schedule or epoch == epochs):
+                if on_schedule:
+                    values = evaluate(model, split, batch_size, shuffles["shuffle/evaluate"])
+                else:
+                    values = _evaluate_aside(model, split, batch_size, shuffles["shuffle/evaluate"])
                 _append(history, "eval/epoch", epoch)
                 for k, v in values.items():
                     _append(history, f"eval/{k}", v)
@@ -358,6 +380,33 @@ def fit(
     # The model holds the state of the last completed epoch; undo nothing.
     model.checkpoint_ = last_good
     return model
+
+
+def _evaluate_aside(model, split, batch_size, rng):
+    """:func:`evaluate` with copies of the evaluation generators (noise and shuffle); the originals stay as they were.
+
+    For the evaluation after the last epoch when that epoch is not on the
+    ``eval_every`` schedule: a run resumed from this run's checkpoint must
+    find the schedule's streams where an uninterrupted run has them, and an
+    uninterrupted run never made this evaluation.
+    """
+    states = copy.deepcopy(model.rng_states())
+    values = evaluate(model, split, batch_size, copy.deepcopy(rng))
+    model.set_rng_states(states)
+    return values
+
+
+def _without_evaluation_aside(history, epoch, eval_every):
+    """``history`` without its evaluation at ``epoch`` if that one was made aside (:func:`_evaluate_aside`).
+
+    ``eval_every`` is the schedule of the run that wrote the history; a run
+    that goes on past ``epoch`` keeps only the schedule's evaluations, as an
+    uninterrupted run has them.
+    """
+    evaluated = history.get("eval/epoch") or []
+    if epoch % eval_every == 0 or not evaluated or evaluated[-1] != epoch:
+        return history
+    return OrderedDict((k, v[:-1] if k.startswith("eval/") else v) for k, v in history.items())
 
 
 def _append(history, key, value):
