@@ -58,7 +58,10 @@ def cache(tmp_path_factory):
 def cluster():
     """A LocalCluster of two single-threaded worker processes, and a client of it; both closed afterwards."""
     distributed = pytest.importorskip("distributed", reason=NO_DASK)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local, \
+    from untapped.cluster import kept_environment
+
+    with kept_environment(), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local, \
             distributed.Client(local, set_as_default=False) as client:
         yield local.scheduler_address, client
 
@@ -218,3 +221,15 @@ def test_trial_threads(nthreads, resources, threads):
     from untapped.cluster import trial_threads
 
     assert trial_threads(nthreads, resources) == threads
+
+
+def test_a_local_cluster_leaves_the_environment_as_it_was():
+    distributed = pytest.importorskip("distributed", reason=NO_DASK)
+    from untapped.cluster import kept_environment
+
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    before = {k: os.environ.get(k) for k in names}
+    with kept_environment(), distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                                      dashboard_address=":0"):
+        pass
+    assert {k: os.environ.get(k) for k in names} == before

@@ -180,11 +180,29 @@ def connect(scheduler=None, runs=1):
             yield client
         return
     workers, threads = local_cluster_size(runs)
-    with distributed.LocalCluster(
+    with kept_environment(), distributed.LocalCluster(
         n_workers=workers, threads_per_worker=threads, processes=True, resources={RESOURCE: 1},
         dashboard_address=":0", silence_logs=logging.ERROR,  # ":0": any free port, as others may run Dask here
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client
+
+
+@contextlib.contextmanager
+def kept_environment():
+    """Restore this process's environment variables afterwards.
+
+    A local cluster's nannies run in this process and set ``OMP_NUM_THREADS``,
+    ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` to 1 in *its* environment
+    (Dask's ``distributed.nanny.pre-spawn-environ``) before they start a
+    worker; left there, they would reach every process started later, which
+    would then run its row ops on one thread.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _describe(client):
