@@ -1,0 +1,61 @@
+"""The committed study results (docs/results/*/study.json): their statistics recomputed from their runs.
+
+Independent of untapped.stats: NumPy for means and standard deviations, the t
+quantile for the intervals, SciPy's tests called directly.
+"""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+from scipy import stats
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "results"
+STUDIES = sorted(RESULTS.glob("*/study.json"))
+
+
+def test_there_are_committed_results():
+    assert STUDIES, f"no study.json under {RESULTS}"
+
+
+@pytest.fixture(params=STUDIES, ids=lambda p: p.parent.name)
+def study(request):
+    return json.loads(request.param.read_text())
+
+
+def _interval(values):
+    n = len(values)
+    half = stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n)
+    return [np.mean(values) - half, np.mean(values) + half]
+
+
+def test_summary_is_what_the_runs_give(study):
+    for group, summary in study["summary"].items():
+        runs = [r for r in study["runs"] if r["group"] == group]
+        ce = [r["cross_entropy"] for r in runs]
+        assert summary["cross_entropy"]["n"] == len(runs)
+        assert summary["cross_entropy"]["mean"] == pytest.approx(np.mean(ce))
+        if len(runs) > 1:
+            assert summary["cross_entropy"]["sd"] == pytest.approx(np.std(ce, ddof=1))
+            assert summary["cross_entropy"]["ci"] == pytest.approx(_interval(ce))
+        assert summary["ten_distinct"] == sum(len(set(r["recognised"])) == 10 for r in runs)
+
+
+def test_paired_statistics_are_what_the_runs_give(study):
+    for comparison in study["paired"].values():
+        first = {r["seed"]: r["cross_entropy"] for r in study["runs"] if r["group"] == comparison["first"]}
+        second = {r["seed"]: r["cross_entropy"] for r in study["runs"] if r["group"] == comparison["second"]}
+        seeds = sorted(set(first) & set(second))
+        assert comparison["seeds"] == seeds
+        a, b = np.array([first[s] for s in seeds]), np.array([second[s] for s in seeds])
+        ce = comparison["cross_entropy"]
+        assert ce["mean_difference"] == pytest.approx(np.mean(a - b))
+        if len(seeds) > 1 and np.std(a - b) > 0:
+            t = stats.ttest_rel(a, b)
+            assert ce["t"] == pytest.approx(t.statistic) and ce["t_p"] == pytest.approx(t.pvalue)
+            assert ce["ci"] == pytest.approx(_interval(a - b))
+            assert ce["d_z"] == pytest.approx(np.mean(a - b) / np.std(a - b, ddof=1))
+            w = stats.wilcoxon(a - b)
+            assert ce["wilcoxon_p"] == pytest.approx(w.pvalue)
