@@ -289,7 +289,7 @@ def plot_figure2(runs, group, folder, path):
     for ax, r in zip(axes, mine):
         ax.imshow(imread(pathlib.Path(folder) / r["run"] / "digits_means.png"))
         ax.set_title(f"seed {r['seed']}: CE {r['cross_entropy']:.3f}, {r['distinct_digits']} distinct digits", fontsize=11)
-    fig.suptitle(f"{group}: Figure 2 of every seed (decoder means at z_bar; 'y=k → d': the classifier sees digit d)",
+    fig.suptitle(f"{group}: Figure 2 of every seed\n(decoder means at z_bar; 'y=k → d': the classifier sees digit d)",
                  fontsize=12)
     return _save(fig, path)
 
