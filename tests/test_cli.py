@@ -4,10 +4,7 @@ The command runs in-process through click's CliRunner (one subprocess test
 checks the real entry point); runs use a 200-row subset and batches of 64.
 """
 
-import hashlib
-import importlib.util
 import json
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -19,20 +16,12 @@ from click.testing import CliRunner
 
 from untapped import checkpoint
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "run_mnist.py"
+from cli_helpers import SCRIPT, load_cli, sha
 RUN_FILES = ("config.json", "checkpoint.h5", "history.json", "log.txt", "digits_means.png", "digits_double_pass.png", "metrics.json")
 QUICK = ["--batch", "64", "--subset", "200", "--eval-every", "1"]
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("run_mnist", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-MAIN = _load_cli()
+MAIN = load_cli("run_mnist")
 
 
 def invoke(args, env=None):
@@ -52,8 +41,6 @@ def assert_one_line_error(result, *fragments, code=None):
         assert fragment in lines[0], lines[0]
 
 
-def sha(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")

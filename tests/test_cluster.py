@@ -14,34 +14,18 @@ import subprocess
 import sys
 import time
 
-import importlib.util
 
-import h5py
 import pytest
 from click.testing import CliRunner
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "run_mnist.py"
+from cli_helpers import REPO, SCRIPT, load_cli, params
 STUDY = ["--model", "m2", "--trials", "2", "--epochs", "10", "--batch", "64", "--subset", "200"]
 NO_DASK = "Dask is not installed (pip install -e '.[dask]'); the cluster tests need it"
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("run_mnist_cluster", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+MAIN = load_cli("run_mnist_cluster")
 
 
-MAIN = _load_cli()
-
-
-def params(checkpoint):
-    """Every parameter array saved in ``checkpoint``, by name."""
-    with h5py.File(checkpoint, "r") as f:
-        out = {}
-        f["params"].visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        return out
 
 
 def invoke(args, cache):

@@ -4,8 +4,6 @@ Tiny studies: 200 rows of each set, batch 64, a few epochs. The interrupt
 test runs the command as a subprocess and sends it SIGINT, as Ctrl-C would.
 """
 
-import hashlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -22,19 +19,11 @@ from click.testing import CliRunner
 from untapped import stats
 from untapped.report import load_runs, summarise
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "run_mnist.py"
+from cli_helpers import REPO, SCRIPT, load_cli, params, sha
 TINY = ["--batch", "64", "--subset", "200"]
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("run_mnist_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-MAIN = _load_cli()
+MAIN = load_cli("run_mnist_study")
 
 
 def invoke(args, cache):
@@ -42,19 +31,12 @@ def invoke(args, cache):
     return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
 
 
-def sha(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 def run_hashes(folder):
     return {p.relative_to(folder).as_posix(): sha(p) for p in sorted(pathlib.Path(folder).glob("*/*")) if p.is_file()}
 
 
-def params(checkpoint):
-    with h5py.File(checkpoint, "r") as f:
-        out = {}
-        f["params"].visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        return out
 
 
 @pytest.fixture(scope="module")
