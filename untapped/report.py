@@ -202,6 +202,7 @@ def plot_cross_entropy(runs, path):
     fig = _figure(max(5.0, 1.5 * len(names) + 2.5), 4.5)
     ax = fig.subplots()
     jitter = np.random.default_rng(0)
+    paper_labelled = False
     for i, g in enumerate(names):
         values = [r["cross_entropy"] for r in runs if r["group"] == g]
         ax.scatter(i + jitter.uniform(-0.12, 0.12, len(values)), values, s=22, color="C0", alpha=0.75,
@@ -213,7 +214,8 @@ def plot_cross_entropy(runs, path):
         paper = PAPER_CROSS_ENTROPY.get(g)
         if paper is not None:
             ax.plot([i - 0.3, i + 0.3], [paper, paper], color="C3", lw=2.5,
-                    label="paper (mean of 10 trials)" if g == names[0] or "paper" not in _labels(ax) else None)
+                    label=None if paper_labelled else "paper (mean of 10 trials)")
+            paper_labelled = True
     ax.axhline(UNIFORM_CROSS_ENTROPY, color="grey", ls=":", lw=1, label="uniform guess, ln 10")
     ax.set_xticks(range(len(names)), [n.replace("/", "\n") for n in names])
     ax.set_ylabel("cross-entropy on digits 5-9 (nats)")
@@ -221,10 +223,6 @@ def plot_cross_entropy(runs, path):
     ax.legend(fontsize=8, loc="best")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
-
-
-def _labels(ax):
-    return " ".join(ax.get_legend_handles_labels()[1])
 
 
 def plot_paired(runs, path):
@@ -325,7 +323,7 @@ def save_run_curves(history, path, title):
         if f"train/{term}" in history:
             ax.plot(history["epoch"], history[f"train/{term}"], lw=1.2, label="training batches")
         if f"eval/{term}" in history:
-            ax.plot(history["eval/epoch"], history[f"eval/{term}"], "o", ms=3, label="evaluation sources")
+            ax.plot(history["eval/epoch"], history[f"eval/{term}"], "o", ms=3, label="evaluation sources (labeled terms: digits 5-9)")
         _label_term(ax, term)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9)
