@@ -1,0 +1,31 @@
+"""Training is bit-identical to the commit recorded in ``tests/data/bit_identical.json``.
+
+A refactor of the graph, the compile mode or the kernels must not move a bit
+of a C-mode run: the recording was made with ``python tests/bit_identical.py
+--record`` at the commit it names, before the change, and this test trains
+the same four configurations again (full-size networks, nine steps, one and
+two threads) in a fresh interpreter and compares every digest.
+"""
+
+import json
+
+import pytest
+
+import bit_identical
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    return json.loads(bit_identical.RECORD.read_text())
+
+
+@pytest.mark.parametrize("threads", bit_identical.THREAD_COUNTS)
+def test_training_matches_the_recorded_commit(recorded, threads, mnist_dir):
+    expected = recorded["threads"][str(threads)]
+    actual = bit_identical.in_subprocess(threads, mnist_dir)
+    assert sorted(actual) == sorted(bit_identical.CONFIGS)
+    for name in bit_identical.CONFIGS:
+        for part in ("totals", "params", "optimizer", "evaluation"):
+            assert actual[name][part] == expected[name][part], (
+                f"{name}, {threads} thread(s): {part} differ from commit {recorded['commit']}"
+            )
