@@ -15,6 +15,8 @@ import time
 
 import click
 
+from untapped.presets import DEFAULT_MODE, MODELS, MODES, VARIANTS
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -22,14 +24,6 @@ EXIT_INTERRUPTED = 130
 #: Seeds are 32-bit, as NumPy's legacy RandomState (the original's initialiser) takes them.
 MAX_SEED = 2**32 - 1
 
-#: ``untapped.experiment.VARIANTS`` by name, spelled here so that --help does not import PyTensor.
-VARIANT_NAMES = {
-    "code": "the original code",
-    "onehot-prior-z": "one-hot unfeatured y (scored by log Cat), a fresh z ~ p(z) per row and batch (untapped only)",
-    "prior-z": "the code's unfeatured y, a fresh z ~ p(z) per row and batch (untapped only)",
-    "eq17": "the reverse bound with + log q(z|x,y) (untapped only)",
-    "paper-weights": "App. D's weights, the code's times 10",
-}
 
 
 class OneLineErrors(click.Group):
@@ -117,9 +111,9 @@ def _version():
 )
 @click.option("--epochs", type=click.IntRange(min=0), default=150, help="Training epochs (the total, when resuming).")
 @click.option("--batch", type=click.IntRange(min=1), default=10000, help="Batch size of every source (labeled, unlabeled, unfeatured).")
-@click.option("--model", "model", type=click.Choice(["untapped", "m2", "both"]), default="both", help="Which model(s) to train.")
-@click.option("--variant", type=click.Choice(list(VARIANT_NAMES)), default="code",
-              help="A reading of the paper instead of the original code (docs/fidelity.md): " + "; ".join(f"{k}: {v}" for k, v in VARIANT_NAMES.items()) + ".")
+@click.option("--model", "model", type=click.Choice([*MODELS, "both"]), default="both", help="Which model(s) to train.")
+@click.option("--variant", type=click.Choice(list(VARIANTS)), default="code",
+              help="A reading of the paper instead of the original code (docs/fidelity.md): " + "; ".join(f"{k}: {v.description}" for k, v in VARIANTS.items()) + ".")
 @click.option("--trials", type=click.IntRange(min=1), default=1, help="Independent runs per model, with seeds seed .. seed+trials-1.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, help="Runs in parallel (joblib).")
 @click.option("--backend", type=click.Choice(["loky", "multiprocessing", "dask", "sequential"]), default="loky",
@@ -137,7 +131,7 @@ def _version():
 @click.option("--resume", type=click.Path(path_type=pathlib.Path), default=None,
               help="Continue the run saved in this checkpoint (.h5) up to --epochs.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=10, help="Evaluate all five terms every N epochs (and after the last).")
-@click.option("--mode", type=click.Choice(["c", "numba"]), default="c", help="PyTensor backend: C (as Theano) or Numba.")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, help="PyTensor backend: C (as Theano) or Numba.")
 @click.option("--subset", type=click.IntRange(min=1), default=None,
               help="Use only the first N labeled, evaluation and unlabeled rows (quick tests).")
 @click.option("--overwrite", is_flag=True, default=False, help="Allow a fresh run to replace an existing run's files in --out.")

@@ -47,69 +47,7 @@ from untapped import data as data_io
 from untapped.backend import DEFAULT_MODE, MODES, environment
 from untapped.training import TrainingDiverged, TrainingInterrupted, fit
 from untapped.files import FolderLock, FolderLocked, atomic_output, jsonable, one_line
-
-#: The models a run can train, by the names of :data:`untapped.model.PRESETS`.
-MODELS = ("untapped", "m2")
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """A reading of the paper that the code does differently (``docs/fidelity.md``), as one run option.
-
-    ``models`` are the models it applies to; ``split`` are
-    :func:`untapped.data.make_split` options; :meth:`model_params` gives the
-    :class:`untapped.model.SSDGM` hyperparameters on top of the model's preset.
-    """
-
-    name: str
-    description: str
-    models: tuple = ("untapped", "m2")
-    params: dict = dataclasses.field(default_factory=dict)
-    split: dict = dataclasses.field(default_factory=dict)
-    coefficient_scale: float = 1.0
-
-    def model_params(self, model):
-        from untapped.model import SSDGM
-
-        params = dict(self.params)
-        if self.coefficient_scale != 1.0:
-            preset = SSDGM.from_preset(model).coefficient_params()
-            params.update({k: v * self.coefficient_scale for k, v in preset.items()})
-        return params
-
-
-#: The variants a run can take (``run_mnist.py --variant``); ``code`` is the original's code.
-VARIANTS = OrderedDict(
-    (v.name, v)
-    for v in (
-        Variant("code", "the original code (the default)"),
-        Variant(
-            "onehot-prior-z",
-            "one-hot unfeatured y, each row with a fresh z ~ p(z) every batch (Alg. 1; fidelity items 10-11), "
-            "scored by log Cat(y; q(y|x^)) since the Concrete density of a one-hot y is -inf",
-            models=("untapped",),
-            params=dict(unfeatured_z="prior", reverse_y_density="categorical"),
-            split=dict(unfeatured="onehot"),
-        ),
-        Variant(
-            "prior-z",
-            "the code's soft-corner unfeatured y, each row with a fresh z ~ p(z) every batch (Alg. 1; fidelity item 10)",
-            models=("untapped",),
-            params=dict(unfeatured_z="prior"),
-        ),
-        Variant(
-            "eq17",
-            "the reverse bound as eq. 17 prints it, with + log q(z|x,y) (fidelity item 12)",
-            models=("untapped",),
-            params=dict(reverse_elbo_variant="eq17"),
-        ),
-        Variant(
-            "paper-weights",
-            "App. D's weights, 1 on each bound, 10 on x->y, 0.1 on y->x: the code's times 10 (fidelity items 6-7)",
-            coefficient_scale=10.0,
-        ),
-    )
-)
-DEFAULT_VARIANT = "code"
+from untapped.presets import DEFAULT_VARIANT, MODELS, TITLES, VARIANTS, upgrade_params
 
 #: File names inside a run's folder.
 RUN_FILES = OrderedDict(
@@ -122,9 +60,6 @@ RUN_FILES = OrderedDict(
     figure_double_pass="digits_double_pass.png",
     metrics="metrics.json",
 )
-
-#: Titles of Figure 2, as the original's ``make_plots`` (plot:151-156).
-TITLES = {"untapped": "Labels Untapped", "m2": "M2"}
 
 #: Rows of a split cut by :func:`subset_split`.
 _SUBSET_FIELDS = {
@@ -244,7 +179,7 @@ def plan_resume(path, given=None, out=None, labels=None, **options):
         )
     variant = config.get("variant", DEFAULT_VARIANT)
     folder = pathlib.Path(out) / run_name(config["model"], config["seed"], variant) if out is not None else pathlib.Path(path).resolve().parent
-    model_params = {k: v for k, v in config.get("model_params", {}).items() if k not in ("epochs", "eval_every", "mode")}
+    model_params = {k: v for k, v in upgrade_params(config.get("model_params", {})).items() if k not in ("epochs", "eval_every", "mode")}
     return RunSpec(
         model=config["model"],
         seed=int(config["seed"]),
@@ -270,7 +205,7 @@ _SCHEDULE_PARAMS = ("epochs", "eval_every", "mode", "batch_size")
 def _identity(config):
     out = {k: config.get(k) for k in _IDENTITY}
     out["variant"] = out["variant"] or DEFAULT_VARIANT
-    params = {k: v for k, v in config.get("model_params", {}).items() if k not in _SCHEDULE_PARAMS}
+    params = {k: v for k, v in upgrade_params(config.get("model_params", {})).items() if k not in _SCHEDULE_PARAMS}
     out["model_params"] = json.loads(json.dumps(jsonable(params), sort_keys=True))
     return out
 
@@ -582,7 +517,7 @@ def build_model(spec, resume=None):
     from untapped.model import SSDGM
 
     if resume is not None:
-        params = dict(resume.config.get("model_params", {}))
+        params = upgrade_params(resume.config.get("model_params", {}))
         params.update(spec.model_params)
         params.update(epochs=spec.epochs, eval_every=spec.eval_every, mode=spec.mode, batch_size=spec.batch)
         try:

@@ -33,19 +33,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from untapped import forward, objectives, ops, updates
+from untapped import forward, objectives, ops, presets, updates
 from untapped.backend import DEFAULT_MODE, as_float32, compile_mode, compiling, float32, lasagne
 from untapped.data import UNFEATURED_Z_BOX, close_corners
 from untapped.files import one_line
 from untapped.networks import Networks
 
-PRESETS = OrderedDict(
-    untapped=dict(coeff_reverse_elbo=0.1, coeff_y_to_x=0.01),
-    # The paper's M2 is untapped "without the J_r term": no reverse bound. The
-    # original's M2 (its demo with coeff_y = 0) keeps 0.01 * y_to_x_loss in its
-    # total; the term has no gradient, so it changes only the logged total.
-    m2=dict(coeff_reverse_elbo=0.0, coeff_y_to_x=0.01),
-)
 REVERSE_ELBO_VARIANTS = ("code", "eq17")
 #: Where the training step's unfeatured z come from: the split's fixed draws
 #: (the code), or a fresh z ~ p(z) for every row of every batch (Alg. 1).
@@ -83,7 +76,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         the split's second draw).
     reverse_y_density : 'concrete' (the original) or 'categorical' (log
         Cat(y; softmax(l(x^))), which one-hot unfeatured y need).
-    coeff_* : the weight of each term in the total (``objectives.TERMS``).
+    coeff_<term> : the weight of each term in the total (``presets.TERMS``;
+        ``presets.PRESETS`` holds each model's).
     learning_rate, anneal_lr_factor, anneal_lr_epoch : lr 0.01, times 0.9995
         per epoch from epoch 500.
     max_norm, clip_grad : total-norm rescale, then elementwise clip.
@@ -122,8 +116,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         coeff_labeled_elbo=0.1,
         coeff_unlabeled_elbo=0.1,
         coeff_reverse_elbo=0.1,
-        coeff_x_to_y=1.0,
-        coeff_y_to_x=0.01,
+        coeff_x_to_y_loss=1.0,
+        coeff_y_to_x_loss=0.01,
         learning_rate=0.01,
         anneal_lr_factor=0.9995,
         anneal_lr_epoch=500,
@@ -154,8 +148,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         self.coeff_labeled_elbo = coeff_labeled_elbo
         self.coeff_unlabeled_elbo = coeff_unlabeled_elbo
         self.coeff_reverse_elbo = coeff_reverse_elbo
-        self.coeff_x_to_y = coeff_x_to_y
-        self.coeff_y_to_x = coeff_y_to_x
+        self.coeff_x_to_y_loss = coeff_x_to_y_loss
+        self.coeff_y_to_x_loss = coeff_y_to_x_loss
         self.learning_rate = learning_rate
         self.anneal_lr_factor = anneal_lr_factor
         self.anneal_lr_epoch = anneal_lr_epoch
@@ -175,9 +169,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     @classmethod
     def from_preset(cls, name, **params):
         """``SSDGM`` with the coefficients of preset ``name`` ('untapped' or 'm2'), then ``params``."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **params})
+        return cls(**{**presets.preset_params(name), **params})
 
     @classmethod
     def m2(cls, **params):
@@ -233,16 +225,14 @@ class SSDGM(ClassifierMixin, BaseEstimator):
             state["_pending_state"] = graph.state()
         return state
 
+    def __setstate__(self, state):
+        # Estimators pickled before two coefficients were renamed.
+        self.__dict__.update(presets.upgrade_params(state))
+
     @property
     def coefficients(self):
-        """Term name -> weight in the total, in :data:`objectives.TERMS` order."""
-        return OrderedDict(
-            labeled_elbo=self.coeff_labeled_elbo,
-            unlabeled_elbo=self.coeff_unlabeled_elbo,
-            reverse_elbo=self.coeff_reverse_elbo,
-            x_to_y_loss=self.coeff_x_to_y,
-            y_to_x_loss=self.coeff_y_to_x,
-        )
+        """Term name -> weight in the total, in :data:`untapped.presets.TERMS` order."""
+        return OrderedDict((term, getattr(self, presets.coefficient_param(term))) for term in presets.TERMS)
 
     def coefficient_params(self):
         """The ``coeff_*`` hyperparameters and their values (the weights of :attr:`coefficients`)."""
@@ -346,7 +336,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
             self.dims,
         )
         values = self.graph.function("evaluate")(*batch.values())
-        return OrderedDict(zip(list(objectives.TERMS) + ["total"], (float(v) for v in values)))
+        return OrderedDict(zip(list(presets.TERMS) + ["total"], (float(v) for v in values)))
 
     def fit(self, X, y=None, *, classes=None, unfeatured_y=None, unfeatured_z=None, **options):
         """Train on labeled and unlabeled rows (scikit-learn's semi-supervised convention), or on a split.

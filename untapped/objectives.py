@@ -35,17 +35,7 @@ from pytensor.tensor.special import log_softmax
 
 from parmesan_compat.distributions import log_bernoulli, log_concrete, log_normal
 from untapped import ops
-
-#: name -> (paper symbol, equation), in logging order.
-TERMS = OrderedDict(
-    [
-        ("labeled_elbo", ("-J_f^l", "eq. 3")),
-        ("unlabeled_elbo", ("-J_f^u", "eq. 4")),
-        ("reverse_elbo", ("-J_r^u", "eq. 17")),
-        ("x_to_y_loss", ("J_f^d", "eq. 7")),
-        ("y_to_x_loss", ("J_r^d", "eq. 7")),
-    ]
-)
+from untapped.presets import TERMS  # noqa: F401 - the terms' names, symbols and equations
 
 #: ``logsumexp`` over a single importance sample leaves ``log(1 + 1e-5)`` in each
 #: log-likelihood of the original (its ``sf`` guard); only the unlabeled bound

@@ -1,0 +1,131 @@
+"""The names a run is made of, stated once: terms, coefficients, models, variants and compile modes.
+
+Plain Python (no PyTensor), so that a command line can list its choices
+without loading the numerical stack.
+
+Each term of the loss has a coefficient hyperparameter named after it,
+``coeff_<term>`` (:func:`coefficient_param`). Two were named differently
+before (``coeff_x_to_y``, ``coeff_y_to_x``); :data:`RENAMED_PARAMS` maps
+them, so that checkpoints and run configurations written then still load
+(:func:`upgrade_params`).
+"""
+
+import dataclasses
+from collections import OrderedDict
+
+#: The five terms of the loss: name -> (paper symbol, equation), in logging order.
+TERMS = OrderedDict(
+    [
+        ("labeled_elbo", ("-J_f^l", "eq. 3")),
+        ("unlabeled_elbo", ("-J_f^u", "eq. 4")),
+        ("reverse_elbo", ("-J_r^u", "eq. 17")),
+        ("x_to_y_loss", ("J_f^d", "eq. 7")),
+        ("y_to_x_loss", ("J_r^d", "eq. 7")),
+    ]
+)
+
+
+def coefficient_param(term):
+    """The hyperparameter that weights ``term`` in the total: ``coeff_<term>``."""
+    return f"coeff_{term}"
+
+
+#: The original code's weights (``original_code.md`` §3.2-3.3): 0.1 on each
+#: bound, 1 on the x->y loss, 0.01 on the y->x loss.
+CODE_COEFFICIENTS = OrderedDict(
+    labeled_elbo=0.1, unlabeled_elbo=0.1, reverse_elbo=0.1, x_to_y_loss=1.0, y_to_x_loss=0.01
+)
+
+#: Each model's weights of the five terms. The paper's M2 is untapped
+#: "without the J_r term": no reverse bound. The original's M2 (its demo with
+#: coeff_y = 0) keeps 0.01 y_to_x_loss in its total; the term has no
+#: gradient, so it changes only the logged total (``docs/fidelity.md`` item 27).
+PRESETS = OrderedDict(
+    untapped=CODE_COEFFICIENTS,
+    m2=OrderedDict(CODE_COEFFICIENTS, reverse_elbo=0.0),
+)
+#: The models a run can train, by name.
+MODELS = tuple(PRESETS)
+#: Titles of Figure 2, as the original's ``make_plots`` (plot:151-156).
+TITLES = {"untapped": "Labels Untapped", "m2": "M2"}
+
+#: Hyperparameters renamed since version 0.1.0: old name -> new name.
+RENAMED_PARAMS = {"coeff_x_to_y": "coeff_x_to_y_loss", "coeff_y_to_x": "coeff_y_to_x_loss"}
+
+
+def preset_params(model):
+    """The ``coeff_*`` hyperparameters of ``model`` (a name in :data:`MODELS`)."""
+    if model not in PRESETS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return OrderedDict((coefficient_param(t), w) for t, w in PRESETS[model].items())
+
+
+def upgrade_params(params):
+    """``params`` (a dict of hyperparameters) with the names of :data:`RENAMED_PARAMS` brought up to date."""
+    return {RENAMED_PARAMS.get(k, k): v for k, v in params.items()}
+
+
+#: Compile modes by name: ``c``, PyTensor's C backend with our kernels and
+#: rewrites (the default; ``untapped.fast``); ``plain``, the C backend on the
+#: paper layer's graph in stock PyTensor ops only; ``numba``, PyTensor's
+#: Numba backend on that same plain graph.
+MODES = ("c", "plain", "numba")
+DEFAULT_MODE = "c"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A reading of the paper that the code does differently (``docs/fidelity.md``), as one run option.
+
+    ``models`` are the models it applies to; ``split`` are
+    :func:`untapped.data.make_split` options; :meth:`model_params` gives the
+    :class:`untapped.model.SSDGM` hyperparameters on top of the model's preset.
+    """
+
+    name: str
+    description: str
+    models: tuple = MODELS
+    params: dict = dataclasses.field(default_factory=dict)
+    split: dict = dataclasses.field(default_factory=dict)
+    coefficient_scale: float = 1.0
+
+    def model_params(self, model):
+        params = dict(self.params)
+        if self.coefficient_scale != 1.0:
+            params.update({k: v * self.coefficient_scale for k, v in preset_params(model).items()})
+        return params
+
+
+#: The variants a run can take (``run_mnist.py --variant``); ``code`` is the original's code.
+VARIANTS = OrderedDict(
+    (v.name, v)
+    for v in (
+        Variant("code", "the original code (the default)"),
+        Variant(
+            "onehot-prior-z",
+            "one-hot unfeatured y, each row with a fresh z ~ p(z) every batch (Alg. 1; fidelity items 10-11), "
+            "scored by log Cat(y; q(y|x^)) since the Concrete density of a one-hot y is -inf",
+            models=("untapped",),
+            params=dict(unfeatured_z="prior", reverse_y_density="categorical"),
+            split=dict(unfeatured="onehot"),
+        ),
+        Variant(
+            "prior-z",
+            "the code's soft-corner unfeatured y, each row with a fresh z ~ p(z) every batch (Alg. 1; fidelity item 10)",
+            models=("untapped",),
+            params=dict(unfeatured_z="prior"),
+        ),
+        Variant(
+            "eq17",
+            "the reverse bound as eq. 17 prints it, with + log q(z|x,y) (fidelity item 12)",
+            models=("untapped",),
+            params=dict(reverse_elbo_variant="eq17"),
+        ),
+        Variant(
+            "paper-weights",
+            "App. D's weights, 1 on each bound, 10 on x->y, 0.1 on y->x: the code's times 10 (fidelity items 6-7)",
+            coefficient_scale=10.0,
+        ),
+    )
+)
+DEFAULT_VARIANT = "code"
