@@ -15,6 +15,7 @@ import time
 
 import click
 
+from untapped import commands
 from untapped.presets import DEFAULT_MODE, MODELS, MODES, VARIANTS
 
 EXIT_ERROR = 1
@@ -25,21 +26,10 @@ EXIT_INTERRUPTED = 130
 MAX_SEED = 2**32 - 1
 
 
+class OneLineErrors(commands.OneLineErrors):
+    """run_mnist.py's errors: 2 a bad option, 130 Ctrl-C (the library's errors are handled per command)."""
 
-class OneLineErrors(click.Group):
-    """A click command (with subcommands) whose usage errors print as a single ``error: ...`` line."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Abort:
-            click.echo("error: aborted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except click.ClickException as exc:
-            message = " ".join(exc.format_message().split())
-            click.echo(f"error: {message}", err=True)
-            sys.exit(exc.exit_code)
-        sys.exit(code if isinstance(code, int) else 0)
+    abort_exit = EXIT_INTERRUPTED
 
 
 def _interrupt(signum, frame):
