@@ -8,15 +8,19 @@ through an ``UNTAPPED_<OPTION>`` environment variable (``UNTAPPED_EPOCHS``,
 with a non-zero exit status; no traceback.
 """
 
-import pathlib
-import signal
-import sys
-import time
+import untapped
 
-import click
+untapped.configure_threads()  # before NumPy loads (untapped.threads)
 
-from untapped import commands
-from untapped.presets import DEFAULT_MODE, MODELS, MODES, VARIANTS
+import pathlib  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import click  # noqa: E402
+
+from untapped import commands  # noqa: E402
+from untapped.presets import DEFAULT_MODE, MODELS, MODES, VARIANTS  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

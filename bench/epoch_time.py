@@ -60,7 +60,10 @@ if __name__ == "__main__":
     use_empty_compile_cache()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import untapped  # noqa: E402,F401 - first, so that its thread settings reach NumPy's OpenBLAS
+import untapped  # noqa: E402
+
+untapped.configure_threads()  # before NumPy loads, so that the settings reach its OpenBLAS
+
 import numpy as np  # noqa: E402
 
 SIZES = dict(labeled=35735, unlabeled=20000, unfeatured=10)

@@ -1,7 +1,13 @@
-import os
-import pathlib
+"""Shared fixtures; the thread settings of the entry points (untapped.threads) apply to the tests too."""
 
-import pytest
+import untapped
+
+untapped.configure_threads()
+
+import os  # noqa: E402
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"

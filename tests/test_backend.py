@@ -35,7 +35,10 @@ def test_import_leaves_global_floatx_alone():
 
 def test_lasagne_dense_path_is_float32_on_pytensor():
     import pytensor
-    from untapped.backend import compile_mode, float32, lasagne, lasagne_rng
+    from parmesan_compat.backend import lasagne_rng, load_lasagne
+    from untapped.backend import compile_mode, float32
+
+    lasagne = load_lasagne()
 
     L = lasagne.layers
     a = L.InputLayer((None, 3), name="a")
@@ -68,7 +71,10 @@ def test_lasagne_dense_path_is_float32_on_pytensor():
 
 def test_get_output_replaces_an_intermediate_layer():
     import pytensor
-    from untapped.backend import float32, lasagne
+    from parmesan_compat.backend import load_lasagne
+    from untapped.backend import float32
+
+    lasagne = load_lasagne()
 
     L = lasagne.layers
     x = L.InputLayer((None, 3))
@@ -83,7 +89,9 @@ def test_get_output_replaces_an_intermediate_layer():
 
 
 def test_convolution_raises_clear_not_implemented():
-    from untapped.backend import lasagne
+    from parmesan_compat.backend import load_lasagne
+
+    lasagne = load_lasagne()
 
     L = lasagne.layers
     conv = L.Conv2DLayer(L.InputLayer((None, 1, 5, 5)), num_filters=2, filter_size=3)
@@ -106,16 +114,15 @@ def test_environment_records_mode_and_blas_flags():
     assert env["versions"]["pytensor"].startswith("3.0")
 
 
-@pytest.mark.parametrize("mode", ["c", "numba"])
-def test_softmax_is_inlined_into_c_loops(mode):
-    """Our modes replace PyTensor 3's Python-run Softmax / LogSoftmax by their max-exp-sum graphs."""
+def test_softmax_is_inlined_into_c_loops():
+    """The C mode replaces PyTensor 3's Python-run Softmax / LogSoftmax by their max-exp-sum graphs (Numba compiles them itself)."""
     from pytensor.tensor.special import LogSoftmax, Softmax, log_softmax, softmax
 
     with float32():
         x = pt.matrix("x")
         y, ly = softmax(x, axis=-1), log_softmax(x, axis=-1)
         gx = pytensor.grad((y * pt.arange(3)).sum() + ly[:, 0].sum(), x)
-        f = pytensor.function([x], [y, ly, gx], mode=compile_mode(mode))
+        f = pytensor.function([x], [y, ly, gx], mode=compile_mode("c"))
     assert not [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, (Softmax, LogSoftmax))]
     v = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32) * 5
     s = np.exp(v - v.max(1, keepdims=True))
@@ -129,13 +136,18 @@ def test_softmax_is_inlined_into_c_loops(mode):
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_import_sets_thread_hand_off_defaults_but_keeps_the_users():
-    """import untapped defaults OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT (README, Speed); a user's values win."""
-    code = "import os, untapped; print(os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+def test_configure_threads_sets_the_hand_off_defaults_but_keeps_the_users():
+    """configure_threads() defaults OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT (README, Speed); a user's values win; import alone sets nothing."""
+    code = (
+        "import os, untapped; before = [os.environ.get(k) for k in untapped.threads.THREAD_ENVIRONMENT]; "
+        "print(untapped.configure_threads(), before, os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["PASSIVE", "4"]
+    assert result.stdout.split() == ["True", "[None,", "None]", "PASSIVE", "4"]
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert result.stdout.split() == ["ACTIVE", "4"]
+    assert result.stdout.split() == ["True", "['ACTIVE',", "None]", "ACTIVE", "4"]
+    late = subprocess.run([sys.executable, "-c", "import numpy, untapped; print(untapped.configure_threads())"], capture_output=True, text=True, env=env)
+    assert late.stdout.split() == ["False"]

@@ -19,7 +19,10 @@ from parmesan_compat.layers.flow import (
     logistic_flow_inverse,
     logistic_flow_log_det,
 )
-from untapped.backend import compile_mode, float32, lasagne
+from parmesan_compat.backend import load_lasagne
+from untapped.backend import compile_mode, float32
+
+lasagne = load_lasagne()
 
 LOW, HIGH = -np.pi / 2, np.pi / 2
 PAPER_LOW, PAPER_HIGH = -1.5, 1.5

@@ -15,7 +15,10 @@ import pytest
 from sklearn.base import clone
 
 import numpy_port as port
-from untapped import forward, objectives, ops
+from untapped import presets
+from untapped.paper import passes, samplers
+from untapped.fast import bernoulli as fast_bernoulli
+from untapped.fast import rows as fast_rows
 from untapped.backend import compile_mode, float32
 from untapped.model import SSDGM
 
@@ -200,7 +203,7 @@ def test_trace_matches_numpy_port_untapped(model, params, batch, noise):
         [f"labeled/{k}" for k in "logits y_probs y_sample z_mean z_std z_tilde z z_log_det x_mean x_sample".split()]
         + [f"unlabeled/{k}" for k in "logits y_probs y_sample z_mean z_std z_tilde z z_log_det x_mean".split()]
         + [f"unfeatured/{k}" for k in "logits y_probs x_mean x_sample".split()]
-        + [f"terms/{t}" for t in objectives.TERMS]
+        + [f"terms/{t}" for t in presets.TERMS]
         + ["total"]
     )
     assert list(ours) == expected_keys
@@ -217,7 +220,7 @@ def test_trace_matches_numpy_port_m2(model, params, batch, noise):
     ours, theirs, errors = _trace_errors(m2, params, batch, noise, coefficients=port.M2_COEFFICIENTS)
     reset(model, params)
     untapped = model.trace(batch, noise)
-    for t in objectives.TERMS:  # same terms, different total
+    for t in presets.TERMS:  # same terms, different total
         assert float(ours[f"terms/{t}"]) == pytest.approx(float(untapped[f"terms/{t}"]), rel=1e-6)
     assert abs(float(ours["total"]) - float(untapped["total"])) > 0.1
     terms = {t: float(theirs[f"terms/{t}"]) for t in port.TERMS}
@@ -369,7 +372,9 @@ def test_optimizer_steps_match_numpy_port(scale, model, initial, batch, noise):
 def test_port_update_matches_lasagne_when_rescaling_and_clipping():
     """The port's norm/clip/Adam against Lasagne's norm rescale and our Adam, in the regime where
     both the norm rescale and the [-1, 1] clip act (the model's gradients seldom reach it)."""
-    from untapped.backend import lasagne
+    from parmesan_compat.backend import load_lasagne
+
+    lasagne = load_lasagne()
     from untapped.updates import adam
 
     rng = np.random.RandomState(4)
@@ -430,7 +435,7 @@ def test_training_is_reproducible_and_resumable(training_data):
     out_a, out_b, out_c = _train(a, indices[:2]), _train(b, indices[:2]), _train(c, indices[:2])
     assert out_a == out_b
     assert all(np.isfinite(v) for out in out_a for v in out.values())
-    assert list(out_a[0]) == list(objectives.TERMS) + ["total"]
+    assert list(out_a[0]) == list(presets.TERMS) + ["total"]
     for va, vb in zip(a.get_param_values(), b.get_param_values()):
         assert np.array_equal(va, vb)
     probe = data["labeled_x"][:5]
@@ -479,8 +484,8 @@ def _training_noise(model, rows):
     """The noise the next training step will draw: copies of its generators, drawn as the graph draws."""
     states = model.rng_states()
     noise = {}
-    for spec in forward.NOISE:
-        key = forward.noise_key(spec)
+    for spec in samplers.NOISE:
+        key = samplers.noise_key(spec)
         generator = np.random.Generator(np.random.PCG64())
         generator.bit_generator.state = states[f"train/{key}"]
         shape = (rows[spec.source], model.dims[spec.width])
@@ -500,7 +505,7 @@ def test_the_training_step_decodes_each_unfeatured_pair_once_and_takes_the_plain
     a, b = small(seed=21), small(seed=21)
     a.set_training_data(**data)
     noise = _training_noise(a, {source: len(i) for source, i in index.items()})
-    batch = {name: data[name][index[forward.BATCH_SOURCE[name]]] for name in forward.BATCH}
+    batch = {name: data[name][index[passes.BATCH_SOURCE[name]]] for name in passes.BATCH}
 
     fgraph = a.graph.function("train").maker.fgraph
     assert {"Unique", "GatherRows", "ScatterAddRows"} <= {type(n.op).__name__ for n in fgraph.apply_nodes}
@@ -526,7 +531,7 @@ def test_the_training_step_adds_no_pass_for_the_encoder_concatenation_or_the_dec
     batch_x = {
         node.outputs[0]
         for node in fgraph.apply_nodes
-        if isinstance(node.op, ops.GatherRows) and node.inputs[0].name in ("data/labeled_x", "data/unlabeled_x")
+        if isinstance(node.op, fast_rows.GatherRows) and node.inputs[0].name in ("data/labeled_x", "data/unlabeled_x")
     }
     assert len(batch_x) == 2
     for node in fgraph.apply_nodes:
@@ -534,7 +539,7 @@ def test_the_training_step_adds_no_pass_for_the_encoder_concatenation_or_the_dec
             assert not batch_x & set(node.inputs), node
     bias_inputs = {}
     for node in fgraph.apply_nodes:
-        if isinstance(node.op, (ops._BernoulliLogLik, ops.BernoulliSampleLogits)):
+        if isinstance(node.op, (fast_bernoulli._BernoulliLogLik, fast_bernoulli.BernoulliSampleLogits)):
             bias_inputs.setdefault(type(node.op).__name__, []).append(node.inputs[-1].name)
     # the labeled and unlabeled bounds with their gradients (one pass each: the row weights
     # are constants) and the labeled y->x sample; the unfeatured source's decoder output is
@@ -692,8 +697,8 @@ def test_sklearn_params_clone_and_rebuild():
     assert m.param_values_by_name()["encoder/hidden1/W"].shape == (30, 5)
     with pytest.raises(ValueError):
         m.set_params(not_a_parameter=1)
-    assert list(forward.BATCH) == list(port.BATCH)
-    assert [forward.noise_key(s) for s in forward.NOISE] == [n for n, *_ in port.NOISE]
+    assert list(passes.BATCH) == list(port.BATCH)
+    assert [samplers.noise_key(s) for s in samplers.NOISE] == [n for n, *_ in port.NOISE]
 
 
 # ---------------------------------------------------------------------------

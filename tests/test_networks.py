@@ -1,14 +1,18 @@
-"""``ConcatDenseLayer``: Lasagne's dense layer on a concatenation, without forming the concatenation."""
+"""``ConcatDenseLayer``: Lasagne's dense layer on a concatenation; with the fast kernels, without forming the concatenation."""
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.tensor.basic import Join
 
-from untapped import ops
-from untapped.backend import compile_mode, float32, lasagne, lasagne_rng
-from untapped.networks import ConcatDenseLayer
+from parmesan_compat.backend import lasagne_rng, load_lasagne
+from untapped.backend import compile_mode, float32
+from untapped.fast import tanh as fast_tanh
+from untapped.fast.kernels import FAST
+from untapped.paper.kernels import PLAIN
+from untapped.paper.networks import ConcatDenseLayer, Networks
 
+lasagne = load_lasagne()
 L = lasagne.layers
 
 
@@ -17,8 +21,10 @@ def _layers(seed):
     a, b = L.InputLayer((None, 7)), L.InputLayer((None, 3))
     built = []
     for make in (
-        lambda: ConcatDenseLayer([a, b], 4, W=lasagne.init.GlorotUniform(np.sqrt(2)), nonlinearity=ops.tanh, name="enc/h1"),
-        lambda: L.DenseLayer(L.ConcatLayer([a, b]), 4, W=lasagne.init.GlorotUniform(np.sqrt(2)), nonlinearity=ops.tanh, name="enc/h1"),
+        lambda: ConcatDenseLayer(
+            [a, b], 4, W=lasagne.init.GlorotUniform(np.sqrt(2)), nonlinearity=fast_tanh.tanh, kernels=FAST, name="enc/h1"
+        ),
+        lambda: L.DenseLayer(L.ConcatLayer([a, b]), 4, W=lasagne.init.GlorotUniform(np.sqrt(2)), nonlinearity=fast_tanh.tanh, name="enc/h1"),
     ):
         with lasagne_rng(np.random.RandomState(seed)):
             built.append(make())
@@ -58,16 +64,37 @@ def test_output_and_gradients_are_the_dense_layer_on_the_concatenation_without_a
     np.testing.assert_allclose(np.concatenate([gx, gy], axis=1), d @ W.T, rtol=1e-4, atol=1e-5)
 
 
-def test_the_encoder_uses_it_and_the_decoder_concatenates():
-    from untapped.networks import Networks
+def _joins(var):
+    return [v for v in pytensor.graph.traversal.ancestors([var]) if v.owner and isinstance(v.owner.op, Join)]
 
+
+def test_the_fast_encoder_sums_products_and_the_decoder_concatenates():
     with float32():
-        nets = Networks(n_features=12, n_classes=4, classifier_hidden=(5,), encoder_hidden=(3,), decoder_hidden=(6,), seed=2)
+        nets = Networks(n_features=12, n_classes=4, classifier_hidden=(5,), encoder_hidden=(3,), decoder_hidden=(6,), seed=2, kernels=FAST)
         x, y, z = pt.matrix("x"), pt.matrix("y"), pt.matrix("z")
         enc = nets.encoder(x, y, pt.matrix("eps"))
         dec = nets.decoder(y, z)
-    encoder_ancestors = pytensor.graph.traversal.ancestors([enc["z"]])
-    assert not [v for v in encoder_ancestors if v.owner and isinstance(v.owner.op, Join)]
-    assert [v for v in pytensor.graph.traversal.ancestors([dec["mean"]]) if v.owner and isinstance(v.owner.op, Join)]
+    assert not _joins(enc.z)
+    assert _joins(dec.mean)
     shapes = {p.name: p.get_value().shape for p in nets.params}
     assert shapes["encoder/hidden1/W"] == (16, 3) and shapes["decoder/hidden1/W"] == (6, 6)
+
+
+def test_plain_and_fast_networks_have_the_same_weights_and_outputs():
+    rng = np.random.default_rng(8)
+    xv = (rng.random((5, 12)) < 0.4).astype(np.float32)
+    yv = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 5)]
+    eps = rng.standard_normal((5, 2)).astype(np.float32)
+    outputs = {}
+    for kernels in (PLAIN, FAST):
+        with float32():
+            nets = Networks(n_features=12, n_classes=4, classifier_hidden=(5,), encoder_hidden=(3,), decoder_hidden=(6,), seed=2, kernels=kernels)
+            x, y, e = pt.matrix("x"), pt.matrix("y"), pt.matrix("eps")
+            enc = nets.encoder(x, y, e)
+            dec = nets.decoder(y, enc.z)
+            f = pytensor.function([x, y, e], [nets.classifier(x).logits, enc.z, dec.mean], mode=compile_mode("c"))
+        outputs[kernels.name] = ([p.get_value() for p in nets.params], f(xv, yv, eps))
+    for p, q in zip(outputs["plain"][0], outputs["fast"][0]):
+        assert np.array_equal(p, q)
+    for p, q in zip(outputs["plain"][1], outputs["fast"][1]):
+        np.testing.assert_allclose(q, p, rtol=1e-5, atol=1e-6)

@@ -6,7 +6,7 @@ import pytensor.tensor as pt
 import pytest
 from pytensor.raise_op import Assert
 
-from untapped import rewrites
+from untapped.fast import rewrites
 from untapped.backend import compile_mode
 
 
@@ -63,7 +63,7 @@ def test_training_step_has_no_broadcast_assert_chains():
 
 @pytest.mark.parametrize("axis", [0, 1])
 def test_matrix_sums_run_on_all_threads_and_match_float64_sums(axis):
-    from untapped import ops
+    from untapped.fast import rows as fast_rows
     from untapped.backend import float32
 
     rng = np.random.default_rng(2)
@@ -72,7 +72,7 @@ def test_matrix_sums_run_on_all_threads_and_match_float64_sums(axis):
         xs = pt.matrix("x")
         total = pt.sqr(xs).sum(axis=axis)
         f = pytensor.function([xs], [total, pytensor.grad(total.sum(), xs)], mode=compile_mode("c"))
-    assert [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, ops.MatrixSum)]
+    assert [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, fast_rows.MatrixSum)]
     expected = np.square(x.astype(np.float64)).sum(axis=axis).astype(np.float32)
     for layout in (x, np.asfortranarray(x)):
         out, grad = f(layout)
@@ -83,7 +83,7 @@ def test_matrix_sums_run_on_all_threads_and_match_float64_sums(axis):
 
 def test_row_gathers_from_float32_data_run_on_all_threads():
     """``data[rows]`` of a float32 matrix becomes GatherRows: NumPy's take, bit for bit; other gathers stay."""
-    from untapped import ops
+    from untapped.fast import rows as fast_rows
     from untapped.backend import float32
 
     rng = np.random.default_rng(4)
@@ -94,9 +94,9 @@ def test_row_gathers_from_float32_data_run_on_all_threads():
         index = pt.vector("index", dtype="int64")
         f = pytensor.function([index], [shared[index], shared[index, 0]], mode=compile_mode("c"))
         f64 = pytensor.function([index], pytensor.shared(data.astype(np.float64))[index], mode=compile_mode("c"))
-    gathers = [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, ops.GatherRows)]
+    gathers = [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, fast_rows.GatherRows)]
     assert len(gathers) == 1
-    assert not [n for n in f64.maker.fgraph.apply_nodes if isinstance(n.op, ops.GatherRows)]
+    assert not [n for n in f64.maker.fgraph.apply_nodes if isinstance(n.op, fast_rows.GatherRows)]
     picked, column = f(rows)
     assert np.array_equal(picked, data[rows]) and np.array_equal(column, data[rows, 0])
     assert np.array_equal(f64(rows), data.astype(np.float64)[rows])

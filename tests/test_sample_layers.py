@@ -20,7 +20,10 @@ from parmesan_compat.layers.sample import (
     gaussian_sample,
     gumbel_from_uniform,
 )
-from untapped.backend import compile_mode, float32, lasagne
+from parmesan_compat.backend import load_lasagne
+from untapped.backend import compile_mode, float32
+
+lasagne = load_lasagne()
 
 L = lasagne.layers
 N_CLASSES, N_LATENT, N_PIXELS = 10, 2, 6

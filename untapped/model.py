@@ -1,21 +1,9 @@
-"""The estimator :class:`SSDGM`: one graph, built once, compiled per use.
+"""The estimator :class:`SSDGM`: hyperparameters, data checks and the scikit-learn API around one graph.
 
-The graph (:class:`ModelGraph`) is built on explicit noise tensors
-(``design.md`` §3). Functions compiled from it:
-
-- the training step: data live in shared variables and a step receives only
-  index vectors and the learning rate; noise is drawn inside the compiled
-  function by seeded PyTensor generators; the update is the original's
-  gradient of the total, rescaled to total norm <= 5, clipped to [-1, 1],
-  then Adam as Lasagne's master computes it (:func:`untapped.updates.adam`;
-  ``original_code.md`` §5.1);
-- evaluation of all five terms on given arrays, with its own generators;
-- ``predict`` / ``generate`` / ``encode``, deterministic;
-- ``trace`` / ``total_gradients`` / ``step_with_noise``: the same graph with the
-  noise as ordinary inputs, for reference outputs and tests.
+The graph and its compiled functions are :class:`untapped.graph.ModelGraph`,
+built on first use (or taken from the pool of collected estimators' graphs).
 """
 
-import copy
 import numbers
 import threading
 import warnings
@@ -23,21 +11,17 @@ import weakref
 from collections import OrderedDict
 
 import numpy as np
-import pytensor
-import pytensor.tensor as pt
-from pytensor.graph.traversal import ancestors
-from pytensor.tensor.basic import tensor_copy
-from pytensor.tensor.random import shared_rng
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from untapped import forward, objectives, ops, presets, updates
-from untapped.backend import DEFAULT_MODE, as_float32, compile_mode, compiling, float32, lasagne
+from untapped import presets
+from untapped.backend import DEFAULT_MODE, as_float32
 from untapped.data import UNFEATURED_Z_BOX, close_corners
 from untapped.files import one_line
-from untapped.networks import Networks
+from untapped.graph import ModelGraph, set_checked
+from untapped.paper import passes, samplers
 
 REVERSE_ELBO_VARIANTS = ("code", "eq17")
 #: Where the training step's unfeatured z come from: the split's fixed draws
@@ -267,7 +251,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         params = self.graph.networks.params
         if len(values) != len(params):
             raise ValueError(f"expected {len(params)} parameter arrays, got {len(values)}")
-        _set_checked(params, values)
+        set_checked(params, values)
         self.graph.fitted = True
 
     def param_values_by_name(self):
@@ -278,7 +262,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         missing = [p.name for p in params if p.name not in values]
         if missing:
             raise ValueError(f"missing parameters: {', '.join(missing)}")
-        _set_checked(params, [values[p.name] for p in params])
+        set_checked(params, [values[p.name] for p in params])
         self.graph.fitted = True
 
     def optimizer_state(self):
@@ -290,7 +274,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         missing = [v.name for v in variables if v.name not in state]
         if missing:
             raise ValueError(f"missing optimizer state: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-        _set_checked(variables, [state[v.name] for v in variables])
+        set_checked(variables, [state[v.name] for v in variables])
 
     def rng_states(self):
         """The state of every noise generator, by name (JSON-serialisable dicts)."""
@@ -511,8 +495,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     def trace(self, batch, noise):
         """Every intermediate of the three passes, the five terms and the total for given noise.
 
-        ``batch`` maps :data:`forward.BATCH` names to arrays; ``noise`` maps
-        ``source/name`` (:data:`forward.NOISE`) to arrays. Returns an ordered
+        ``batch`` maps :data:`passes.BATCH` names to arrays; ``noise`` maps
+        ``source/name`` (:data:`samplers.NOISE`) to arrays. Returns an ordered
         dict ``source/intermediate`` -> array, then ``terms/<term>`` and ``total``.
         """
         values = self.graph.function("trace")(*self._given(batch, noise))
@@ -532,7 +516,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     def noise_shapes(self, batch_rows):
         """Shape of each noise array for a batch with ``batch_rows[source]`` rows per source."""
         return OrderedDict(
-            (forward.noise_key(s), (batch_rows[s.source], self.dims[s.width])) for s in forward.NOISE
+            (samplers.noise_key(s), (batch_rows[s.source], self.dims[s.width])) for s in samplers.NOISE
         )
 
     def _rows(self, name, array):
@@ -544,7 +528,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
 
     def _given(self, batch, noise):
         batch = _check_batch(batch, self.dims)
-        rows = {source: batch[name].shape[0] for source, name in forward.SOURCE_ROWS.items()}
+        rows = {source: batch[name].shape[0] for source, name in passes.SOURCE_ROWS.items()}
         expected = self.noise_shapes(rows)
         arrays = []
         for key, shape in expected.items():
@@ -555,292 +539,6 @@ class SSDGM(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"noise {key!r} has shape {array.shape}, expected {shape}")
             arrays.append(array)
         return list(batch.values()) + arrays
-
-
-class ModelGraph:
-    """The symbolic graph of an :class:`SSDGM`, its shared state and its compiled functions."""
-
-    def __init__(self, est):
-        if est.reverse_elbo_variant not in REVERSE_ELBO_VARIANTS:
-            raise ValueError(
-                f"unknown reverse_elbo_variant {est.reverse_elbo_variant!r}; choose one of {', '.join(REVERSE_ELBO_VARIANTS)}"
-            )
-        if est.reverse_y_density not in objectives.REVERSE_Y_DENSITIES:
-            raise ValueError(
-                f"unknown reverse_y_density {est.reverse_y_density!r}; choose one of {', '.join(objectives.REVERSE_Y_DENSITIES)}"
-            )
-        if est.unfeatured_z not in UNFEATURED_Z_SOURCES:
-            raise ValueError(f"unknown unfeatured_z {est.unfeatured_z!r}; choose one of {', '.join(UNFEATURED_Z_SOURCES)}")
-        # No reference to the estimator: a graph outlives it in the pool (_GraphPool).
-        self.dims = dict(est.dims)
-        self.unfeatured_z = est.unfeatured_z
-        self.mode = compile_mode(est.mode)
-        self.train_mode = compile_mode(est.mode, keep_buffers=True)
-        self._functions = {}
-        #: True once the parameters were trained or set (``SSDGM.__sklearn_is_fitted__``).
-        self.fitted = False
-        with float32():
-            self.networks = Networks(
-                n_features=self.dims["n_features"],
-                n_classes=self.dims["n_classes"],
-                n_latent=self.dims["n_latent"],
-                classifier_hidden=tuple(est.classifier_hidden),
-                encoder_hidden=tuple(est.encoder_hidden),
-                decoder_hidden=tuple(est.decoder_hidden),
-                temperature=est.concrete_temperature,
-                z_low=est.z_low,
-                z_high=est.z_high,
-                exact_log_det=est.exact_flow_log_det,
-                seed=est.seed,
-            )
-            self._build_symbolic(est)
-            self._build_update(est)
-            self._build_data_and_generators(est)
-        self._initial = self.state()
-
-    # -- state ----------------------------------------------------------------
-
-    def state(self):
-        """Copies of the parameters, Adam's state and the generator states, and ``fitted``."""
-        return dict(
-            fitted=self.fitted,
-            params=OrderedDict((p.name, p.get_value()) for p in self.networks.params),
-            optimizer=OrderedDict((v.name, v.get_value()) for v in self.adam_state),
-            rngs=OrderedDict(
-                (name, copy.deepcopy(rng.get_value(borrow=True).bit_generator.state)) for name, rng in self.rngs.items()
-            ),
-        )
-
-    def set_state(self, state):
-        """Restore a :meth:`state`."""
-        _set_checked(self.networks.params, [state["params"][p.name] for p in self.networks.params])
-        _set_checked(self.adam_state, [state["optimizer"][v.name] for v in self.adam_state])
-        for name, rng in self.rngs.items():
-            generator = rng.get_value(borrow=False)
-            generator.bit_generator.state = copy.deepcopy(state["rngs"][name])
-            rng.set_value(generator, borrow=True)
-        self.fitted = bool(state["fitted"])
-
-    def reset(self):
-        """Back to the state it was built in (the seed's weights and generators, Adam at zero), with no data.
-
-        The compiled functions stay, without the buffers the training step
-        keeps between calls (at batch 10,000 they hold hundreds of MB).
-        """
-        self.set_state(self._initial)
-        for name, width in forward.BATCH.items():
-            self.data[name].set_value(np.zeros((0, self.dims[width]), dtype="float32"), borrow=True)
-        for function in self._functions.values():
-            function.free()
-
-    def _build_symbolic(self, est):
-        self.batch = forward.symbolic_batch()
-        self.noise = forward.symbolic_noise()
-        nets, b, n = self.networks, self.batch, self.noise
-        # The distinct unfeatured (y, z) pairs of a batch and the pair of each
-        # row, for the decoder to run once a pair. Here every row is its own
-        # pair; the training step substitutes the distinct pairs of its data
-        # (10 pairs fill a batch of 10,000; see _compile_train).
-        self.unfeatured_distinct = OrderedDict(
-            y=tensor_copy(b["unfeatured_y"]),
-            z=tensor_copy(b["unfeatured_z"]),
-            rows=pt.arange(b["unfeatured_y"].shape[0], dtype="int64"),
-        )
-        self.passes = OrderedDict(
-            labeled=forward.labeled_pass(nets, b["labeled_x"], b["labeled_y"], n),
-            unlabeled=forward.unlabeled_pass(nets, b["unlabeled_x"], n),
-            unfeatured=forward.unfeatured_pass(
-                nets,
-                b["unfeatured_y"],
-                b["unfeatured_z"],
-                n,
-                encode_generated=est.reverse_elbo_variant == "eq17",
-                distinct=tuple(self.unfeatured_distinct.values()),
-            ),
-        )
-        self.terms = objectives.all_terms(
-            b, *self.passes.values(), temperature=est.concrete_temperature, reverse_y_density=est.reverse_y_density
-        )
-        self.coefficients = est.coefficients
-        self.total = objectives.total_loss(self.terms, self.coefficients)
-        self.train_outputs = [t for t in self.terms if self.coefficients[t] != 0.0] + ["total"]
-        self.trace_outputs = [f"{source}/{name}" for source, out in self.passes.items() for name in out]
-        self.trace_outputs += [f"terms/{t}" for t in self.terms] + ["total"]
-
-    def _build_update(self, est):
-        params = self.networks.params
-        self.gradients = pytensor.grad(self.total, params, disconnected_inputs="ignore")
-        grads = lasagne.updates.total_norm_constraint(self.gradients, max_norm=est.max_norm)
-        grads = [pt.clip(g, -est.clip_grad, est.clip_grad) for g in grads]
-        self.learning_rate = pt.scalar("learning_rate")
-        self.updates = updates.adam(
-            grads, params, learning_rate=self.learning_rate, beta1=est.adam_beta1, beta2=est.adam_beta2, epsilon=est.adam_epsilon
-        )
-        self.adam_state = _name_adam_state(self.updates, params)
-
-    def _build_data_and_generators(self, est):
-        self.data = OrderedDict(
-            (name, pytensor.shared(np.zeros((0, self.dims[width]), dtype="float32"), name=f"data/{name}"))
-            for name, width in forward.BATCH.items()
-        )
-        self.index = OrderedDict((source, pt.vector(f"{source}_index", dtype="int64")) for source in forward.SOURCE_ROWS)
-        # One generator per noise array, for training and for evaluation, all
-        # derived from the seed, so every draw is reproducible and can be resumed.
-        train_seeds, eval_seeds = np.random.SeedSequence(est.seed).spawn(2)
-        self.rngs = OrderedDict()
-        self.train_noise = self._random_noise(train_seeds, "train", lambda s: self.index[s].shape[0])
-        self.eval_noise = self._random_noise(eval_seeds, "evaluate", lambda s: self.batch[forward.SOURCE_ROWS[s]].shape[0])
-        if est.unfeatured_z == "prior":
-            # A stream of its own (the fifth child of the seed; the shuffles
-            # take the third and fourth), so the other draws stay as they are.
-            seed = np.random.SeedSequence(est.seed).spawn(5)[4]
-            rng = shared_rng(np.random.default_rng(seed), name="train/unfeatured/prior_z")
-            self.rngs[rng.name] = rng
-            next_rng, u = ops.uniform_float32(rng, (self.index["unfeatured"].shape[0], self.dims["n_latent"]))
-            low, high = (np.float32(b) for b in UNFEATURED_Z_BOX)
-            self.prior_z = (rng, next_rng, low + (high - low) * u)
-
-    def _random_noise(self, seeds, prefix, rows):
-        """Noise variable -> (its generator, the generator's next state, a draw of the right shape)."""
-        draws = OrderedDict()
-        dims = self.dims
-        for spec, seed in zip(forward.NOISE, seeds.spawn(len(forward.NOISE))):
-            key = forward.noise_key(spec)
-            rng = shared_rng(np.random.default_rng(seed), name=f"{prefix}/{key}")
-            size = (rows(spec.source), dims[spec.width])
-            if spec.distribution == "uniform":
-                # Drawn directly in float32: NumPy's float32 uniforms are at most
-                # 1 - 2**-24 (as Theano's MRG ones were). A float64 draw cast to
-                # float32 can round to exactly 1.0 (one in ~40 full-size epochs),
-                # where the original's Gumbel transform -log(-log(u + 1e-4) + 1e-4)
-                # is NaN; and it is twice the work.
-                next_rng, draw = ops.uniform_float32(rng, size)
-            else:
-                next_rng, draw = rng.normal(0.0, 1.0, size=size)
-            self.rngs[rng.name] = rng
-            draws[self.noise[key]] = (rng, next_rng, draw)
-        return draws
-
-    # -- compiled functions ---------------------------------------------------
-
-    def function(self, name):
-        """The compiled function ``name``, compiled on first request."""
-        if name not in self._functions:
-            with compiling():
-                self._functions[name] = getattr(self, f"_compile_{name}")()
-        return self._functions[name]
-
-    def _compile(self, inputs, outputs, mode=None, **kwargs):
-        with warnings.catch_warnings():
-            # In Numba mode our C-only ops (untapped.ops) run their Python
-            # implementation, and NumPy's unique runs in object mode; that is
-            # expected, not worth a warning per op.
-            warnings.filterwarnings("ignore", message="Numba will use object mode")
-            return pytensor.function(inputs, outputs, mode=mode or self.mode, on_unused_input="ignore", **kwargs)
-
-    def _compile_with_random_noise(self, inputs, outputs, noise, givens=None, updates=None, mode=None):
-        """Compile with each noise tensor the outputs use replaced by a draw, and its generator advanced.
-
-        Generators whose noise the outputs never read are left out, so a model
-        that does not use a source (M2's unfeatured pass) draws nothing for it.
-        """
-        needed = set(ancestors(list(outputs) + [u for u in (updates or {}).values()]))
-        givens, updates = OrderedDict(givens or {}), OrderedDict(updates or {})
-        for var, (rng, next_rng, draw) in noise.items():
-            if var in needed:
-                givens[var] = draw
-                updates[rng] = next_rng
-        return self._compile(inputs, outputs, givens=givens, updates=updates, mode=mode)
-
-    def _compile_train(self):
-        outputs = [self.terms[t] for t in self.train_outputs[:-1]] + [self.total]
-        data = OrderedDict((var, self.data[name][self.index[forward.BATCH_SOURCE[name]]]) for name, var in self.batch.items())
-        distinct = self.unfeatured_distinct
-        updates = OrderedDict(self.updates)
-        if self.unfeatured_z == "prior":
-            # Every row has its own z ~ p(z): every pair is distinct.
-            rng, next_rng, z = self.prior_z
-            updates[rng] = next_rng
-            data[self.batch["unfeatured_z"]] = z
-            data[distinct["y"]] = data[self.batch["unfeatured_y"]]
-            data[distinct["z"]] = z
-            data[distinct["rows"]] = pt.arange(z.shape[0], dtype="int64")
-        else:
-            # The decoder runs once for each distinct unfeatured pair of the batch.
-            pairs, rows = pt.unique(self.index["unfeatured"], return_inverse=True)
-            data[distinct["y"]] = self.data["unfeatured_y"][pairs]
-            data[distinct["z"]] = self.data["unfeatured_z"][pairs]
-            data[distinct["rows"]] = rows
-        return self._compile_with_random_noise(
-            list(self.index.values()) + [self.learning_rate],
-            outputs,
-            self.train_noise,
-            givens=data,
-            updates=updates,
-            mode=self.train_mode,
-        )
-
-    def _compile_evaluate(self):
-        outputs = list(self.terms.values()) + [self.total]
-        return self._compile_with_random_noise(list(self.batch.values()), outputs, self.eval_noise)
-
-    def _noise_inputs(self):
-        return list(self.batch.values()) + list(self.noise.values())
-
-    def _compile_trace(self):
-        outputs = [v for out in self.passes.values() for v in out.values()] + list(self.terms.values()) + [self.total]
-        return self._compile(self._noise_inputs(), outputs)
-
-    def _compile_gradients(self):
-        return self._compile(self._noise_inputs(), [self.total] + self.gradients)
-
-    def _compile_step_with_noise(self):
-        return self._compile(self._noise_inputs() + [self.learning_rate], self.total, updates=self.updates)
-
-    def _compile_predict(self):
-        x = pt.matrix("x")
-        return self._compile([x], self.networks.classifier(x, deterministic=True)["sample"])
-
-    def _compile_encode(self):
-        x, y = pt.matrix("x"), pt.matrix("y")
-        return self._compile([x, y], self.networks.encoder(x, y, deterministic=True)["z"])
-
-    def _decode(self, output):
-        y, z = pt.matrix("y"), pt.matrix("z")
-        return self._compile([y, z], self.networks.decoder(y, z, deterministic=True)[output])
-
-    def _compile_decode_mean(self):
-        return self._decode("mean")
-
-    def _compile_decode_threshold(self):
-        return self._decode("sample")
-
-
-def _name_adam_state(updates, params):
-    """Name Lasagne's Adam variables ``adam/t``, ``adam/m/<param>``, ``adam/v/<param>``.
-
-    Lasagne's ``adam`` inserts, for each parameter, its first and second moment
-    and then the parameter itself, and the step count last.
-    """
-    keys = list(updates)
-    state = []
-    for param in params:
-        at = keys.index(param)
-        m, v = keys[at - 2], keys[at - 1]
-        m.name, v.name = f"adam/m/{param.name}", f"adam/v/{param.name}"
-        state += [m, v]
-    t = keys[-1]
-    t.name = "adam/t"
-    return [t] + state
-
-
-def _set_checked(variables, values):
-    for var, value in zip(variables, values):
-        current = var.get_value(borrow=True)
-        value = np.asarray(value)
-        if value.shape != current.shape:
-            raise ValueError(f"{var.name}: shape {value.shape} does not match the model's {current.shape}")
-        var.set_value(value.astype(current.dtype), borrow=False)
 
 
 #: What ``fit`` needs of a split (the experiment's path) rather than arrays.
@@ -968,9 +666,9 @@ def _same_rows(**arrays):
 
 
 def _check_batch(arrays, dims):
-    """The five batch arrays as float32, in :data:`forward.BATCH` order, with their widths checked."""
+    """The five batch arrays as float32, in :data:`passes.BATCH` order, with their widths checked."""
     checked = OrderedDict()
-    for name, width in forward.BATCH.items():
+    for name, width in passes.BATCH.items():
         if name not in arrays:
             raise ValueError(f"missing batch array {name!r}")
         array = as_float32(arrays[name])

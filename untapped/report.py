@@ -292,7 +292,7 @@ def plot_figure2(runs, group, folder, path):
     return _save(fig, path)
 
 
-#: Each plotted term's paper symbol and unit (``untapped.objectives.TERMS``).
+#: Each plotted term's paper symbol and unit (``untapped.presets.TERMS``).
 _TERM_LABELS = {
     "labeled_elbo": ("-J_f^l, eq. 3", "nats per image"),
     "unlabeled_elbo": ("-J_f^u, eq. 4", "nats per image"),

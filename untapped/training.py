@@ -53,7 +53,7 @@ from collections import OrderedDict
 import numpy as np
 
 from untapped import checkpoint as ckpt_io
-from untapped.objectives import TERMS
+from untapped.presets import TERMS
 
 #: The order in which the sources are shuffled and batched.
 SOURCES = ("labeled", "unlabeled", "unfeatured")

@@ -19,7 +19,9 @@ so it never drops below ``log(1e-5)``. ``exact=True`` gives the exact sum
 import numpy as np
 import pytensor.tensor as pt
 
-from untapped.backend import lasagne
+from parmesan_compat.backend import load_lasagne
+
+lasagne = load_lasagne()
 
 DEFAULT_LOW = -np.pi / 2
 DEFAULT_HIGH = np.pi / 2

@@ -14,7 +14,9 @@ mean for the Gaussian, and the 0.5-thresholded mean for the Bernoulli.
 import pytensor.tensor as pt
 from pytensor.tensor.special import softmax
 
-from untapped.backend import FLOATX, lasagne
+from parmesan_compat.backend import FLOATX, load_lasagne
+
+lasagne = load_lasagne()
 
 GUMBEL_EPS = 1e-4
 

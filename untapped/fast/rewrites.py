@@ -1,8 +1,7 @@
-"""Graph rewrites that our compile modes add to PyTensor's ``fast_run``.
+"""Graph rewrites that the C mode adds to PyTensor's ``fast_run``.
 
-They run only in the modes of :func:`untapped.backend.compile_mode`, which
-include the tag :data:`TAG`, and in the C mode also :data:`C_TAG` (the
-rewrites that put in our C ops). Three run late (after PyTensor's
+:func:`register` adds them to one compile mode (PyTensor's ``Mode.register``);
+nothing is registered in PyTensor's global rewrite database. Three run late (after PyTensor's
 canonicalisation and specialisation, before elementwise fusion):
 
 - :func:`inline_softmax`: PyTensor 3's ``Softmax`` / ``LogSoftmax`` are
@@ -12,11 +11,11 @@ canonicalisation and specialisation, before elementwise fusion):
   folding it back.
 - :func:`fuse_bernoulli_sample`: ``cast(u < sigmoid(a))``, the Bernoulli
   sample of ``parmesan_compat``, becomes one vectorised pass
-  (:class:`untapped.ops.BernoulliSampleLogits`) instead of a scalar loop;
-  a dense layer's bias in ``a`` is added in that pass (``ops.split_bias``).
+  (:class:`untapped.fast.bernoulli.BernoulliSampleLogits`) instead of a scalar loop;
+  a dense layer's bias in ``a`` is added in that pass (:func:`untapped.fast.bernoulli.split_bias`).
 - :func:`fuse_bernoulli_value_and_gradient`: a Bernoulli log-likelihood and
   its gradient on the same inputs run as one pass
-  (:class:`untapped.ops.BernoulliLogLikRowsAndGrad`) when the gradient's row
+  (:class:`untapped.fast.bernoulli.BernoulliLogLikRowsAndGrad`) when the gradient's row
   weights do not depend on the value (in the training step they are
   constants). Before fusion, because fusion can put the row weights and the
   terms in one multi-output loop, which would hide that independence.
@@ -24,10 +23,10 @@ canonicalisation and specialisation, before elementwise fusion):
 Two run after elementwise fusion (positions 49.05 and 49.06), on what fusion left:
 
 - :func:`parallel_matrix_sums`: a float32 matrix's row or column sum
-  (float64 accumulator) runs on all threads (:class:`untapped.ops.MatrixSum`).
+  (float64 accumulator) runs on all threads (:class:`untapped.fast.rows.MatrixSum`).
 - :func:`parallel_row_gathers`: a batch's rows picked from the data
   (``x[index]``, float32) are copied on all threads
-  (:class:`untapped.ops.GatherRows`), about 5x faster than PyTensor's loop.
+  (:class:`untapped.fast.rows.GatherRows`), about 5x faster than PyTensor's loop.
   A negative row, which NumPy would count from the end, raises instead.
 
 One runs between canonicalisation and specialisation (position 1.9):
@@ -39,13 +38,11 @@ One runs between canonicalisation and specialisation (position 1.9):
   every condition is ``a == a`` (up to such assertions on ``a``) go.
 """
 
-from pytensor.compile import optdb
 from pytensor.graph.basic import Constant
 from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
 from pytensor.graph.traversal import ancestors
 from pytensor.raise_op import Assert
 from pytensor.scalar import basic as ps
-from pytensor.scalar.math import sigmoid as scalar_sigmoid
 from pytensor.tensor.basic import ScalarFromTensor
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.math import Sum
@@ -53,13 +50,15 @@ from pytensor.tensor.rewriting.ofg import inline_ofg_node
 from pytensor.tensor.special import LogSoftmax, Softmax
 from pytensor.tensor.subtensor import AdvancedSubtensor1
 
-from untapped import ops
-
-#: The tag that selects the rewrites for every backend.
-TAG = "untapped_rewrites"
-#: The tag of the rewrites that put in C-only ops (the C backend's; Numba
-#: would run those ops through Python).
-C_TAG = "untapped_c_rewrites"
+from untapped.fast.bernoulli import (
+    BernoulliLogLikRows,
+    BernoulliLogLikRowsAndGrad,
+    BernoulliLogLikRowsGrad,
+    bernoulli_sample_logits,
+    split_bias,
+)
+from untapped.fast.patterns import sigmoid_input
+from untapped.fast.rows import MatrixSum, gather_rows
 
 
 @node_rewriter([Softmax, LogSoftmax])
@@ -86,15 +85,14 @@ def fuse_bernoulli_sample(fgraph, node):
     if compared is None:
         return None
     u, p = compared
-    logits = _elemwise_input(p, type(scalar_sigmoid))
-    if logits is None:
+    a = sigmoid_input(p)
+    if a is None:
         return None
-    (a,) = logits
     if u.ndim != 2 or a.ndim != 2 or u.type.dtype != "float32" or a.type.dtype != "float32":
         return None
     if u.type.broadcastable != a.type.broadcastable:
         return None
-    return [ops.bernoulli_sample_logits(u, *ops.split_bias(a))]
+    return [bernoulli_sample_logits(u, *split_bias(a))]
 
 
 @node_rewriter([Sum])
@@ -106,7 +104,7 @@ def parallel_matrix_sums(fgraph, node):
         return None
     if axis is None or len(axis) != 1 or node.op.acc_dtype != "float64":
         return None
-    return [ops.MatrixSum(axis[0])(x)]
+    return [MatrixSum(axis[0])(x)]
 
 
 @node_rewriter([AdvancedSubtensor1])
@@ -115,23 +113,23 @@ def parallel_row_gathers(fgraph, node):
     x, rows = node.inputs
     if x.ndim != 2 or x.type.dtype != "float32" or rows.ndim != 1 or rows.type.dtype != "int64":
         return None
-    return [ops.gather_rows(x, rows)]
+    return [gather_rows(x, rows)]
 
 
-@node_rewriter([ops.BernoulliLogLikRowsGrad])
+@node_rewriter([BernoulliLogLikRowsGrad])
 def fuse_bernoulli_value_and_gradient(fgraph, node):
     """``BernoulliLogLikRows(x, a, b)`` and ``BernoulliLogLikRowsGrad(x, a, g, b)`` -> one
     ``BernoulliLogLikRowsAndGrad(x, a, g, b)``, where the row weights ``g`` do not depend on the value."""
     x, a, g, b = node.inputs
     for client, _ in fgraph.clients[a]:
-        if not isinstance(client.op, ops.BernoulliLogLikRows) or client.op.eps != node.op.eps:
+        if not isinstance(client.op, BernoulliLogLikRows) or client.op.eps != node.op.eps:
             continue
         if not all(mine is theirs for mine, theirs in zip(client.inputs, (x, a, b))):
             continue
         (value,) = client.outputs
         if any(v is value for v in ancestors([g])):
             return None
-        fused = ops.BernoulliLogLikRowsAndGrad(node.op.eps)(x, a, g, b)
+        fused = BernoulliLogLikRowsAndGrad(node.op.eps)(x, a, g, b)
         return dict(zip([value, *node.outputs], fused))
     return None
 
@@ -166,11 +164,20 @@ def drop_self_evident_asserts(fgraph, node):
     return None if stripped is node.outputs[0] else [stripped]
 
 
-optdb.register("untapped_drop_self_evident_asserts", dfs_rewriter(drop_self_evident_asserts), TAG, position=1.9)
-optdb.register("untapped_inline_softmax", dfs_rewriter(inline_softmax), TAG, position=47.5)
-optdb.register("untapped_fuse_bernoulli_sample", dfs_rewriter(fuse_bernoulli_sample), C_TAG, position=47.6)
-optdb.register(
-    "untapped_fuse_bernoulli_value_and_gradient", dfs_rewriter(fuse_bernoulli_value_and_gradient), C_TAG, position=47.7
-)
-optdb.register("untapped_parallel_matrix_sums", dfs_rewriter(parallel_matrix_sums), C_TAG, position=49.05)
-optdb.register("untapped_parallel_row_gathers", dfs_rewriter(parallel_row_gathers), C_TAG, position=49.06)
+#: The C mode's rewrites by name, each with its position in PyTensor's rewrite sequence.
+REWRITES = {
+    "untapped_drop_self_evident_asserts": (dfs_rewriter(drop_self_evident_asserts), 1.9),
+    "untapped_inline_softmax": (dfs_rewriter(inline_softmax), 47.5),
+    "untapped_fuse_bernoulli_sample": (dfs_rewriter(fuse_bernoulli_sample), 47.6),
+    "untapped_fuse_bernoulli_value_and_gradient": (dfs_rewriter(fuse_bernoulli_value_and_gradient), 47.7),
+    "untapped_parallel_matrix_sums": (dfs_rewriter(parallel_matrix_sums), 49.05),
+    "untapped_parallel_row_gathers": (dfs_rewriter(parallel_row_gathers), 49.06),
+}
+
+
+def register(mode, skip=()):
+    """A copy of the compile mode ``mode`` that also runs :data:`REWRITES`, but those named in ``skip``."""
+    unknown = set(skip) - set(REWRITES)
+    if unknown:
+        raise ValueError(f"no rewrite named {', '.join(sorted(unknown))}")
+    return mode.register(*(rewrite for name, rewrite in REWRITES.items() if name not in skip))

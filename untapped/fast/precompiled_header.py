@@ -8,7 +8,7 @@ those lines once, per compile directory and compiler flags, into a GCC
 precompiled header (``.gch``), and hand it to every module with ``-include``.
 That makes a cold compile about a third shorter (README, *Speed*). There are
 two versions of it, for PyTensor's flags and for the OpenMP flags of our row
-ops (:mod:`untapped.ops`); g++ takes the first that suits a module.
+ops (:mod:`untapped.fast`); g++ takes the first that suits a module.
 
 The compiled code does not change. The modules include the same headers, in
 the same order, under the same flags. GCC uses a precompiled header only when
@@ -31,7 +31,7 @@ from pytensor.graph.fg import FunctionGraph
 from pytensor.link.c.basic import CLinker
 from pytensor.link.c.cmodule import std_include_dirs
 
-from untapped import ops
+from untapped.fast.rows import MatrixSum
 
 #: File name of the header, inside its folder; g++ looks for ``HEADER + ".gch"`` beside it.
 HEADER = "modules.h"
@@ -76,14 +76,14 @@ def compiler_flags(cache_root=None):
 
 def _template_modules():
     """The source and g++ arguments of two typical modules: PyTensor's (a float32
-    elementwise op) and ours (a row op of :mod:`untapped.ops`, built with OpenMP).
+    elementwise op) and ours (a row op of :mod:`untapped.fast`, built with OpenMP).
 
     Each gets its own precompiled header, in the folder ``HEADER + ".gch"``,
     from which g++ takes the first one that suits a module's flags.
     """
     x = pt.matrix("x", dtype="float32")
     templates = []
-    for name, output in (("elementwise", pt.exp(x)), ("row_op", ops.MatrixSum(0)(x))):
+    for name, output in (("elementwise", pt.exp(x)), ("row_op", MatrixSum(0)(x))):
         linker = CLinker().accept(FunctionGraph([x], [output]))
         source = linker.get_src_code()
         templates.append(
