@@ -26,6 +26,7 @@ from click.testing import CliRunner
 import foreign_port
 import numpy_port
 from untapped import data, reference
+from untapped.reference import exporting
 
 ARGS = dict(model="untapped", seed=1234, rows=16, steps=2, inputs="synthetic")
 CLI_ARGS = ["--model", "untapped", "--seed", "1234", "--rows", "16", "--steps", "2", "--inputs", "synthetic"]
@@ -899,7 +900,7 @@ def test_export_to_an_unwritable_place_fails_before_computing(tmp_path, monkeypa
     def no_computing(*args, **kwargs):
         raise AssertionError("computed before checking the output")
 
-    monkeypatch.setattr(reference, "compute", no_computing)
+    monkeypatch.setattr(exporting, "compute", no_computing)
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     for out, fragments in ((tmp_path / "no" / "such" / "folder" / "x.h5", ("cannot write there", "is not a folder")),
