@@ -17,6 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from untapped.files import jsonable
+from untapped.presets import DEFAULT_MODE, MODELS, MODES
 from untapped.reference.bundle import FORMAT, FORMAT_VERSION, ReferenceError, check_writable, write_bundle
 from untapped.reference.edge import edge_inputs, edge_params, edge_update_gradients
 from untapped.reference.inputs import (
@@ -42,58 +43,27 @@ NORM_EPSILON = 1e-7
 
 
 class Exporter:
-    """A model built from a preset and seed, with the functions a bundle needs compiled.
+    """The model a bundle is computed with: an :class:`~untapped.model.SSDGM` of a preset and seed.
 
-    ``forward(batch, noise)`` gives the trace (as :meth:`SSDGM.trace`) and the
-    gradient of the total for every parameter (as :meth:`SSDGM.total_gradients`);
-    ``step(batch, noise, lr)`` applies the training update (as
-    :meth:`SSDGM.step_with_noise`) and returns the total and the gradients that
-    the update used. Both are compiled once from the model's own graph.
+    Every value comes from the model's own compiled functions, with the
+    noise given: :meth:`forward` from ``SSDGM.trace`` and
+    ``SSDGM.total_gradients``, :meth:`step` from ``total_gradients`` then
+    ``SSDGM.step_with_noise``, :meth:`update` from ``SSDGM.apply_gradients``.
+    :meth:`reset` brings back the seed's parameters and a fresh Adam state.
     """
 
-    def __init__(self, model="untapped", seed=DEFAULT_SEED, mode="c"):
-        import pytensor
-        import pytensor.tensor as pt
-
-        from untapped.backend import compiling
+    def __init__(self, model="untapped", seed=DEFAULT_SEED, mode=DEFAULT_MODE):
         from untapped.model import SSDGM
-        from untapped.presets import MODELS
 
         if model not in MODELS:
             raise ReferenceError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
+        if mode not in MODES:
+            raise ReferenceError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.name, self.seed, self.mode = model, seed, mode
         self.model = SSDGM.from_preset(model, seed=seed, mode=mode)
-        graph = self.model.graph
         self.initial_params = OrderedDict((k, np.array(v)) for k, v in self.model.param_values_by_name().items())
         self.initial_state = OrderedDict((k, np.array(v)) for k, v in self.model.optimizer_state().items())
-        self.param_names = list(graph.networks.param_names)
-        self.trace_names = list(graph.trace_outputs)
-        trace_vars = [v for out in graph.passes.values() for v in out.values()] + list(graph.terms.values()) + [graph.total]
-        assert len(trace_vars) == len(self.trace_names)
-        self._inputs = list(graph.batch.values()) + list(graph.noise.values())
-        self._batch_names, self._noise_names = list(graph.batch), list(graph.noise)
-        with compiling():
-            self._forward = pytensor.function(
-                self._inputs, trace_vars + list(graph.gradients), mode=graph.mode, on_unused_input="ignore"
-            )
-            self._step = pytensor.function(
-                self._inputs + [graph.learning_rate],
-                [graph.total] + list(graph.gradients),
-                updates=graph.updates,
-                mode=graph.mode,
-                on_unused_input="ignore",
-            )
-            # The same update graph with its raw gradients replaced by inputs (§7.8's given gradients).
-            given = [pt.tensor(dtype=g.dtype, shape=(None,) * g.ndim, name=f"given/{name}")
-                     for g, name in zip(graph.gradients, self.param_names)]
-            self._update = pytensor.function(
-                given + [graph.learning_rate],
-                [],
-                updates=graph.updates,
-                givens=list(zip(graph.gradients, given)),
-                mode=graph.mode,
-                on_unused_input="ignore",
-            )
+        self.param_names = list(self.model.param_names)
 
     @property
     def dims(self):
@@ -104,31 +74,35 @@ class Exporter:
         self.model.set_param_values_by_name(self.initial_params)
         self.model.set_optimizer_state(self.initial_state)
 
-    def _args(self, batch, noise):
-        return [np.ascontiguousarray(batch[k], dtype=np.float32) for k in self._batch_names] + [
-            np.ascontiguousarray(noise[k], dtype=np.float32) for k in self._noise_names
-        ]
+    def trace(self, batch, noise):
+        """Every intermediate of the three passes, the terms and the total (``SSDGM.trace``)."""
+        return self.model.trace(batch, noise)
+
+    def gradients(self, batch, noise):
+        """The gradient of the total for every parameter, by name (``SSDGM.total_gradients``)."""
+        values = self.model.total_gradients(batch, noise)
+        return OrderedDict((name, values[name]) for name in self.param_names)
 
     def forward(self, batch, noise):
-        values = self._forward(*self._args(batch, noise))
-        n = len(self.trace_names)
-        return OrderedDict(zip(self.trace_names, values[:n])), OrderedDict(zip(self.param_names, values[n:]))
+        """``(trace, gradients)`` at the current parameters."""
+        return self.trace(batch, noise), self.gradients(batch, noise)
+
+    def step(self, batch, noise, learning_rate):
+        """One training step from the current state; returns the total and the raw gradients it applied."""
+        gradients = self.gradients(batch, noise)
+        total = self.model.step_with_noise(batch, noise, learning_rate)
+        return np.float32(total), gradients
 
     def update(self, gradients, learning_rate):
         """The training update applied to ``gradients`` (name -> raw gradient) from the current state."""
-        self._update(*[np.ascontiguousarray(gradients[k], dtype=np.float32) for k in self.param_names],
-                     np.float32(learning_rate))
-
-    def step(self, batch, noise, learning_rate):
-        values = self._step(*self._args(batch, noise), np.float32(learning_rate))
-        return values[0], OrderedDict(zip(self.param_names, values[1:]))
+        self.model.apply_gradients(gradients, learning_rate)
 
 
 _EXPORTERS = {}
 
 
-def exporter(model="untapped", seed=DEFAULT_SEED, mode="c"):
-    """The :class:`Exporter` for (model, seed, mode), compiled once per process."""
+def exporter(model="untapped", seed=DEFAULT_SEED, mode=DEFAULT_MODE):
+    """The :class:`Exporter` for (model, seed, mode), made (and its functions compiled) once per process."""
     key = (model, int(seed), mode)
     if key not in _EXPORTERS:
         _EXPORTERS[key] = Exporter(model, int(seed), mode)
@@ -187,8 +161,7 @@ class _Datasets:
 
 def _separated(ex, batch, noise):
     """``noise`` with its Bernoulli uniforms moved away from the decoder means at the current parameters."""
-    means, _ = ex.forward(batch, noise)
-    return separate_bernoulli_uniforms(noise, means)
+    return separate_bernoulli_uniforms(noise, ex.trace(batch, noise))
 
 
 def _put_initial(out, ex, batch, raw_noise):
@@ -282,7 +255,7 @@ def _checked_sizes(rows, steps):
 
 
 def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAULT_STEPS, inputs="auto", data_dir=None,
-            download=False, mode="c"):
+            download=False, mode=DEFAULT_MODE):
     """Every dataset of a bundle, in memory: ``(datasets, attrs, root_attrs, group_attrs, info)``.
 
     ``datasets`` maps a dataset name (``forward/labeled/logits``) to an array,
@@ -307,7 +280,7 @@ def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAUL
 
 
 def export(path, model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAULT_STEPS, inputs="auto",
-           data_dir=None, download=False, mode="c", overwrite=False):
+           data_dir=None, download=False, mode=DEFAULT_MODE, overwrite=False):
     """Compute a bundle (:func:`compute`) and write it to ``path`` atomically; returns a summary dict."""
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
