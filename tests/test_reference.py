@@ -312,7 +312,7 @@ def test_mnist_inputs_and_the_synthetic_fallback(mnist_dir, tmp_path, monkeypatc
     batch, info = reference.make_inputs(np.random.default_rng(0), 4, "auto")
     assert info["source"] == "synthetic" and "MNIST not found" in info["note"]
     # an explicit folder without MNIST is an error, not a fallback
-    with pytest.raises(reference.ReferenceError, match="MNIST inputs"):
+    with pytest.raises(reference.BundleError, match="MNIST inputs"):
         reference.make_inputs(np.random.default_rng(0), 4, "auto", data_dir=tmp_path / "nothing-here")
 
 
@@ -908,7 +908,7 @@ def test_export_to_an_unwritable_place_fails_before_computing(tmp_path, monkeypa
         result = CliRunner().invoke(reference.main, ["export", str(out), "--force"])
         assert result.exit_code == 2, result.output
         assert_one_line_error(result.stderr, *fragments)
-    with pytest.raises(reference.ReferenceError, match="cannot write there"):
+    with pytest.raises(reference.BundleError, match="cannot write there"):
         reference.export(a_file / "x.h5")
-    with pytest.raises(reference.ReferenceError, match="is a folder"):
+    with pytest.raises(reference.BundleError, match="is a folder"):
         reference.export(tmp_path, overwrite=True)

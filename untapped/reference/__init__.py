@@ -18,7 +18,7 @@ Command line (``untapped-reference`` or ``python -m untapped.reference``)::
 The modules, in the order data flow through them:
 
 - :mod:`~untapped.reference.bundle`: the format's name and version, writing
-  a bundle, opening and reading one, :class:`ReferenceError`;
+  a bundle, opening and reading one, :class:`BundleError`;
 - :mod:`~untapped.reference.tolerances`: the kind of every dataset name and
   its tolerances (format §6);
 - :mod:`~untapped.reference.inputs`: the generators, the fixed batch (MNIST
@@ -39,7 +39,7 @@ The modules, in the order data flow through them:
 - :mod:`~untapped.reference.cli`: the command line.
 """
 
-from untapped.reference.bundle import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, Bundle, ReferenceError, write_bundle
+from untapped.reference.bundle import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, Bundle, BundleError, write_bundle
 from untapped.reference.cli import main
 from untapped.reference.comparing import compare
 from untapped.reference.edge import EDGE_ROWS, EDGE_UPDATES, edge_inputs, edge_params, edge_update_gradients
@@ -65,8 +65,8 @@ __all__ = [
     "READABLE_VERSIONS",
     "TOLERANCES",
     "Bundle",
+    "BundleError",
     "Exporter",
-    "ReferenceError",
     "compare",
     "compute",
     "describe",

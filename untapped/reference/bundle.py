@@ -26,7 +26,7 @@ READABLE_VERSIONS = (1, 2)
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 
-class ReferenceError(Exception):
+class BundleError(Exception):
     """A bundle that cannot be written, read or compared; the message is one line."""
 
 
@@ -35,17 +35,17 @@ class ReferenceError(Exception):
 
 
 def check_writable(path):
-    """Raise :class:`ReferenceError` unless a file can be created beside ``path`` (before any computing)."""
+    """Raise :class:`BundleError` unless a file can be created beside ``path`` (before any computing)."""
     path = pathlib.Path(path)
     parent = path.parent
     if path.is_dir():
-        raise ReferenceError(f"{path}: is a folder; give the bundle's file name")
+        raise BundleError(f"{path}: is a folder; give the bundle's file name")
     if not parent.is_dir():
-        raise ReferenceError(f"{path}: cannot write there: {parent} is not a folder")
+        raise BundleError(f"{path}: cannot write there: {parent} is not a folder")
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
     except OSError as exc:
-        raise ReferenceError(f"{path}: cannot write there ({one_line(exc)})") from None
+        raise BundleError(f"{path}: cannot write there ({one_line(exc)})") from None
     os.close(fd)
     os.unlink(probe)
 
@@ -71,7 +71,7 @@ def write_bundle(path, datasets, attrs=None, root=None, group_attrs=None):
                 if name in f:
                     f[name].attrs.update(values)
     except OSError as exc:
-        raise ReferenceError(f"{path}: cannot write the bundle ({one_line(exc)})") from None
+        raise BundleError(f"{path}: cannot write the bundle ({one_line(exc)})") from None
     return path
 
 
@@ -96,12 +96,12 @@ class Bundle:
         try:
             self.attrs = {k: attr_value(v) for k, v in self.file.attrs.items()}
             self.items = _items(self.file)
-        except ReferenceError:
+        except BundleError:
             self.file.close()
             raise
         except _READ_ERRORS as exc:
             self.file.close()
-            raise ReferenceError(f"{self.path}: unreadable bundle ({one_line(exc)})") from None
+            raise BundleError(f"{self.path}: unreadable bundle ({one_line(exc)})") from None
 
     def __enter__(self):
         return self
@@ -117,28 +117,28 @@ class Bundle:
                 return np.asarray(item["index"][()]), np.asarray(item["value"][()])
             return np.asarray(item[()])
         except _READ_ERRORS as exc:
-            raise ReferenceError(f"{self.path}: cannot read {name} ({one_line(exc)})") from None
+            raise BundleError(f"{self.path}: cannot read {name} ({one_line(exc)})") from None
 
 
 def _open(path):
     """``path`` opened read-only, if it is an HDF5 file holding a bundle of a readable version."""
     if not path.exists():
-        raise ReferenceError(f"{path}: no such file")
+        raise BundleError(f"{path}: no such file")
     if path.is_dir():
-        raise ReferenceError(f"{path}: is a folder, not a bundle")
+        raise BundleError(f"{path}: is a folder, not a bundle")
     try:
         is_hdf5 = h5py.is_hdf5(str(path))
     except OSError as exc:
-        raise ReferenceError(f"{path}: cannot read ({one_line(exc)})") from None
+        raise BundleError(f"{path}: cannot read ({one_line(exc)})") from None
     if not is_hdf5:
-        raise ReferenceError(f"{path}: not an HDF5 file, so not a reference bundle")
+        raise BundleError(f"{path}: not an HDF5 file, so not a reference bundle")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise ReferenceError(f"{path}: truncated or corrupt HDF5 file ({one_line(exc)})") from None
+        raise BundleError(f"{path}: truncated or corrupt HDF5 file ({one_line(exc)})") from None
     try:
         _check_format(path, f.attrs)
-    except ReferenceError:
+    except BundleError:
         f.close()
         raise
     return f
@@ -148,10 +148,10 @@ def _check_format(path, attrs):
     fmt, version = attr_value(attrs.get("format")), attr_value(attrs.get("format_version"))
     if fmt != FORMAT:
         what = "no 'format' attribute" if fmt is None else f"format {fmt!r}"
-        raise ReferenceError(f"{path}: an HDF5 file but not an untapped reference bundle ({what})")
+        raise BundleError(f"{path}: an HDF5 file but not an untapped reference bundle ({what})")
     if version not in READABLE_VERSIONS:
         readable = " and ".join(str(v) for v in READABLE_VERSIONS)
-        raise ReferenceError(f"{path}: reference format version {version}; this untapped reads versions {readable}")
+        raise BundleError(f"{path}: reference format version {version}; this untapped reads versions {readable}")
 
 
 def attr_value(value):

@@ -12,7 +12,7 @@ import sys
 import click
 
 from untapped.files import one_line
-from untapped.reference.bundle import ReferenceError, check_writable
+from untapped.reference.bundle import BundleError, check_writable
 from untapped.reference.comparing import compare
 from untapped.reference.exporting import DEFAULT_ROWS, DEFAULT_SEED, DEFAULT_STEPS, MAX_ROWS, export
 from untapped.reference.inputs import INPUT_SOURCES
@@ -39,7 +39,7 @@ class _OneLineErrors(click.Group):
         except click.ClickException as exc:
             click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(EXIT_ERROR)
-        except ReferenceError as exc:
+        except BundleError as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(EXIT_ERROR)
         sys.exit(code if isinstance(code, int) else EXIT_OK)
@@ -70,7 +70,7 @@ def main():
 def export_command(out, model, seed, rows, steps, inputs, data_dir, download, mode, force):
     """Write a reference bundle to OUT (HDF5)."""
     if out.exists() and not force:
-        raise ReferenceError(f"{out} exists; pass --force to replace it")
+        raise BundleError(f"{out} exists; pass --force to replace it")
     check_writable(out)
     summary = export(out, model, seed, rows, steps, inputs, data_dir, download, mode, overwrite=force)
     click.echo(summary["inputs"], err=True)

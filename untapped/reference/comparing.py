@@ -12,7 +12,7 @@ from collections import OrderedDict
 import h5py
 import numpy as np
 
-from untapped.reference.bundle import FORMAT_VERSION, Bundle, ReferenceError, attr_value
+from untapped.reference.bundle import FORMAT_VERSION, Bundle, BundleError, attr_value
 from untapped.reference.tolerances import kind_of, tolerance
 
 #: Root attributes whose difference ``compare`` notes without failing.
@@ -80,7 +80,7 @@ def _check_versions(expected, actual):
     else:
         need = (f"EXPECTED is version {e} and ACTUAL version {a}: ACTUAL needs format_version {e} and the edge/ "
                 f"section (docs/reference_format.md §7.7-7.8), or compare it with a version-{a} EXPECTED")
-    raise ReferenceError(f"{actual.path}: {need}")
+    raise BundleError(f"{actual.path}: {need}")
 
 
 # ---------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def _compare_item(name, expected_bundle, actual_bundle):
     e_item, a_item = expected_bundle.items[name], actual_bundle.items[name]
     row = OrderedDict(name=name)
     if isinstance(e_item, h5py.Group):
-        raise ReferenceError(f"{expected_bundle.path}: {name} is a group of entries; EXPECTED must hold full arrays "
+        raise BundleError(f"{expected_bundle.path}: {name} is a group of entries; EXPECTED must hold full arrays "
                              "(are EXPECTED and ACTUAL swapped? untapped's bundle comes first)")
     expected = expected_bundle.read(name)
     tol = _stored_tolerance(e_item, name, expected)

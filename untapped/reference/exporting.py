@@ -18,7 +18,7 @@ import numpy as np
 
 from untapped.files import jsonable
 from untapped.presets import DEFAULT_MODE, MODELS, MODES
-from untapped.reference.bundle import FORMAT, FORMAT_VERSION, ReferenceError, check_writable, write_bundle
+from untapped.reference.bundle import FORMAT, FORMAT_VERSION, BundleError, check_writable, write_bundle
 from untapped.reference.edge import edge_inputs, edge_params, edge_update_gradients
 from untapped.reference.inputs import (
     BERNOULLI_MARGIN,
@@ -56,9 +56,9 @@ class Exporter:
         from untapped.model import SSDGM
 
         if model not in MODELS:
-            raise ReferenceError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
+            raise BundleError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
         if mode not in MODES:
-            raise ReferenceError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+            raise BundleError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.name, self.seed, self.mode = model, seed, mode
         self.model = SSDGM.from_preset(model, seed=seed, mode=mode)
         self.initial_params = OrderedDict((k, np.array(v)) for k, v in self.model.param_values_by_name().items())
@@ -244,9 +244,9 @@ def _group_attrs(info, steps, learning_rate):
 
 def _checked_sizes(rows, steps):
     if not 1 <= int(rows) <= MAX_ROWS:
-        raise ReferenceError(f"rows must be between 1 and {MAX_ROWS}, not {rows}")
+        raise BundleError(f"rows must be between 1 and {MAX_ROWS}, not {rows}")
     if int(steps) < 0:
-        raise ReferenceError(f"steps must be >= 0, not {steps}")
+        raise BundleError(f"steps must be >= 0, not {steps}")
     return int(rows), int(steps)
 
 
@@ -284,7 +284,7 @@ def export(path, model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=D
     """Compute a bundle (:func:`compute`) and write it to ``path`` atomically; returns a summary dict."""
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
-        raise ReferenceError(f"{path} exists; pass --force to replace it")
+        raise BundleError(f"{path} exists; pass --force to replace it")
     check_writable(path)
     datasets, attrs, root, group_attrs, info = compute(model, seed, rows, steps, inputs, data_dir, download, mode)
     write_bundle(path, datasets, attrs, root, group_attrs)

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from untapped.files import one_line
-from untapped.reference.bundle import ReferenceError
+from untapped.reference.bundle import BundleError
 
 INPUT_SOURCES = ("auto", "mnist", "synthetic")
 #: Bernoulli uniforms closer than this to their decoder mean are moved to this distance.
@@ -57,7 +57,7 @@ def make_inputs(rng, rows, source="auto", data_dir=None, download=False):
     from untapped import data
 
     if source not in INPUT_SOURCES:
-        raise ReferenceError(f"inputs must be one of {', '.join(INPUT_SOURCES)}, not {source!r}")
+        raise BundleError(f"inputs must be one of {', '.join(INPUT_SOURCES)}, not {source!r}")
     unfeatured_y = data.close_corners()[np.arange(rows) % data.NUM_CLASSES]
     unfeatured_z = rng.uniform(Z_DRAW_LOW, Z_DRAW_HIGH, size=(rows, 2)).astype(np.float32)
     info = OrderedDict()
@@ -82,7 +82,7 @@ def _find_mnist(source, data_dir, download, info):
         images, digits = data.load_binarized_mnist(location, download=False)
     except data.DataError as exc:
         if source == "mnist" or explicit:
-            raise ReferenceError(f"MNIST inputs: {one_line(exc)}") from None
+            raise BundleError(f"MNIST inputs: {one_line(exc)}") from None
         info["note"] = (f"MNIST not found (looked in the user cache {data.default_cache_dir()}; "
                         "no download without --download)")
         return None
@@ -96,7 +96,7 @@ def _mnist_batch(rng, rows, images, digits, info):
 
     pool = np.flatnonzero(np.isin(digits, data.LABELED_DIGITS))
     if rows > len(pool):
-        raise ReferenceError(f"--rows {rows} exceeds the {len(pool)} labeled MNIST images")
+        raise BundleError(f"--rows {rows} exceeds the {len(pool)} labeled MNIST images")
     labeled_index = rng.choice(pool, size=rows, replace=False)
     unlabeled_index = rng.choice(len(images), size=rows, replace=False)
     labeled_digits = digits[labeled_index]

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from untapped.reference.bundle import ReferenceError
+from untapped.reference.bundle import BundleError
 
 #: kind -> (rtol, atol, atol is a multiple of max|expected|, required in ACTUAL).
 TOLERANCES = OrderedDict(
@@ -105,7 +105,7 @@ def tolerance(name, expected):
     """``{'kind', 'rtol', 'atol', 'required'}`` for dataset ``name`` with expected values ``expected``."""
     kind = kind_of(name)
     if kind is None:
-        raise ReferenceError(f"{name}: not a dataset of the reference format")
+        raise BundleError(f"{name}: not a dataset of the reference format")
     rtol, atol, scaled, required = TOLERANCES[kind]
     if scaled:
         values = np.abs(np.asarray(expected, dtype=np.float64))
