@@ -11,42 +11,28 @@ import sys
 
 import click
 
-from untapped.files import one_line
-from untapped.reference.bundle import BundleError, check_writable
+from untapped import commands
+from untapped.presets import DEFAULT_MODE, MODELS, MODES
+from untapped.reference.bundle import BundleError
 from untapped.reference.comparing import compare
 from untapped.reference.exporting import DEFAULT_ROWS, DEFAULT_SEED, DEFAULT_STEPS, MAX_ROWS, export
 from untapped.reference.inputs import INPUT_SOURCES
 from untapped.reference.reports import describe, format_report, report_json
 
-MODELS = ("untapped", "m2")
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 
-class _OneLineErrors(click.Group):
-    """A click group whose errors print as one ``error: ...`` line (exit 2), never a traceback."""
+class OneLineErrors(commands.OneLineErrors):
+    """untapped-reference's errors: every one, a bad option, Ctrl-C or a bundle's, exits 2."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Abort:
-            click.echo("error: aborted", err=True)
-            sys.exit(EXIT_ERROR)
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
-        except click.exceptions.NoArgsIsHelpError as exc:
-            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
-            sys.exit(EXIT_ERROR)
-        except click.ClickException as exc:
-            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
-            sys.exit(EXIT_ERROR)
-        except BundleError as exc:
-            click.echo(f"error: {one_line(exc)}", err=True)
-            sys.exit(EXIT_ERROR)
-        sys.exit(code if isinstance(code, int) else EXIT_OK)
+    click_exit = EXIT_ERROR
+    abort_exit = EXIT_ERROR
+    error_exit = EXIT_ERROR
+    errors = (BundleError,)
 
 
 @click.group(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     context_settings=dict(help_option_names=["-h", "--help"]),
     epilog="Exit status: 0 success, 1 compare found differences, 2 error. Format: docs/reference_format.md.",
 )
@@ -56,22 +42,25 @@ def main():
 
 @main.command("export", context_settings=dict(show_default=True))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=pathlib.Path))
-@click.option("--model", type=click.Choice(MODELS), default="untapped", help="Coefficients: untapped or the M2 baseline.")
-@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, help="Initial weights (RandomState), inputs and noise.")
-@click.option("--rows", type=click.IntRange(1, MAX_ROWS), default=DEFAULT_ROWS, help="Rows of each source (labeled, unlabeled, unfeatured).")
-@click.option("--steps", type=click.IntRange(min=0), default=DEFAULT_STEPS, help="Optimiser steps, each with its own noise.")
+@click.option("--model", type=click.Choice(MODELS), default="untapped",
+              help="Coefficients: untapped or the M2 baseline.")
+@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED,
+              help="Initial weights (RandomState), inputs and noise.")
+@click.option("--rows", type=click.IntRange(1, MAX_ROWS), default=DEFAULT_ROWS,
+              help="Rows of each source (labeled, unlabeled, unfeatured).")
+@click.option("--steps", type=click.IntRange(min=0), default=DEFAULT_STEPS,
+              help="Optimiser steps, each with its own noise.")
 @click.option("--inputs", type=click.Choice(INPUT_SOURCES), default="auto",
               help="MNIST rows, the synthetic batch, or MNIST if found (no download) else synthetic.")
 @click.option("--data-dir", type=click.Path(path_type=pathlib.Path), default=None,
-              help="Folder with the MNIST IDX files (or mnist.pkl.gz); default: UNTAPPED_DATA_DIR, then the user cache.")
+              help="Folder with the MNIST IDX files (or mnist.pkl.gz); "
+              "default: UNTAPPED_DATA_DIR, then the user cache.")
 @click.option("--download", is_flag=True, default=False, help="Download MNIST into the user cache if it is not found.")
-@click.option("--mode", type=click.Choice(["c", "numba"]), default="c", help="PyTensor backend.")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE,
+              help="PyTensor compile mode, as run_mnist.py --mode.")
 @click.option("--force", is_flag=True, default=False, help="Replace OUT if it exists.")
 def export_command(out, model, seed, rows, steps, inputs, data_dir, download, mode, force):
     """Write a reference bundle to OUT (HDF5)."""
-    if out.exists() and not force:
-        raise BundleError(f"{out} exists; pass --force to replace it")
-    check_writable(out)
     summary = export(out, model, seed, rows, steps, inputs, data_dir, download, mode, overwrite=force)
     click.echo(summary["inputs"], err=True)
     click.echo(

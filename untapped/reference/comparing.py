@@ -121,11 +121,13 @@ def _compare_item(name, expected_bundle, actual_bundle):
     if not _same_dtype(actual.dtype, expected.dtype):
         return dict(row, status="fail", reason=f"dtype {actual.dtype}, expected {expected.dtype}")
     max_abs, max_rel, used, bad, worst = _errors(actual, expected, tol["rtol"], tol["atol"])
-    row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad, checked=int(expected.size))
+    row.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance_used=used, mismatches=bad,
+               checked=int(expected.size))
     if worst is not None:
         _worst(row, worst, np.unravel_index(worst, expected.shape), expected.reshape(-1), actual.reshape(-1))
     if bad:
-        return dict(row, status="fail", reason=f"{bad} of {expected.size} entries outside tolerance, {_worst_text(row)}")
+        return dict(row, status="fail",
+                    reason=f"{bad} of {expected.size} entries outside tolerance, {_worst_text(row)}")
     return dict(row, status="pass")
 
 
@@ -181,8 +183,8 @@ def _stored_tolerance(item, name, expected):
     if all(key in item.attrs for key in keys):
         out = {key: attr_value(item.attrs[key]) for key in keys}
     else:
-        default = tolerance(name, expected) if kind_of(name) else dict(kind="unknown", rtol=0.0, atol=0.0, required=True)
-        out = dict(default)
+        unknown = dict(kind="unknown", rtol=0.0, atol=0.0, required=True)
+        out = dict(tolerance(name, expected) if kind_of(name) else unknown)
         for key in keys:
             if key in item.attrs:
                 out[key] = attr_value(item.attrs[key])
