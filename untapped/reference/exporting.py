@@ -59,7 +59,7 @@ class Exporter:
             raise BundleError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
         if mode not in MODES:
             raise BundleError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        self.name, self.seed, self.mode = model, seed, mode
+        self.name, self.mode = model, mode
         self.model = SSDGM.from_preset(model, seed=seed, mode=mode)
         self.initial_params = OrderedDict((k, np.array(v)) for k, v in self.model.param_values_by_name().items())
         self.initial_state = OrderedDict((k, np.array(v)) for k, v in self.model.optimizer_state().items())
