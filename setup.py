@@ -31,5 +31,5 @@ setup(
     ],
     # pip install -e .[dask]: trials on a Dask cluster (run_mnist.py --backend dask, --scheduler).
     extras_require={"dask": requirements("requirements-dask.txt")},
-    entry_points={"console_scripts": ["untapped-reference=untapped.reference:main"]},
+    entry_points={"console_scripts": ["untapped-reference=untapped.entry_points:reference"]},
 )

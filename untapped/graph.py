@@ -297,6 +297,10 @@ class ModelGraph:
     def _compile_step_with_noise(self):
         return self._compile(self._noise_inputs() + [self.learning_rate], self.total, updates=self.updates)
 
+    def _compile_apply_gradients(self):
+        given = [g.type() for g in self.gradients]
+        return self._compile(given + [self.learning_rate], [], updates=self.updates, givens=list(zip(self.gradients, given)))
+
     def _compile_predict(self):
         x = pt.matrix("x")
         return self._compile([x], self.networks.classifier(x, deterministic=True).sample)

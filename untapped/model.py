@@ -513,6 +513,15 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         self.graph.fitted = True
         return float(self.graph.function("step_with_noise")(*self._given(batch, noise), np.float32(learning_rate)))
 
+    def apply_gradients(self, gradients, learning_rate):
+        """The training update (rescale, clip, Adam) applied to given raw gradients, by parameter name."""
+        missing = [name for name in self.param_names if name not in gradients]
+        if missing:
+            raise ValueError(f"missing gradients: {', '.join(missing)}")
+        self.graph.fitted = True
+        given = [as_float32(gradients[name]) for name in self.param_names]
+        self.graph.function("apply_gradients")(*given, np.float32(learning_rate))
+
     def noise_shapes(self, batch_rows):
         """Shape of each noise array for a batch with ``batch_rows[source]`` rows per source."""
         return OrderedDict(
