@@ -107,6 +107,26 @@ def test_resume_through_the_cli_is_bit_identical(smoke, mnist_dir, cache, tmp_pa
     assert json.loads((path.parent / "metrics.json").read_text())["epochs"] == 2
     assert b.history["epoch"] == [1.0, 2.0]
 
+    # A run folder written before two coefficients were renamed (coeff_x_to_y,
+    # coeff_y_to_x; the only difference of its configuration) resumes the same.
+    old = tmp_path / "old" / "m2-seed1234"
+    shutil.copytree(out / "m2-seed1234", old)
+    renamed = {"coeff_x_to_y_loss": "coeff_x_to_y", "coeff_y_to_x_loss": "coeff_y_to_x"}
+    with h5py.File(old / "checkpoint.h5", "r+") as f:
+        config = json.loads(f.attrs["config"])
+        config["model_params"] = {renamed.get(k, k): v for k, v in config["model_params"].items()}
+        f.attrs["config"] = json.dumps(config, sort_keys=True)
+    run_config = json.loads((old / "config.json").read_text())
+    run_config["model_params"] = {renamed.get(k, k): v for k, v in run_config["model_params"].items()}
+    (old / "config.json").write_text(json.dumps(run_config))
+    resumed = invoke(["--resume", old / "checkpoint.h5", "--epochs", 2, "--data-dir", mnist_dir], env)
+    assert resumed.exit_code == 0, resumed.output
+    c = checkpoint.load(old / "checkpoint.h5")
+    for group in ("params", "optimizer"):
+        for name, value in getattr(a, group).items():
+            assert np.array_equal(getattr(c, group)[name], value), name
+    assert "coeff_x_to_y_loss" in c.config["model_params"] and "coeff_x_to_y" not in c.config["model_params"]
+
 
 def test_a_fresh_run_does_not_overwrite_a_saved_run(smoke, mnist_dir):
     out, _ = smoke

@@ -54,10 +54,9 @@ def kernels(mode=DEFAULT_MODE):
 #: C compiler flags for the modules of our graphs, before the user's own
 #: ``gcc__cxxflags`` (so theirs win). PyTensor passes ``-g -O3`` to every
 #: module. Without debug information and at -O1 a cold compile of the
-#: untapped training step is about 40% shorter than at ``-g -O3`` (a quarter
-#: shorter than at -O2). The hot loops are ours, and their ``omp simd`` loops
-#: are vectorised at any level; PyTensor's elementwise loops run ~15% slower
-#: than at -O2, about 1% of an epoch (README, *Speed*). A training run gave
+#: untapped training step is much shorter; the hot loops are ours, and their
+#: ``omp simd`` loops are vectorised at any level, so an epoch hardly slows
+#: (README, *Speed*, has the measured figures). A training run gave
 #: bit-identical values at -O1 and -O2.
 C_COMPILE_FLAGS = "-g0 -O1"
 
@@ -91,8 +90,8 @@ def compile_mode(name=DEFAULT_MODE, keep_buffers=False):
     between calls instead of freeing it, so each C op writes into the
     buffer of its previous call. For the training step, called thousands of
     times at one batch size, that saves the kernel zeroing fresh pages
-    (~35,000 page faults and 0.35 s of an untapped epoch), at the cost of
-    holding all of one step's intermediates at once.
+    (README, *Speed*), at the cost of holding all of one step's
+    intermediates at once.
     """
     _check(name)
     if name == "numba":

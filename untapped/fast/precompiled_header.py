@@ -2,11 +2,11 @@
 
 Every C module PyTensor generates opens with the same ``#include`` lines:
 Python's, NumPy's, PyTensor's helper and a few of the C++ library. Parsing
-them takes 0.2-0.4 s of the 0.5-1 s that g++ spends on a typical module, and
-a cold compile of the untapped training step builds 75 modules. So we compile
+them takes a good part of the time g++ spends on a typical module, and a
+cold compile of the untapped training step builds 75 modules. So we compile
 those lines once, per compile directory and compiler flags, into a GCC
 precompiled header (``.gch``), and hand it to every module with ``-include``.
-That makes a cold compile about a third shorter (README, *Speed*). There are
+That makes a cold compile shorter (README, *Speed*, has the figures). There are
 two versions of it, for PyTensor's flags and for the OpenMP flags of our row
 ops (:mod:`untapped.fast`); g++ takes the first that suits a module.
 

@@ -5,8 +5,8 @@ nothing is registered in PyTensor's global rewrite database. Three run late (aft
 canonicalisation and specialisation, before elementwise fusion):
 
 - :func:`inline_softmax`: PyTensor 3's ``Softmax`` / ``LogSoftmax`` are
-  ``OpFromGraph``s that the C backend runs through Python (about 15 ms for a
-  10,000 x 10 softmax); inlined, their max-exp-sum graph becomes C loops.
+  ``OpFromGraph``s that the C backend runs through Python; inlined, their
+  max-exp-sum graph becomes C loops.
   Running after the rewrites that recognise softmax patterns keeps them from
   folding it back.
 - :func:`fuse_bernoulli_sample`: ``cast(u < sigmoid(a))``, the Bernoulli
@@ -26,15 +26,15 @@ Two run after elementwise fusion (positions 49.05 and 49.06), on what fusion lef
   (float64 accumulator) runs on all threads (:class:`untapped.fast.rows.MatrixSum`).
 - :func:`parallel_row_gathers`: a batch's rows picked from the data
   (``x[index]``, float32) are copied on all threads
-  (:class:`untapped.fast.rows.GatherRows`), about 5x faster than PyTensor's loop.
+  (:class:`untapped.fast.rows.GatherRows`) instead of in PyTensor's one-thread loop.
   A negative row, which NumPy would count from the end, raises instead.
 
 One runs between canonicalisation and specialisation (position 1.9):
 
 - :func:`drop_self_evident_asserts`: the shape graph of a training step
   nests "could not broadcast" assertions that a batch's row count equals
-  itself, ten deep. PyTensor removes one level per specialisation pass
-  (~0.1 s each); this removes every level at once. Only assertions whose
+  itself, ten deep. PyTensor removes one level per specialisation pass;
+  this removes every level at once. Only assertions whose
   every condition is ``a == a`` (up to such assertions on ``a``) go.
 """
 

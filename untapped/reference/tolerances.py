@@ -14,13 +14,12 @@ from untapped.reference.bundle import BundleError
 
 #: kind -> (rtol, atol, atol is a multiple of max|expected|, required in ACTUAL).
 TOLERANCES = OrderedDict(
-    # Data a port reads: optional in a port's bundle, exact when present.
-    given=(0.0, 0.0, False, False),
-    # The Bernoulli uniforms a port reads: moved >= BERNOULLI_MARGIN away from
-    # the decoder means of the exporting model, so they carry that model's
-    # float32 rounding (the C and plain modes' means differ by ~1e-7). A
-    # difference below 1e-6 cannot flip a sample.
-    separated_uniform=(0.0, 1e-6, False, False),
+    # Data a port reads: optional in a port's bundle; when present, equal to
+    # 1e-6. A port writes back what it read, exactly; two untapped exports in
+    # different compile modes (c, plain) differ in the few Bernoulli uniforms
+    # moved BERNOULLI_MARGIN away from the decoder means, by those means'
+    # float32 rounding (~1e-7), which cannot flip a sample.
+    given=(0.0, 1e-6, False, False),
     # Bernoulli samples: exact. The noise keeps every uniform >= BERNOULLI_MARGIN
     # from its mean, so only a wrong mean (not rounding) can flip a sample.
     sample=(0.0, 0.0, False, True),
@@ -49,21 +48,11 @@ _EDGE_AS_MAIN = ("inputs", "noise", "forward", "terms", "gradients")
 def kind_of(name):
     """The tolerance kind (a key of :data:`TOLERANCES`) of the dataset ``name``, or None if unknown.
 
-    A Bernoulli uniform (``.../noise/<source>/bernoulli_uniform``) is a
-    ``separated_uniform`` wherever it is.
-
     ``edge/<name>`` has the kind of ``<name>`` (§7.7), except the given
     ``edge/params/`` and ``edge/updates/<case>/gradients/``; an update case's
     ``params`` and ``adam`` are those of an optimiser step (§7.8).
     """
     parts = name.split("/")
-    kind = _kind_of(name, parts)
-    if kind == "given" and parts[-1] == "bernoulli_uniform" and "noise" in parts:
-        return "separated_uniform"
-    return kind
-
-
-def _kind_of(name, parts):
     if parts[0] == "edge":
         return _edge_kind(name, parts)
     if parts[0] == "steps":
