@@ -227,12 +227,13 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, scheduler, s
         location = experiment.data_location(specs[0].data_dir)
         for line in experiment.describe_environment(specs[0].mode, location):
             click.echo(line)
-        experiment.load_images(str(location))  # read and verify the data before anything is written
+        images = experiment.load_images(str(location))  # read and verify the data before anything is written
         folder_lock = experiment.lock_folder(out_dir)  # one writer at a time
         experiment.prepare_outputs(specs)
         click.echo(f"output: {out_dir}  runs: {', '.join(s.name for s in specs)}")
         began = time.perf_counter()
-        classifier = experiment.digit_classifier(str(location), specs[0].subset)
+        classifier = experiment.digit_classifier(str(location), specs[0].subset, images=images)
+        del images  # the runs read their splits themselves
         click.echo(f"digit classifier ready in {time.perf_counter() - began:.1f} s (fitted once, then cached)")
         results = experiment.run_trials(specs, jobs=jobs, backend=backend, scheduler=scheduler,
                                         classifier=classifier if jobs == 1 or backend == "dask" else None)

@@ -30,7 +30,6 @@ conflicts) is an :class:`ExperimentError`, :class:`untapped.data.DataError`,
 """
 
 import dataclasses
-import functools
 import json
 import os
 import pathlib
@@ -376,22 +375,18 @@ def write_json(path, obj):
 # ---------------------------------------------------------------- data
 
 
-@functools.lru_cache(maxsize=2)
-def _binarized_mnist(location):
-    images, digits = data_io.load_binarized_mnist(location, download=False)
-    images.setflags(write=False)
-    digits.setflags(write=False)
-    return images, digits
-
-
 def data_location(data_dir=None):
     """Where MNIST will be read from (see :func:`untapped.data.find_mnist`); may download."""
     return data_io.find_mnist(data_dir)
 
 
 def load_images(data_dir=None):
-    """All 70,000 binarised images and their digits, read once per process."""
-    return _binarized_mnist(str(data_location(data_dir)))
+    """All 70,000 binarised images and their digits, read and verified (about a second).
+
+    Nothing is kept: a run holds its split (:func:`load_split`), not the
+    70,000 images as well (another 220 MB while it trains).
+    """
+    return data_io.load_binarized_mnist(data_location(data_dir), download=False)
 
 
 def subset_split(split, n):
@@ -411,14 +406,13 @@ def load_split(data_dir=None, seed=1234, subset=None, variant=DEFAULT_VARIANT):
     return subset_split(data_io.make_split(images, digits, seed=seed, **VARIANTS[variant].split), subset)
 
 
-def classifier_data(data_dir=None, subset=None):
-    """Images and digits the digit classifier is fitted on.
+def classifier_data(images, digits, subset=None):
+    """The images and digits the digit classifier is fitted on.
 
     All 70,000 binarised images (paper §3: "pre-trained on the entire
     dataset"); with ``subset`` (quick tests) only the first ``subset`` images
     of each digit, so that every digit is still present.
     """
-    images, digits = load_images(data_dir)
     if subset is None:
         return images, digits
     rows = np.concatenate([np.flatnonzero(digits == d)[: int(subset)] for d in range(data_io.NUM_CLASSES)])
@@ -426,12 +420,16 @@ def classifier_data(data_dir=None, subset=None):
     return images[rows], digits[rows]
 
 
-def digit_classifier(data_dir=None, subset=None, cache_dir=None):
-    """The paper's logistic-regression digit classifier (:func:`untapped.evaluation.digit_classifier`), cached."""
+def digit_classifier(data_dir=None, subset=None, cache_dir=None, images=None):
+    """The paper's logistic-regression digit classifier (:func:`untapped.evaluation.digit_classifier`), cached.
+
+    ``images`` are :func:`load_images`'s ``(images, digits)`` if the caller
+    has them already; else they are read from ``data_dir``.
+    """
     from untapped import evaluation
 
-    images, digits = classifier_data(data_dir, subset)
-    return evaluation.digit_classifier(images, digits, cache_dir=cache_dir)
+    images, digits = load_images(data_dir) if images is None else images
+    return evaluation.digit_classifier(*classifier_data(images, digits, subset), cache_dir=cache_dir)
 
 
 # ---------------------------------------------------------------- judging a model
@@ -687,6 +685,7 @@ def _run_locked(spec, classifier):
         return result
     finally:
         log.close()
+        model.free_graph()  # this process will not train this graph again: its memory goes now
 
 
 # ---------------------------------------------------------------- many runs

@@ -346,6 +346,7 @@ def fit(
             log(_epoch_line(epoch, seconds, lr, per_step))
             on_schedule = epoch % eval_every == 0
             if evaluation and (on_schedule or epoch == epochs):
+                _free_step_buffers(model)
                 if on_schedule:
                     values = evaluate(model, split, batch_size, shuffles["shuffle/evaluate"])
                 else:
@@ -380,6 +381,19 @@ def fit(
     # The model holds the state of the last completed epoch; undo nothing.
     model.checkpoint_ = last_good
     return model
+
+
+def _free_step_buffers(model):
+    """Let the training step's kept buffers go before an evaluation, which needs memory of its own.
+
+    The step keeps its intermediates between calls (``keep_buffers``,
+    hundreds of MB at batch 10,000); held through an evaluation they would
+    add to its peak. The next step allocates them afresh, as the first step
+    of a run (or of a resumed one) does; the values computed are the same.
+    """
+    free = getattr(model.graph.function("train"), "free", None)
+    if free is not None:
+        free()
 
 
 def _evaluate_aside(model, split, batch_size, rng):
