@@ -34,7 +34,7 @@ import time
 import uuid
 
 from untapped import experiment
-from untapped.files import one_line
+from untapped.files import one_line, same_file
 
 #: How often a trial that raised is tried again (Dask's ``retries=``).
 RETRIES = 2
@@ -106,7 +106,7 @@ def _replan(spec):
     ``--overwrite`` no checkpoint was there before).
     """
     own = spec.path("checkpoint")
-    if spec.resume is None or experiment._same_file(spec.resume, own):
+    if spec.resume is None or same_file(spec.resume, own):
         return experiment.continue_runs([dataclasses.replace(spec, resume=None, overwrite=False)])[0]
     if own.exists() and not spec.overwrite:
         return dataclasses.replace(spec, resume=str(own))

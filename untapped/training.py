@@ -45,7 +45,6 @@ of the last completed epoch (so resuming is exact) and raises
 
 import copy
 import math
-import os
 import sys
 import time
 from collections import OrderedDict
@@ -53,6 +52,7 @@ from collections import OrderedDict
 import numpy as np
 
 from untapped import checkpoint as ckpt_io
+from untapped.files import same_file
 from untapped.objectives import TERMS
 
 #: The order in which the sources are shuffled and batched.
@@ -297,7 +297,7 @@ def fit(
 
     last_good = resume if resume is not None else snapshot(0)
     last_good_saved = resume is not None and checkpoint_path is not None and resume.path is not None and \
-        _same_file(resume.path, checkpoint_path)
+        same_file(resume.path, checkpoint_path)
     model.history_ = history
     model.epoch_ = start
     model.checkpoint_ = resume
@@ -430,13 +430,6 @@ def _append(history, key, value):
 def _reset_optimizer(model):
     """Adam's step count and moments to zero, as at the start of the original's ``fit``."""
     model.set_optimizer_state(OrderedDict((k, np.zeros_like(v)) for k, v in model.optimizer_state().items()))
-
-
-def _same_file(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _diverged(message, epoch, last_good, last_good_saved, checkpoint_path):
