@@ -132,3 +132,8 @@ VARIANTS = OrderedDict(
     )
 )
 DEFAULT_VARIANT = "code"
+
+
+def group_name(model, variant=DEFAULT_VARIANT):
+    """How summaries and reports group runs: ``m2``, ``untapped``, or ``untapped/<variant>`` for a variant other than ``code``."""
+    return model if variant in (None, DEFAULT_VARIANT) else f"{model}/{variant}"

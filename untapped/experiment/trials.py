@@ -30,7 +30,7 @@ from untapped.experiment.plan import plan_request
 from untapped.experiment.spec import RUN_FILES
 from untapped.experiment.trial import run_trial
 from untapped.files import one_line
-from untapped.presets import DEFAULT_VARIANT
+from untapped.presets import DEFAULT_VARIANT, group_name
 
 
 def run_request(request, echo=print):
@@ -139,9 +139,7 @@ def summary(results):
 
 
 def _group(result):
-    """``model``, or ``model/variant`` for a variant other than ``code``."""
-    variant = result.get("variant", DEFAULT_VARIANT)
-    return result["model"] if variant == DEFAULT_VARIANT else f"{result['model']}/{variant}"
+    return group_name(result["model"], result.get("variant", DEFAULT_VARIANT))
 
 
 def summary_table(results):
