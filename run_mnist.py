@@ -20,7 +20,6 @@ from untapped.files import one_line
 from untapped.presets import DEFAULT_MODE, MAX_SEED, MODELS, MODES, VARIANTS
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
