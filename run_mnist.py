@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Train untapped and/or M2 on the paper's MNIST task and report the digits 5-9 metric.
 
-A thin command line over :mod:`untapped.experiment`: it parses options,
-prints the environment, and calls the library. Every option can also be set
+A thin command line over :mod:`untapped.experiment`: it parses the options
+and calls :func:`untapped.experiment.run_request`, which plans, trains,
+judges and summarises the runs. Every option can also be set
 through an ``UNTAPPED_<OPTION>`` environment variable (``UNTAPPED_EPOCHS``,
 ``UNTAPPED_DATA_DIR`` ...). Errors are one line on stderr (``error: ...``)
 with a non-zero exit status; no traceback.
@@ -15,19 +16,16 @@ untapped.configure_threads()  # before NumPy loads (untapped.threads)
 import pathlib  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import click  # noqa: E402
 
 from untapped import commands  # noqa: E402
-from untapped.presets import DEFAULT_MODE, MODELS, MODES, VARIANTS  # noqa: E402
+from untapped.files import one_line  # noqa: E402
+from untapped.presets import DEFAULT_MODE, MAX_SEED, MODELS, MODES, VARIANTS  # noqa: E402
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
-#: Seeds are 32-bit, as NumPy's legacy RandomState (the original's initialiser) takes them.
-MAX_SEED = 2**32 - 1
 
 
 class OneLineErrors(commands.OneLineErrors):
@@ -38,10 +36,6 @@ class OneLineErrors(commands.OneLineErrors):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def _timestamp_out():
-    return str(pathlib.Path("results") / "mnist" / time.strftime("%Y-%m-%d-%H-%M-%S"))
 
 
 def _show_progress_messages():
@@ -56,14 +50,20 @@ def _show_progress_messages():
         logger.setLevel(logging.INFO)
 
 
-def _origin(ctx, name):
-    """How the user gave option ``name``: ``--seed 5`` typed, or ``UNTAPPED_SEED=5`` from the environment."""
+def _given(ctx):
+    """The options the user gave, each with how: ``--seed 5`` typed, or ``UNTAPPED_SEED=5`` from the environment."""
     from click.core import ParameterSource
 
-    value = ctx.params[name]
-    if ctx.get_parameter_source(name) == ParameterSource.ENVIRONMENT:
-        return f"UNTAPPED_{name.upper()}={value} (from the environment)"
-    return f"--{name.replace('_', '-')} {value}"
+    given = {}
+    for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        if source in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            continue
+        if source == ParameterSource.ENVIRONMENT:
+            given[name] = f"UNTAPPED_{name.upper()}={value} (from the environment)"
+        else:
+            given[name] = f"--{name.replace('_', '-')} {value}"
+    return given
 
 
 def _command_line(ctx):
@@ -131,7 +131,7 @@ def _version():
 @click.option("--overwrite", is_flag=True, default=False, help="Allow a fresh run to replace an existing run's files in --out.")
 @click.version_option(version=_version(), prog_name="untapped", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx, epochs, batch, model, variant, trials, jobs, backend, scheduler, seed, data_dir, out, resume, eval_every, mode, subset, overwrite):
+def main(ctx, **options):
     """Train the untapped model and/or M2 on MNIST (labels for digits 0-4 only) as the 2017 code did,
     then draw Figure 2 and measure the cross-entropy of the permuted q(y|x) on digits 5-9.
 
@@ -147,100 +147,16 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, scheduler, s
     folder into a report."""
     if ctx.invoked_subcommand is not None:
         return
-    from click.core import ParameterSource
-
     from untapped import experiment
     from untapped.checkpoint import CheckpointError
     from untapped.data import DataError
     from untapped.training import TrainingInterrupted
 
-    def given(name):
-        return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-
-    folder_lock = None
+    request = experiment.Request(**options, command=_command_line(ctx), interactive=sys.stderr.isatty(), given=_given(ctx))
     _show_progress_messages()
-    interactive = sys.stderr.isatty()
-    command = _command_line(ctx)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
     try:
-        if scheduler is not None or backend == "dask":
-            if backend != "dask" and given("backend"):
-                raise experiment.ExperimentError(f"--scheduler runs the trials on Dask; drop --backend {backend}")
-            from untapped import cluster
-
-            cluster.check(scheduler)  # before anything is fitted or written
-            backend = "dask"
-        if resume is not None:
-            if trials != 1:
-                raise experiment.ExperimentError("--resume continues one run; leave --trials at 1")
-            conflicts = {}
-            if given("model"):
-                if model == "both":
-                    raise experiment.ExperimentError("--resume continues one run; give --model untapped or m2, or omit it")
-                conflicts["model"] = model
-            for name, value in (("seed", seed), ("batch", batch), ("subset", subset), ("variant", variant)):
-                if given(name):
-                    conflicts[name] = value
-            labels = {name: _origin(ctx, name) for name in conflicts}
-            specs = [
-                experiment.plan_resume(
-                    resume,
-                    given=conflicts,
-                    labels=labels,
-                    out=out if given("out") else None,
-                    epochs=epochs if given("epochs") else None,
-                    eval_every=eval_every if given("eval_every") else None,
-                    mode=mode if given("mode") else None,
-                    data_dir=str(data_dir) if data_dir is not None else None,
-                    overwrite=overwrite,
-                    command=command,
-                    progress=interactive,
-                    echo=not interactive,
-                )
-            ]
-        else:
-            models = list(experiment.MODELS) if model == "both" else [model]
-            if seed + trials - 1 > MAX_SEED:
-                raise experiment.ExperimentError(
-                    f"--seed {seed} with --trials {trials} needs seeds up to {seed + trials - 1}; the largest is {MAX_SEED}"
-                )
-            specs = experiment.plan_runs(
-                models,
-                range(seed, seed + trials),
-                out if out is not None else _timestamp_out(),
-                variant=variant,
-                command=command,
-                epochs=epochs,
-                batch=batch,
-                eval_every=eval_every,
-                mode=mode,
-                data_dir=str(data_dir) if data_dir is not None else None,
-                subset=subset,
-                overwrite=overwrite,
-                progress=interactive and jobs == 1,
-                echo=not (interactive and jobs == 1),
-            )
-            specs = experiment.continue_runs(specs)
-            done = [s.name for s in specs if s.done]
-            resumed = [s.name for s in specs if s.resume is not None]
-            if done:
-                click.echo(f"finished earlier, kept: {', '.join(done)}")
-            if resumed:
-                click.echo(f"resuming from their checkpoints: {', '.join(resumed)}")
-        out_dir = pathlib.Path(specs[0].out).parent
-        location = experiment.data_location(specs[0].data_dir)
-        for line in experiment.describe_environment(specs[0].mode, location):
-            click.echo(line)
-        experiment.load_images(str(location))  # read and verify the data before anything is written
-        folder_lock = experiment.lock_folder(out_dir)  # one writer at a time
-        experiment.prepare_outputs(specs)
-        click.echo(f"output: {out_dir}  runs: {', '.join(s.name for s in specs)}")
-        began = time.perf_counter()
-        classifier = experiment.digit_classifier(str(location), specs[0].subset)
-        click.echo(f"digit classifier ready in {time.perf_counter() - began:.1f} s (fitted once, then cached)")
-        results = experiment.run_trials(specs, jobs=jobs, backend=backend, scheduler=scheduler,
-                                        classifier=classifier if jobs == 1 or backend == "dask" else None)
-        table = experiment.write_summary(out_dir, results)
+        results, table = experiment.run_request(request, echo=click.echo)
     except TrainingInterrupted as exc:
         click.echo(f"interrupted: {exc}", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -248,22 +164,15 @@ def main(ctx, epochs, batch, model, variant, trials, jobs, backend, scheduler, s
         click.echo("interrupted: checkpoints of completed epochs are kept in the run folders", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except (DataError, CheckpointError, experiment.ExperimentError) as exc:
-        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(EXIT_ERROR)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-        if folder_lock is not None:
-            folder_lock.release()
     click.echo("")
     click.echo(table)
-    diverged = [r for r in results if r["status"] != "ok"]
-    if diverged:
-        first = diverged[0]
-        click.echo(
-            f"error: {len(diverged)} of {len(results)} run(s) diverged; {first['model']} seed {first['seed']}: "
-            f"{' '.join(first['message'].split())}",
-            err=True,
-        )
+    diverged = experiment.divergence(results)
+    if diverged is not None:
+        click.echo(f"error: {diverged}", err=True)
         sys.exit(EXIT_DIVERGED)
 
 

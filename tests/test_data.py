@@ -278,7 +278,7 @@ def test_idx_header_validation(tmp_path):
     # labels magic where images are expected
     (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros(3)))
     with pytest.raises(DataError, match="magic 0x00000801, expected 0x00000803"):
-        data._read_mnist_file(tmp_path / "train-images-idx3-ubyte", "train-images-idx3-ubyte", {})
+        data.read_mnist_file(tmp_path / "train-images-idx3-ubyte", "train-images-idx3-ubyte", {})
 
 
 def test_local_truncated_and_wrong_checksum(tmp_path, tiny):

@@ -151,6 +151,20 @@ def test_fitting_twice_gives_the_same_model_and_a_reused_graph_trains_as_a_new_o
     assert all(np.array_equal(a, b) for a, b in zip(before, twin.get_param_values()))
 
 
+def test_a_freed_graph_keeps_the_state_and_is_not_pooled(blobs):
+    from untapped import model as model_module
+
+    X, y = blobs
+    model = tiny(seed=4322, epochs=2).fit(X, y)  # a seed no other test uses
+    before, state = model.predict_proba(X), model.rng_states()
+    graph = model.graph
+    model.free_graph()
+    assert "graph_" not in vars(model) and model.__sklearn_is_fitted__()
+    assert all(graph is not g for graphs in model_module._POOL._free.values() for g in graphs)
+    assert np.array_equal(model.predict_proba(X), before) and model.rng_states() == state
+    assert model.graph is not graph  # built afresh, with the state the model had
+
+
 def test_bad_inputs_are_one_line_value_errors(fitted, blobs):
     X, y = blobs
     model = tiny(epochs=1)

@@ -377,3 +377,24 @@ def test_no_epochs_writes_the_initial_state(trained, split, tmp_path):
     model = _fresh(trained)
     model.fit(split, epochs=1, resume=path, checkpoint_path=path)
     _assert_same_run(checkpoint.load(path), checkpoint.load(straight_path))
+
+
+def test_evaluations_leave_the_training_trajectory_alone(trained, split, tmp_path):
+    """Evaluating every epoch, which first frees the training step's kept buffers, trains the same bits as evaluating once."""
+    model = _fresh(trained)
+    model.fit(split, epochs=3, eval_every=1, checkpoint_path=tmp_path / "every.h5")
+    assert model.history_["eval/epoch"] == [1.0, 2.0, 3.0]
+    step = model.graph.function("train")
+    kept = [value[0] for key, value in step.vm.storage_map.items() if key.owner is not None]
+    assert kept and all(v is None for v in kept)  # freed before the last evaluation
+    every = checkpoint.load(tmp_path / "every.h5")
+
+    model = _fresh(trained)
+    model.fit(split, epochs=3, eval_every=10, checkpoint_path=tmp_path / "once.h5")
+    once = checkpoint.load(tmp_path / "once.h5")
+    for group in ("params", "optimizer"):
+        for name, value in getattr(once, group).items():
+            assert np.array_equal(getattr(every, group)[name], value), f"{group} {name}"
+    for key, values in once.history.items():
+        if key.startswith("train/"):
+            assert every.history[key] == values, key

@@ -34,7 +34,7 @@ import time
 import uuid
 
 from untapped import experiment
-from untapped.files import one_line
+from untapped.files import one_line, same_file
 
 #: How often a trial that raised is tried again (Dask's ``retries=``).
 RETRIES = 2
@@ -42,7 +42,7 @@ RETRIES = 2
 RESOURCE = "trial"
 #: The topic of the workers' trial events (``Worker.log_event``), which the client reads for its progress lines.
 TOPIC = "untapped-trials"
-#: Memory a run may take at batch 10,000 (its peak RSS is ~1.2 GB, README *Speed*); sizes the local cluster.
+#: Memory a run may take at batch 10,000 (its peak RSS: README *Memory*); sizes the local cluster.
 TRIAL_MEMORY = 1.5e9
 #: Seconds to wait for the scheduler to answer.
 CONNECT_TIMEOUT = "10s"
@@ -106,7 +106,7 @@ def _replan(spec):
     ``--overwrite`` no checkpoint was there before).
     """
     own = spec.path("checkpoint")
-    if spec.resume is None or experiment._same_file(spec.resume, own):
+    if spec.resume is None or same_file(spec.resume, own):
         return experiment.continue_runs([dataclasses.replace(spec, resume=None, overwrite=False)])[0]
     if own.exists() and not spec.overwrite:
         return dataclasses.replace(spec, resume=str(own))

@@ -25,6 +25,14 @@ def one_line(exc):
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name the same existing file or folder (False if either is missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def default_file_mode():
     """``0o666`` less the process umask: what ``open()`` gives a new file (``mkstemp`` gives 0o600)."""
     mask = os.umask(0o022)

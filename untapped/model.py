@@ -193,6 +193,26 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         self.__dict__.pop("graph_", None)
         self.__dict__.pop("_pending_state", None)
 
+    def free_graph(self):
+        """Free the graph now, and do not pool it: its compiled functions, their buffers and the training data.
+
+        The model keeps its state (parameters, Adam, generators; as
+        pickling does) and builds a new graph with it on next use. For code
+        that trains one model after another in a process, as
+        :func:`untapped.experiment.run_trial` does: a run's graph is not
+        reused (the next run has another seed or model), so pooling it
+        (:class:`_GraphPool`) would only keep its memory. The training
+        step's buffers and the data go at once; the graph's objects when
+        Python's cyclic garbage collector next runs.
+        """
+        release = self.__dict__.pop("_graph_release", None)
+        if release is not None:
+            release.detach()
+        graph = self.__dict__.pop("graph_", None)
+        if graph is not None:
+            self._pending_state = graph.state()
+            graph.reset()
+
     def __sklearn_is_fitted__(self):
         """Fitted once training data were set (as ``training.fit`` begins) or parameters set; not after ``set_params``."""
         if "graph_" in self.__dict__:

@@ -1,4 +1,4 @@
-"""The names a run is made of, stated once: terms, coefficients, models, variants and compile modes.
+"""The names a run is made of, stated once: terms, coefficients, models, seeds, variants and compile modes.
 
 Plain Python (no PyTensor), so that a command line can list its choices
 without loading the numerical stack.
@@ -48,6 +48,9 @@ PRESETS = OrderedDict(
 MODELS = tuple(PRESETS)
 #: Titles of Figure 2, as the original's ``make_plots`` (plot:151-156).
 TITLES = {"untapped": "Labels Untapped", "m2": "M2"}
+
+#: The largest seed: seeds are 32-bit, as NumPy's legacy RandomState (the original's initialiser) takes them.
+MAX_SEED = 2**32 - 1
 
 #: Hyperparameters renamed since version 0.1.0: old name -> new name.
 RENAMED_PARAMS = {"coeff_x_to_y": "coeff_x_to_y_loss", "coeff_y_to_x": "coeff_y_to_x_loss"}
@@ -129,3 +132,8 @@ VARIANTS = OrderedDict(
     )
 )
 DEFAULT_VARIANT = "code"
+
+
+def group_name(model, variant=DEFAULT_VARIANT):
+    """How summaries and reports group runs: ``m2``, ``untapped``, or ``untapped/<variant>`` for a variant other than ``code``."""
+    return model if variant in (None, DEFAULT_VARIANT) else f"{model}/{variant}"

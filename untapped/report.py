@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from untapped import stats
 from untapped.evaluation import READINGS
 from untapped.files import atomic_output, jsonable
+from untapped.presets import group_name
 
 #: The paper's cross-entropies on digits 5-9 (mean of 10 trials, §3).
 PAPER_CROSS_ENTROPY = OrderedDict(m2=2.30, untapped=2.07)
@@ -51,11 +52,6 @@ class ReportError(Exception):
 
 
 # ---------------------------------------------------------------- reading a study
-
-
-def group_name(model, variant):
-    """``m2``, ``untapped``, or ``untapped/<variant>``."""
-    return model if variant in (None, "code") else f"{model}/{variant}"
 
 
 def _read(path):
