@@ -1,4 +1,4 @@
-"""Custom elementwise ops (``untapped.ops``): values and gradients against NumPy and finite differences."""
+"""The C kernels of the speed layer (``untapped.fast``): values and gradients against NumPy and finite differences."""
 
 import numpy as np
 import pytensor

@@ -1,4 +1,4 @@
-"""The graph rewrites our compile modes add (``untapped.rewrites``)."""
+"""The graph rewrites the C mode adds (``untapped.fast.rewrites``)."""
 
 import numpy as np
 import pytensor
