@@ -23,6 +23,9 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 RECORD = HERE / "data" / "bit_identical.json"
 THREAD_COUNTS = (1, 2)
+#: The thread counts the suite checks (each a full-size compile of four graphs, ~2 min): one by
+#: default, a count fixed whatever the machine's cores; ``UNTAPPED_BIT_IDENTICAL_THREADS=1,2`` for both.
+TESTED_THREAD_COUNTS = tuple(int(t) for t in os.environ.get("UNTAPPED_BIT_IDENTICAL_THREADS", "1").split(","))
 
 #: Estimator options of each configuration, beside the seed.
 CONFIGS = {

@@ -185,7 +185,7 @@ def test_tolerance_policy_is_stored_per_dataset(contents):
     for name, kind in kinds.items():
         assert datasets[name][1]["kind"] == kind, name
     policy = {
-        "inputs/labeled_x": (0, 0),
+        "inputs/labeled_x": (0, 1e-6),
         "forward/labeled/x_sample": (0, 0),
         "steps/1/adam/t": (0, 0),
         "terms/reverse_elbo": (1e-5, 1e-5),
