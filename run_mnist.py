@@ -125,7 +125,7 @@ def _version():
 @click.option("--resume", type=click.Path(path_type=pathlib.Path), default=None,
               help="Continue the run saved in this checkpoint (.h5) up to --epochs.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=10, help="Evaluate all five terms every N epochs (and after the last).")
-@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, help="PyTensor backend: C (as Theano) or Numba.")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, help="Compile mode: c (the C backend with the fast kernels, as Theano ran), plain (the paper layer in stock PyTensor ops only) or numba.")
 @click.option("--subset", type=click.IntRange(min=1), default=None,
               help="Use only the first N labeled, evaluation and unlabeled rows (quick tests).")
 @click.option("--overwrite", is_flag=True, default=False, help="Allow a fresh run to replace an existing run's files in --out.")
