@@ -9,9 +9,9 @@ import numpy as np
 from pytensor.scalar.basic import Composite
 from pytensor.tensor.elemwise import Elemwise
 
+from test_modes import SMALL, small_data
 from untapped.model import SSDGM
 
-SMALL = dict(n_features=20, classifier_hidden=(8,), encoder_hidden=(4,), decoder_hidden=(16,), seed=7)
 PAPER_MODULES = ["densities", "flow", "samplers", "kernels", "networks", "passes", "terms"]
 
 
@@ -82,23 +82,11 @@ def _our_ops(function):
     return found
 
 
-def _data(rng):
-    corners = np.full((10, 10), 0.05 / 9, dtype="float32")
-    np.fill_diagonal(corners, 0.95)
-    return dict(
-        labeled_x=(rng.rand(12, 20) > 0.5).astype("float32"),
-        labeled_y=np.eye(10, dtype="float32")[rng.randint(0, 5, 12)],
-        unlabeled_x=(rng.rand(9, 20) > 0.5).astype("float32"),
-        unfeatured_y=corners,
-        unfeatured_z=rng.uniform(-1.5, 1.5, (10, 2)).astype("float32"),
-    )
-
-
 def test_the_plain_mode_compiles_stock_ops_only_and_trains_like_the_c_mode():
     """Every compiled function of the plain mode holds PyTensor's ops only (the C mode's hold ours); from
     the same seed both draw the same noise (stock and fast uniforms are one stream), and only rounding differs.
     The eq. 17 reverse bound with prior z: the graph with the most pieces."""
-    data = _data(np.random.RandomState(1))
+    data = small_data(np.random.RandomState(1))
     models = {mode: SSDGM(mode=mode, reverse_elbo_variant="eq17", unfeatured_z="prior", **SMALL) for mode in ("plain", "c")}
     steps, found = {}, {}
     for mode, model in models.items():

@@ -14,19 +14,20 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from untapped import presets
 from untapped.backend import DEFAULT_MODE, as_float32
 from untapped.data import UNFEATURED_Z_BOX, close_corners
-from untapped.files import one_line
 from untapped.graph import ModelGraph, set_checked
 from untapped.paper import passes, samplers
-
-REVERSE_ELBO_VARIANTS = ("code", "eq17")
-#: Where the training step's unfeatured z come from: the split's fixed draws
-#: (the code), or a fresh z ~ p(z) for every row of every batch (Alg. 1).
-UNFEATURED_Z_SOURCES = ("fixed", "prior")
+from untapped.validation import (
+    check_batch,
+    checked_matrix,
+    one_line_errors,
+    same_rows,
+    validated,
+)
 
 
 class SSDGM(ClassifierMixin, BaseEstimator):
@@ -315,7 +316,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         arrays = dict(
             labeled_x=labeled_x, labeled_y=labeled_y, unlabeled_x=unlabeled_x, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z
         )
-        checked = _check_batch(arrays, self.dims)
+        checked = check_batch(arrays, self.dims)
         for name, shared in self.graph.data.items():
             shared.set_value(checked[name], borrow=True)
         # Training has begun (training.fit starts here, for any number of
@@ -335,7 +336,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
 
     def evaluate(self, labeled_x, labeled_y, unlabeled_x, unfeatured_y, unfeatured_z):
         """All five terms and the total on the given arrays, with fresh noise; no update."""
-        batch = _check_batch(
+        batch = check_batch(
             dict(labeled_x=labeled_x, labeled_y=labeled_y, unlabeled_x=unlabeled_x, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z),
             self.dims,
         )
@@ -414,14 +415,14 @@ class SSDGM(ClassifierMixin, BaseEstimator):
             )
         if y is None:
             raise ValueError(f"{name} requires y to be passed, but the target y is None (labels, -1 for unlabeled rows)")
-        X, y = _validated(validate_data, self, X, y)
+        X, y = validated(validate_data, self, X, y)
         if y.dtype == object and any(v is None for v in y):
             raise ValueError("y contains None; mark unlabeled rows with -1")
         unlabeled = _unlabeled(y)
         labels = y[~unlabeled]
         if not len(labels):
             raise ValueError("y has no labeled row (every entry is -1); the model needs labeled rows")
-        _one_line_errors(check_classification_targets, labels)
+        one_line_errors(check_classification_targets, labels)
         classes_ = np.unique(labels if classes is None else np.asarray(classes))
         unknown = np.setdiff1d(labels, classes_)
         if len(unknown):
@@ -451,7 +452,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
             if unfeatured_z is not None:
                 raise ValueError("unfeatured_z needs its unfeatured_y")
             unfeatured_y = close_corners(n_classes)
-        unfeatured_y = _checked_matrix("unfeatured_y", unfeatured_y, n_classes)
+        unfeatured_y = checked_matrix("unfeatured_y", unfeatured_y, n_classes)
         if self.reverse_y_density == "concrete" and self.coeff_reverse_elbo != 0 and (unfeatured_y <= 0).any():
             raise ValueError(
                 "unfeatured_y has entries <= 0, where the Concrete density of the reverse bound is not finite; "
@@ -460,8 +461,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         if unfeatured_z is None:
             rng = np.random.default_rng(self.seed)
             unfeatured_z = rng.uniform(*UNFEATURED_Z_BOX, size=(len(unfeatured_y), self.n_latent)).astype(np.float32)
-        unfeatured_z = _checked_matrix("unfeatured_z", unfeatured_z, self.n_latent)
-        _same_rows(unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
+        unfeatured_z = checked_matrix("unfeatured_z", unfeatured_z, self.n_latent)
+        same_rows(unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
         one_hot = np.eye(n_classes, dtype=np.float32)[np.searchsorted(classes_, labels)]
         return _SemiSupervisedData(
             labeled_x=X[~unlabeled],
@@ -490,7 +491,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         x, y = self._rows("X", x), self._rows("y", y)
-        _same_rows(x=x, y=y)
+        same_rows(x=x, y=y)
         return self.graph.function("encode")(x, y)
 
     def generate(self, y, z, threshold=False, double_pass=False):
@@ -503,7 +504,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         y, z = self._rows("y", y), self._rows("z", z)
-        _same_rows(y=y, z=z)
+        same_rows(y=y, z=z)
         if double_pass:
             first = self.graph.function("decode_threshold")(y, z)
             y = self.predict_proba(first)
@@ -552,11 +553,11 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         """``array`` validated as rows of x (``name`` 'X'), y or z: float32, finite, of the model's width."""
         width = dict(X="n_features", y="n_classes", z="n_latent")[name]
         if name == "X":
-            array = _validated(validate_data, self, array, reset=False)
-        return _checked_matrix(name, array, self.dims[width])
+            array = validated(validate_data, self, array, reset=False)
+        return checked_matrix(name, array, self.dims[width])
 
     def _given(self, batch, noise):
-        batch = _check_batch(batch, self.dims)
+        batch = check_batch(batch, self.dims)
         rows = {source: batch[name].shape[0] for source, name in passes.SOURCE_ROWS.items()}
         expected = self.noise_shapes(rows)
         arrays = []
@@ -590,55 +591,6 @@ def _unlabeled(y):
     if y.dtype.kind in "biuf":
         return y == -1
     return np.array([isinstance(v, numbers.Real) and not isinstance(v, bool) and v == -1 for v in y], dtype=bool)
-
-
-def _one_line_errors(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` with its ValueError or TypeError (scikit-learn's validation) on one line.
-
-    scikit-learn's message for a 1-D or scalar array prints the array in
-    full; that part is left out.
-    """
-    try:
-        return function(*args, **kwargs)
-    except ValueError as exc:
-        message = one_line(exc)
-        if message.startswith("Expected 2D array"):
-            message = (
-                message.split(":")[0] + ". Reshape your data: .reshape(1, -1) for a single row, .reshape(-1, 1) for a single column"
-            )
-        raise ValueError(message) from None
-    except TypeError as exc:
-        raise TypeError(one_line(exc)) from None
-
-
-def _validated(function, *args, names=("X",), **kwargs):
-    """scikit-learn's ``check_array`` / ``validate_data`` to float32 (C order), errors on one line, then finite values.
-
-    The finiteness check is ours, for one short message naming the first bad
-    entry (None in an object array reads as NaN).
-    """
-    kwargs.update(dtype=np.float32, order="C", ensure_all_finite=False)
-    result = _one_line_errors(function, *args, **kwargs)
-    arrays = result if isinstance(result, tuple) else (result,)
-    _check_finite(names[0], arrays[0])
-    return result
-
-
-def _check_finite(name, array):
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row, column = np.argwhere(bad)[0]
-        raise ValueError(
-            f"{name} contains NaN or infinity (at row {row}, column {column}; None reads as NaN); the model needs finite values"
-        )
-
-
-def _checked_matrix(name, array, width):
-    """``array`` as a finite float32 matrix of ``width`` columns; one-line ValueError otherwise."""
-    array = _validated(check_array, array, names=(name,), input_name=name)
-    if array.shape[1] != width:
-        raise ValueError(f"{name} must have shape (rows, {width}), got {array.shape}")
-    return array
 
 
 #: Hyperparameters a :class:`ModelGraph` does not depend on: the schedule
@@ -686,28 +638,3 @@ class _GraphPool:
 
 
 _POOL = _GraphPool(size=4)
-
-
-def _same_rows(**arrays):
-    rows = {name: a.shape[0] for name, a in arrays.items()}
-    if len(set(rows.values())) != 1:
-        raise ValueError(f"row counts differ: {rows}")
-
-
-def _check_batch(arrays, dims):
-    """The five batch arrays as float32, in :data:`passes.BATCH` order, with their widths checked."""
-    checked = OrderedDict()
-    for name, width in passes.BATCH.items():
-        if name not in arrays:
-            raise ValueError(f"missing batch array {name!r}")
-        array = as_float32(arrays[name])
-        if array.ndim != 2 or array.shape[1] != dims[width]:
-            raise ValueError(f"{name} must have shape (rows, {dims[width]}), got {array.shape}")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} contains NaN or infinity")
-        checked[name] = array
-    for source, first in (("labeled", "labeled_"), ("unfeatured", "unfeatured_")):
-        rows = {checked[n].shape[0] for n in checked if n.startswith(first)}
-        if len(rows) != 1:
-            raise ValueError(f"the {source} arrays have different numbers of rows: {sorted(rows)}")
-    return checked

@@ -61,23 +61,6 @@ class PassValues:
 
 
 @dataclasses.dataclass(frozen=True)
-class LabeledPass(PassValues):
-    """The labeled pass: q(y|x) (logits, softmax, Concrete sample y~), z ~ q(z|x,y) (mean, std,
-    z~, z, log-det), and p(x|y,z) (Bernoulli mean, sample x^)."""
-
-    logits: Any
-    y_probs: Any
-    y_sample: Any
-    z_mean: Any
-    z_std: Any
-    z_tilde: Any
-    z: Any
-    z_log_det: Any
-    x_mean: Any
-    x_sample: Any
-
-
-@dataclasses.dataclass(frozen=True)
 class UnlabeledPass(PassValues):
     """The unlabeled pass: y~ ~ q(y|x), z ~ q(z|x,y~), and the Bernoulli mean of p(x|y~,z)."""
 
@@ -90,6 +73,14 @@ class UnlabeledPass(PassValues):
     z: Any
     z_log_det: Any
     x_mean: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class LabeledPass(UnlabeledPass):
+    """The labeled pass: q(y|x) (logits, softmax, Concrete sample y~), z ~ q(z|x,y) (mean, std,
+    z~, z, log-det), and p(x|y,z) (Bernoulli mean, sample x^): the unlabeled pass's values and x^."""
+
+    x_sample: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
