@@ -32,7 +32,20 @@ UNIFORM_BITS = 24
 
 
 class PlainKernels:
-    """The paper's formulas in stock PyTensor ops (the ``plain`` and ``numba`` modes)."""
+    """The paper's formulas in stock PyTensor ops (the ``plain`` and ``numba`` modes).
+
+    Used through its instance :data:`PLAIN`; :class:`untapped.fast.kernels.FastKernels`
+    has the same interface.
+
+    Attributes
+    ----------
+    name : str
+        ``'plain'``.
+    tanh : callable
+        The hidden layers' nonlinearity, ``pt.tanh``.
+    decode_distinct_pairs : bool
+        ``False``: the unfeatured pass decodes every row.
+    """
 
     name = "plain"
     tanh = staticmethod(pt.tanh)
@@ -40,7 +53,26 @@ class PlainKernels:
 
     @staticmethod
     def dense(inputs, widths, W, b, nonlinearity):
-        """``nonlinearity(concat[x_1, ..., x_k] W + b)``: Lasagne's ``DenseLayer`` on a ``ConcatLayer``."""
+        """``nonlinearity(concat[x_1, ..., x_k] W + b)``: Lasagne's ``DenseLayer`` on a ``ConcatLayer``.
+
+        Parameters
+        ----------
+        inputs : sequence of TensorVariable, each (rows, widths[i])
+            The matrices x_1, ..., x_k, concatenated along the columns (one is used as it is).
+        widths : sequence of int
+            Each input's number of columns (unused here; the fast kernel splits ``W`` by them).
+        W : TensorSharedVariable, (sum(widths), num_units)
+            The weights.
+        b : TensorSharedVariable, (num_units,), or None
+            The biases, or none.
+        nonlinearity : callable
+            Applied elementwise to the activation.
+
+        Returns
+        -------
+        TensorVariable, (rows, num_units)
+            The layer's output.
+        """
         x = inputs[0] if len(inputs) == 1 else pt.concatenate(list(inputs), axis=1)
         activation = pt.dot(x, W)
         if b is not None:
@@ -49,7 +81,20 @@ class PlainKernels:
 
     @staticmethod
     def bernoulli_log_lik_rows(x, mean):
-        """``sum_d log Bern(x_d; mean_d)``, the mean clipped to [1e-5, 1 - 1e-5] (eq. 1; ``log_bernoulli``)."""
+        """``sum_d log Bern(x_d; mean_d)`` per row, the mean clipped to [1e-5, 1 - 1e-5] (eq. 1; ``log_bernoulli``).
+
+        Parameters
+        ----------
+        x : TensorVariable, (rows, n_features)
+            Binary images.
+        mean : TensorVariable, (rows, n_features)
+            The Bernoulli means.
+
+        Returns
+        -------
+        TensorVariable, (rows,)
+            Each row's log-likelihood.
+        """
         return pt.sum(log_bernoulli(x, mean), axis=-1)
 
     @staticmethod
@@ -62,6 +107,20 @@ class PlainKernels:
         ``random`` (``tests/test_paper.py``). A float64 uniform cast to float32
         could round to 1.0, where the Gumbel transform of the Concrete sample
         is NaN; ``k 2**-24`` is at most ``1 - 2**-24``.
+
+        Parameters
+        ----------
+        rng : RandomGeneratorSharedVariable
+            A shared PyTensor generator (``pytensor.tensor.random.shared_rng``).
+        size : tuple of int or of scalar TensorVariable
+            The draw's shape, e.g. ``(rows, n_classes)``.
+
+        Returns
+        -------
+        next_rng : RandomGeneratorVariable
+            The generator's state after the draw (to update ``rng`` with).
+        u : TensorVariable, float32, shape ``size``
+            The uniforms, in [0, 1 - 2**-24].
         """
         next_rng, k = rng.integers(0, 2**UNIFORM_BITS, size=size)
         return next_rng, pt.cast(k, "float32") * np.float32(2.0**-UNIFORM_BITS)

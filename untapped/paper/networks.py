@@ -45,14 +45,42 @@ GAIN = np.sqrt(2.0)
 class DenseLayer(L.DenseLayer):
     """Lasagne's ``DenseLayer`` (same parameters, initialisation and output), computed by ``kernels.dense``.
 
-    Input: a (rows, n_in) matrix; output: ``nonlinearity(x W + b)``, (rows, num_units).
+    Input: a (rows, n_in) matrix; output: ``nonlinearity(x W + b)``, (rows, num_units),
+    with ``W`` (n_in, num_units) and ``b`` (num_units,).
     """
 
     def __init__(self, incoming, num_units, kernels=PLAIN, **kwargs):
+        """A dense layer whose output ``kernels.dense`` computes.
+
+        Parameters
+        ----------
+        incoming : Layer or tuple
+            The layer feeding this one (output (rows, n_in)), or its shape.
+        num_units : int
+            The number of units.
+        kernels : PlainKernels or FastKernels, optional
+            Computes the output (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+        **kwargs
+            ``W``, ``b``, ``nonlinearity``, ``name``: as for :class:`lasagne.layers.DenseLayer`.
+        """
         super().__init__(incoming, num_units, **kwargs)
         self.kernels = kernels
 
     def get_output_for(self, input, **kwargs):
+        """The layer's output expression.
+
+        Parameters
+        ----------
+        input : TensorVariable, (rows, n_in)
+            The incoming layer's output.
+        **kwargs
+            Ignored (``get_output``'s flags, such as ``deterministic``).
+
+        Returns
+        -------
+        TensorVariable, (rows, num_units)
+            ``nonlinearity(input W + b)``.
+        """
         return self.kernels.dense([input], [self.input_shape[1]], self.W, self.b, self.nonlinearity)
 
 
@@ -60,7 +88,17 @@ class ConcatDenseLayer(L.MergeLayer):
     """``DenseLayer(ConcatLayer(incomings))``: the same parameters, initialisation and output.
 
     Inputs: matrices (rows, n_i); output: ``nonlinearity(concat[x_1, ..., x_k] W + b)``,
-    (rows, num_units), computed by ``kernels.dense``.
+    (rows, num_units), computed by ``kernels.dense``, with ``W`` (sum_i n_i, num_units)
+    and ``b`` (num_units,).
+
+    Attributes
+    ----------
+    widths : list of int
+        Each incoming layer's number of columns, n_1, ..., n_k.
+    W : TensorSharedVariable, (sum(widths), num_units)
+        The weights; rows ``n_1 + ... + n_(i-1)`` to ``n_1 + ... + n_i - 1`` face input ``i``.
+    b : TensorSharedVariable, (num_units,), or None
+        The biases.
     """
 
     def __init__(
@@ -73,6 +111,25 @@ class ConcatDenseLayer(L.MergeLayer):
         kernels=PLAIN,
         **kwargs,
     ):
+        """A dense layer over the concatenation of ``incomings``.
+
+        Parameters
+        ----------
+        incomings : list of Layer
+            The layers whose outputs, matrices (rows, n_i), are concatenated.
+        num_units : int
+            The number of units.
+        W : initializer, optional
+            For the weights, (sum_i n_i, num_units); default ``GlorotUniform()``.
+        b : initializer or None, optional
+            For the biases, (num_units,); default zeros; ``None``: no biases.
+        nonlinearity : callable or None, optional
+            Applied to the activation; ``None`` (the default): identity.
+        kernels : PlainKernels or FastKernels, optional
+            Computes the output (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+        **kwargs
+            ``name``: as for any Lasagne layer.
+        """
         super().__init__(incomings, **kwargs)
         self.nonlinearity = lasagne.nonlinearities.identity if nonlinearity is None else nonlinearity
         self.num_units = num_units
@@ -82,9 +139,40 @@ class ConcatDenseLayer(L.MergeLayer):
         self.b = None if b is None else self.add_param(b, (num_units,), name="b", regularizable=False)
 
     def get_output_shape_for(self, input_shapes):
+        """The output shape.
+
+        Parameters
+        ----------
+        input_shapes : list of tuple
+            The incoming shapes, (rows, n_i) each.
+
+        Returns
+        -------
+        tuple
+            ``(rows, num_units)``.
+        """
         return (input_shapes[0][0], self.num_units)
 
     def get_output_for(self, inputs, **kwargs):
+        """The layer's output expression.
+
+        Parameters
+        ----------
+        inputs : list of TensorVariable, each (rows, n_i)
+            The incoming layers' outputs.
+        **kwargs
+            Ignored (``get_output``'s flags, such as ``deterministic``).
+
+        Returns
+        -------
+        TensorVariable, (rows, num_units)
+            ``nonlinearity(concat[x_1, ..., x_k] W + b)``.
+
+        Raises
+        ------
+        ValueError
+            If an input is not a matrix.
+        """
         if any(x.ndim != 2 for x in inputs):
             raise ValueError(f"{self.name}: ConcatDenseLayer takes matrices")
         return self.kernels.dense(inputs, self.widths, self.W, self.b, self.nonlinearity)
@@ -122,7 +210,15 @@ def _evaluate_with_sample(layers, inputs, sample, noise_layer, noise, determinis
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierOutput:
-    """q(y|x): the logits l(x), (rows, classes), and a Concrete sample y~ (``None`` without noise)."""
+    """q(y|x): the logits l(x) and a Concrete sample y~ (``None`` without noise).
+
+    Attributes
+    ----------
+    logits : TensorVariable, (rows, n_classes)
+        The logits l(x).
+    sample : TensorVariable, (rows, n_classes), or None
+        The Concrete sample y~ = softmax((l(x) + g) / tau); softmax(l(x)) if deterministic.
+    """
 
     logits: Any
     sample: Any = None
@@ -130,7 +226,21 @@ class ClassifierOutput:
 
 @dataclasses.dataclass(frozen=True)
 class EncoderOutput:
-    """q(z|x,y): the Gaussian's mean and std, its draw z~, z = flow(z~) and log|dz/dz~|; each (rows, latent), log_det (rows,)."""
+    """q(z|x,y): the Gaussian's mean and std, its draw z~, z = flow(z~) and log|dz/dz~|; each (rows, n_latent), log_det (rows,).
+
+    Attributes
+    ----------
+    mean : TensorVariable, (rows, n_latent)
+        The Gaussian's mean mu(x, y).
+    std : TensorVariable, (rows, n_latent)
+        Its standard deviation sigma(x, y), a softplus.
+    z_tilde : TensorVariable, (rows, n_latent)
+        The draw z~ = mu + sigma eps; the mean if deterministic.
+    z : TensorVariable, (rows, n_latent)
+        z = a + (b - a) sigmoid(z~), in the box (eq. 10).
+    log_det : TensorVariable, (rows,)
+        log|det dz/dz~| at z~ (eq. 16).
+    """
 
     mean: Any
     std: Any
@@ -141,18 +251,57 @@ class EncoderOutput:
 
 @dataclasses.dataclass(frozen=True)
 class DecoderOutput:
-    """p(x|y,z): the Bernoulli mean b(y, z), (rows, features), and a sample x^ (``None`` without noise)."""
+    """p(x|y,z): the Bernoulli mean b(y, z), (rows, n_features), and a sample x^ (``None`` without noise).
+
+    Attributes
+    ----------
+    mean : TensorVariable, (rows, n_features)
+        The Bernoulli mean b_theta(y, z), a sigmoid.
+    sample : TensorVariable, (rows, n_features), or None
+        The sample x^ = 1[u < b], with zero gradient; 1[b >= 0.5] if deterministic.
+    """
 
     mean: Any
     sample: Any = None
 
 
 class Classifier:
-    """q_phi(y|x) (eq. 2): logits l(x), then a Concrete sample y~ = softmax((l(x) + g) / tau)."""
+    """q_phi(y|x) (eq. 2): logits l(x), then a Concrete sample y~ = softmax((l(x) + g) / tau).
+
+    With the defaults: x (rows, 784) -> tanh 50 -> tanh 50 -> logits (rows, 10).
+
+    Attributes
+    ----------
+    x : InputLayer, (None, n_features)
+        The images.
+    gumbel_uniform : InputLayer, (None, n_classes)
+        The Concrete sample's uniform noise u, g = -log(-log(u + 1e-4) + 1e-4).
+    logits : DenseLayer, (None, n_classes)
+        The linear output layer, l(x).
+    sample : ConcreteSampleLayer, (None, n_classes)
+        The Concrete sample y~.
+    """
 
     name = "classifier"
 
     def __init__(self, n_features, n_classes, hidden=(50, 50), gain=GAIN, temperature=1.0, kernels=PLAIN):
+        """Build the layers; the weights come from Lasagne's generator (see :class:`Networks`).
+
+        Parameters
+        ----------
+        n_features : int
+            The image size (784 for MNIST).
+        n_classes : int
+            The number of classes (10).
+        hidden : tuple of int, optional
+            The tanh layers' widths; default (50, 50).
+        gain : float, optional
+            The Glorot-uniform gain of every weight; default sqrt(2).
+        temperature : float, optional
+            The Concrete temperature tau; default 1, the original's.
+        kernels : PlainKernels or FastKernels, optional
+            Computes the dense layers (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+        """
         self.x = L.InputLayer((None, n_features), name="classifier/x")
         self.gumbel_uniform = L.InputLayer((None, n_classes), name="classifier/gumbel_uniform")
         top = _dense_stack(self.x, hidden, gain, self.name, kernels)
@@ -162,7 +311,23 @@ class Classifier:
         self.sample = ConcreteSampleLayer(self.logits, self.gumbel_uniform, temperature, name="classifier/sample")
 
     def __call__(self, x, gumbel_uniform=None, deterministic=False):
-        """:class:`ClassifierOutput` for images ``x`` (rows, features); the sample is softmax(logits) if deterministic."""
+        """:class:`ClassifierOutput` for images ``x`` (rows, n_features); the sample is softmax(logits) if deterministic.
+
+        Parameters
+        ----------
+        x : TensorVariable, (rows, n_features)
+            The images.
+        gumbel_uniform : TensorVariable, (rows, n_classes), optional
+            U(0, 1) noise for the Concrete sample; without it (and not
+            deterministic) there is no sample.
+        deterministic : bool, optional
+            Lasagne's flag: the sample is then softmax(logits), noise or not.
+
+        Returns
+        -------
+        ClassifierOutput
+            ``logits`` (rows, n_classes) and ``sample`` (rows, n_classes) or ``None``.
+        """
         out = _evaluate_with_sample(
             OrderedDict(logits=self.logits), {self.x: x}, self.sample, self.gumbel_uniform, gumbel_uniform, deterministic
         )
@@ -170,7 +335,28 @@ class Classifier:
 
 
 class Encoder:
-    """q_phi(z|x,y) (eq. 2, App. A): z~ = mean + std * eps, then z = a + (b - a) sigmoid(z~) (eq. 10)."""
+    """q_phi(z|x,y) (eq. 2, App. A): z~ = mean + std * eps, then z = a + (b - a) sigmoid(z~) (eq. 10).
+
+    With the defaults: concat[x, y] (rows, 784 + 10) -> tanh 10 -> tanh 10 -> a linear
+    mean (rows, 2) and a softplus std (rows, 2); the std's weights and biases start at zero.
+
+    Attributes
+    ----------
+    x : InputLayer, (None, n_features)
+        The images.
+    y : InputLayer, (None, n_classes)
+        The labels: one-hot, or a Concrete sample.
+    eps : InputLayer, (None, n_latent)
+        The Gaussian noise, N(0, 1).
+    mean : DenseLayer, (None, n_latent)
+        The Gaussian's mean mu(x, y).
+    std : DenseLayer, (None, n_latent)
+        Its standard deviation sigma(x, y).
+    z_tilde : GaussianSampleLayer, (None, n_latent)
+        The draw z~ = mu + sigma eps.
+    flow : LogisticFlowLayer, (None, n_latent)
+        z = flow(z~); also gives ``log_det_jacobian(z~)``, (rows,), and ``inverse(z)``, (rows, n_latent).
+    """
 
     name = "encoder"
 
@@ -186,6 +372,27 @@ class Encoder:
         exact_log_det=False,
         kernels=PLAIN,
     ):
+        """Build the layers; the weights come from Lasagne's generator (see :class:`Networks`).
+
+        Parameters
+        ----------
+        n_features : int
+            The image size (784 for MNIST).
+        n_classes : int
+            The number of classes (10).
+        n_latent : int, optional
+            The dimension of z; default 2.
+        hidden : tuple of int, optional
+            The tanh layers' widths; default (10, 10).
+        gain : float, optional
+            The Glorot-uniform gain of the hidden layers' and the mean's weights; default sqrt(2).
+        low, high : float, optional
+            The flow's box (a, b); default the original's (-pi/2, pi/2).
+        exact_log_det : bool, optional
+            The exact log-det instead of the original's ``log(1e-5 + prod_i ...)`` (:mod:`untapped.paper.flow`).
+        kernels : PlainKernels or FastKernels, optional
+            Computes the dense layers (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+        """
         self.x = L.InputLayer((None, n_features), name="encoder/x")
         self.y = L.InputLayer((None, n_classes), name="encoder/y")
         self.eps = L.InputLayer((None, n_latent), name="encoder/gaussian_eps")
@@ -208,7 +415,25 @@ class Encoder:
         self.flow = LogisticFlowLayer(self.z_tilde, low, high, exact=exact_log_det, name="encoder/flow")
 
     def __call__(self, x, y, eps=None, deterministic=False):
-        """:class:`EncoderOutput` for (x, y); with ``deterministic`` (no noise), z = flow(mean)."""
+        """:class:`EncoderOutput` for (x, y); with ``deterministic`` (no noise), z = flow(mean).
+
+        Parameters
+        ----------
+        x : TensorVariable, (rows, n_features)
+            The images.
+        y : TensorVariable, (rows, n_classes)
+            The labels: one-hot, or a Concrete sample y~.
+        eps : TensorVariable, (rows, n_latent), optional
+            N(0, 1) noise for z~. Without it and not deterministic, the draw
+            reads the layer's own input variable ``encoder/gaussian_eps``.
+        deterministic : bool, optional
+            Lasagne's flag: then z~ = mean, noise or not.
+
+        Returns
+        -------
+        EncoderOutput
+            ``mean``, ``std``, ``z_tilde``, ``z``: (rows, n_latent) each; ``log_det``: (rows,).
+        """
         inputs = {self.x: x, self.y: y}
         if eps is not None:
             inputs[self.eps] = eps
@@ -220,11 +445,44 @@ class Encoder:
 
 
 class Decoder:
-    """p_theta(x|y,z) (eq. 1): the Bernoulli mean b_theta(y, z) = sigmoid(...), then a sample x^ = 1[u < b]."""
+    """p_theta(x|y,z) (eq. 1): the Bernoulli mean b_theta(y, z) = sigmoid(...), then a sample x^ = 1[u < b].
+
+    With the defaults: concat[y, z] (rows, 10 + 2) -> tanh 250 -> tanh 500 -> sigmoid mean (rows, 784).
+
+    Attributes
+    ----------
+    y : InputLayer, (None, n_classes)
+        The labels: one-hot, or a Concrete sample.
+    z : InputLayer, (None, n_latent)
+        The latent codes, in the flow's box.
+    bernoulli_uniform : InputLayer, (None, n_features)
+        The Bernoulli sample's uniform noise u.
+    mean : DenseLayer, (None, n_features)
+        The Bernoulli mean b_theta(y, z).
+    sample : BernoulliSampleLayer, (None, n_features)
+        The sample x^ = 1[u < b].
+    """
 
     name = "decoder"
 
     def __init__(self, n_features, n_classes, n_latent=2, hidden=(250, 500), gain=GAIN, kernels=PLAIN):
+        """Build the layers; the weights come from Lasagne's generator (see :class:`Networks`).
+
+        Parameters
+        ----------
+        n_features : int
+            The image size (784 for MNIST).
+        n_classes : int
+            The number of classes (10).
+        n_latent : int, optional
+            The dimension of z; default 2.
+        hidden : tuple of int, optional
+            The tanh layers' widths; default (250, 500).
+        gain : float, optional
+            The Glorot-uniform gain of every weight; default sqrt(2).
+        kernels : PlainKernels or FastKernels, optional
+            Computes the dense layers (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+        """
         self.y = L.InputLayer((None, n_classes), name="decoder/y")
         self.z = L.InputLayer((None, n_latent), name="decoder/z")
         self.bernoulli_uniform = L.InputLayer((None, n_features), name="decoder/bernoulli_uniform")
@@ -237,7 +495,24 @@ class Decoder:
         self.sample = BernoulliSampleLayer(self.mean, self.bernoulli_uniform, name="decoder/sample")
 
     def __call__(self, y, z, bernoulli_uniform=None, deterministic=False):
-        """:class:`DecoderOutput` for (y, z); the sample is 1[mean >= 0.5] if deterministic, ``None`` without noise."""
+        """:class:`DecoderOutput` for (y, z); the sample is 1[mean >= 0.5] if deterministic, ``None`` without noise.
+
+        Parameters
+        ----------
+        y : TensorVariable, (rows, n_classes)
+            The labels: one-hot, or a Concrete sample y~.
+        z : TensorVariable, (rows, n_latent)
+            The latent codes.
+        bernoulli_uniform : TensorVariable, (rows, n_features), optional
+            U(0, 1) noise for the sample; without it (and not deterministic) there is no sample.
+        deterministic : bool, optional
+            Lasagne's flag: the sample is then 1[mean >= 0.5], noise or not.
+
+        Returns
+        -------
+        DecoderOutput
+            ``mean`` (rows, n_features) and ``sample`` (rows, n_features) or ``None``.
+        """
         out = _evaluate_with_sample(
             OrderedDict(mean=self.mean), {self.y: y, self.z: z}, self.sample, self.bernoulli_uniform, bernoulli_uniform, deterministic
         )
@@ -252,6 +527,25 @@ class Networks:
     layer by layer: the order ``get_param_values`` uses. Each parameter is
     named ``<network>/<layer>/<W|b>``. ``kernels`` compute the dense layers
     (:mod:`untapped.paper.kernels`).
+
+    Attributes
+    ----------
+    classifier : Classifier
+        q_phi(y|x).
+    encoder : Encoder
+        q_phi(z|x,y).
+    decoder : Decoder
+        p_theta(x|y,z).
+    by_name : OrderedDict of str to network
+        The three networks by their ``name``: 'classifier', 'encoder', 'decoder'.
+    params_by_net : OrderedDict of str to list of TensorSharedVariable
+        Each network's trainable parameters, in ``get_all_params`` order.
+    params : list of TensorSharedVariable
+        All of them (20 with the defaults), network by network. A layer's W is (n_in, n_out)
+        and its b (n_out,); with the defaults: classifier 784->50->50->10,
+        encoder (784+10)->10->10->2 (mean and std), decoder (10+2)->250->500->784.
+    kernels : PlainKernels or FastKernels
+        As given.
     """
 
     def __init__(
@@ -270,6 +564,31 @@ class Networks:
         seed=1234,
         kernels=PLAIN,
     ):
+        """Build the three networks in the original's order, drawing their weights from ``seed``.
+
+        Parameters
+        ----------
+        n_features : int, optional
+            The image size; default 784 (MNIST).
+        n_classes : int, optional
+            The number of classes; default 10.
+        n_latent : int, optional
+            The dimension of z; default 2.
+        classifier_hidden, encoder_hidden, decoder_hidden : tuple of int, optional
+            Each network's tanh widths; default (50, 50), (10, 10), (250, 500).
+        gain : float, optional
+            The Glorot-uniform gain; default sqrt(2).
+        temperature : float, optional
+            The classifier's Concrete temperature; default 1.
+        z_low, z_high : float, optional
+            The encoder's box for z; default (-pi/2, pi/2).
+        exact_log_det : bool, optional
+            The encoder flow's exact log-det (:class:`Encoder`); default ``False``, the original's.
+        seed : int, optional
+            Seeds the ``np.random.RandomState`` the weights are drawn from; default 1234, the original's.
+        kernels : PlainKernels or FastKernels, optional
+            Computes the dense layers (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+        """
         self.kernels = kernels
         with lasagne_rng(np.random.RandomState(seed)):
             self.classifier = Classifier(n_features, n_classes, classifier_hidden, gain, temperature, kernels)
@@ -290,4 +609,11 @@ class Networks:
 
     @property
     def param_names(self):
+        """The names of :attr:`params`, in order.
+
+        Returns
+        -------
+        list of str
+            ``<network>/<layer>/<W|b>`` each, e.g. ``'encoder/hidden1/W'``.
+        """
         return [p.name for p in self.params]

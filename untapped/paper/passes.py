@@ -46,7 +46,15 @@ SOURCE_ROWS = {"labeled": "labeled_x", "unlabeled": "unlabeled_x", "unfeatured":
 
 
 def symbolic_batch():
-    """Symbolic float matrices for the five batch arrays, named as :data:`BATCH`."""
+    """Symbolic float matrices for the five batch arrays, named as :data:`BATCH`.
+
+    Returns
+    -------
+    OrderedDict of str to TensorVariable
+        ``labeled_x`` (rows, n_features), ``labeled_y`` (rows, n_classes, one-hot),
+        ``unlabeled_x`` (rows, n_features), ``unfeatured_y`` (rows, n_classes) and
+        ``unfeatured_z`` (rows, n_latent); each source has its own number of rows.
+    """
     return OrderedDict((name, pt.matrix(name)) for name in BATCH)
 
 
@@ -54,15 +62,57 @@ class PassValues:
     """What the passes share: their values by name, in field order, leaving out those a pass lacks."""
 
     def items(self):
+        """The values present, by name.
+
+        Returns
+        -------
+        list of (str, TensorVariable)
+            ``(field name, value)`` in field order, the ``None`` fields left out; each value is
+            (rows, width) or (rows,).
+        """
         return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
     def replace(self, **values):
+        """A copy with some values replaced.
+
+        Parameters
+        ----------
+        **values : TensorVariable
+            New values by field name, each of the shape of the one it replaces.
+
+        Returns
+        -------
+        PassValues
+            A new instance of the same class.
+        """
         return dataclasses.replace(self, **values)
 
 
 @dataclasses.dataclass(frozen=True)
 class UnlabeledPass(PassValues):
-    """The unlabeled pass: y~ ~ q(y|x), z ~ q(z|x,y~), and the Bernoulli mean of p(x|y~,z)."""
+    """The unlabeled pass: y~ ~ q(y|x), z ~ q(z|x,y~), and the Bernoulli mean of p(x|y~,z).
+
+    Attributes
+    ----------
+    logits : TensorVariable, (rows, n_classes)
+        The classifier's logits l(x).
+    y_probs : TensorVariable, (rows, n_classes)
+        softmax(l(x)).
+    y_sample : TensorVariable, (rows, n_classes)
+        The Concrete sample y~.
+    z_mean : TensorVariable, (rows, n_latent)
+        The encoder's mean, given (x, y~).
+    z_std : TensorVariable, (rows, n_latent)
+        The encoder's standard deviation.
+    z_tilde : TensorVariable, (rows, n_latent)
+        The Gaussian draw z~.
+    z : TensorVariable, (rows, n_latent)
+        flow(z~), in the box.
+    z_log_det : TensorVariable, (rows,)
+        log|det dz/dz~|.
+    x_mean : TensorVariable, (rows, n_features)
+        The decoder's Bernoulli mean b(y~, z).
+    """
 
     logits: Any
     y_probs: Any
@@ -77,16 +127,65 @@ class UnlabeledPass(PassValues):
 
 @dataclasses.dataclass(frozen=True)
 class LabeledPass(UnlabeledPass):
-    """The labeled pass: q(y|x) (logits, softmax, Concrete sample y~), z ~ q(z|x,y) (mean, std,
-    z~, z, log-det), and p(x|y,z) (Bernoulli mean, sample x^): the unlabeled pass's values and x^."""
+    """The labeled pass: the unlabeled pass's values and x^.
+
+    q(y|x) (logits, softmax, Concrete sample y~), z ~ q(z|x,y) (mean, std,
+    z~, z, log-det), and p(x|y,z) (Bernoulli mean, sample x^). The encoder
+    and decoder are fed the observed one-hot y, not y~.
+
+    Attributes
+    ----------
+    logits : TensorVariable, (rows, n_classes)
+        The classifier's logits l(x).
+    y_probs : TensorVariable, (rows, n_classes)
+        softmax(l(x)).
+    y_sample : TensorVariable, (rows, n_classes)
+        The Concrete sample y~ (for the x->y loss).
+    z_mean : TensorVariable, (rows, n_latent)
+        The encoder's mean, given (x, y).
+    z_std : TensorVariable, (rows, n_latent)
+        The encoder's standard deviation.
+    z_tilde : TensorVariable, (rows, n_latent)
+        The Gaussian draw z~.
+    z : TensorVariable, (rows, n_latent)
+        flow(z~), in the box.
+    z_log_det : TensorVariable, (rows,)
+        log|det dz/dz~|.
+    x_mean : TensorVariable, (rows, n_features)
+        The decoder's Bernoulli mean b(y, z).
+    x_sample : TensorVariable, (rows, n_features)
+        The Bernoulli sample x^ (for the y->x loss).
+    """
 
     x_sample: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
 class UnfeaturedPass(PassValues):
-    """The reverse pass: x^ ~ p(x|y,z) (mean, sample), q(y|x^) (logits, softmax); with eq. 17 as
-    printed also q(z|x^,y)'s mean and std and the observed z mapped back through the flow (z~, log-det)."""
+    """The reverse pass: x^ ~ p(x|y,z) (mean, sample), q(y|x^) (logits, softmax).
+
+    With eq. 17 as printed also q(z|x^,y)'s mean and std and the observed z
+    mapped back through the flow (z~, log-det); otherwise those four are ``None``.
+
+    Attributes
+    ----------
+    logits : TensorVariable, (rows, n_classes)
+        The classifier's logits l(x^).
+    y_probs : TensorVariable, (rows, n_classes)
+        softmax(l(x^)).
+    x_mean : TensorVariable, (rows, n_features)
+        The decoder's Bernoulli mean b(y, z).
+    x_sample : TensorVariable, (rows, n_features)
+        The generated image x^.
+    z_mean : TensorVariable, (rows, n_latent), or None
+        The encoder's mean given (x^, y) (eq. 17 only).
+    z_std : TensorVariable, (rows, n_latent), or None
+        The encoder's standard deviation given (x^, y) (eq. 17 only).
+    z_tilde : TensorVariable, (rows, n_latent), or None
+        The observed z mapped back through the flow, flow^-1(z) (eq. 17 only).
+    z_log_det : TensorVariable, (rows,), or None
+        log|det dz/dz~| at that z~ (eq. 17 only).
+    """
 
     logits: Any
     y_probs: Any
@@ -107,7 +206,26 @@ def _encoded(enc):
 
 
 def labeled_pass(nets, x, y, noise):
-    """Forward pass of a labeled batch (x, one-hot y) through all three networks: :class:`LabeledPass`."""
+    """Forward pass of a labeled batch (x, one-hot y) through all three networks: :class:`LabeledPass`.
+
+    Parameters
+    ----------
+    nets : Networks
+        The shared networks (:class:`untapped.paper.networks.Networks`).
+    x : TensorVariable, (rows, n_features)
+        The labeled images.
+    y : TensorVariable, (rows, n_classes)
+        Their one-hot labels.
+    noise : mapping of str to TensorVariable
+        The noise by :func:`~untapped.paper.samplers.noise_key`; uses ``labeled/gumbel_uniform``
+        (rows, n_classes), ``labeled/gaussian_eps`` (rows, n_latent) and
+        ``labeled/bernoulli_uniform`` (rows, n_features).
+
+    Returns
+    -------
+    LabeledPass
+        Every value (rows, width), ``z_log_det`` (rows,).
+    """
     cls = nets.classifier(x, noise["labeled/gumbel_uniform"])
     enc = nets.encoder(x, y, noise["labeled/gaussian_eps"])
     dec = nets.decoder(y, enc.z, noise["labeled/bernoulli_uniform"])
@@ -115,7 +233,23 @@ def labeled_pass(nets, x, y, noise):
 
 
 def unlabeled_pass(nets, x, noise):
-    """Forward pass of an unlabeled batch, x -> y~ -> z -> decoder mean: :class:`UnlabeledPass`."""
+    """Forward pass of an unlabeled batch, x -> y~ -> z -> decoder mean: :class:`UnlabeledPass`.
+
+    Parameters
+    ----------
+    nets : Networks
+        The shared networks (:class:`untapped.paper.networks.Networks`).
+    x : TensorVariable, (rows, n_features)
+        The unlabeled images.
+    noise : mapping of str to TensorVariable
+        The noise by :func:`~untapped.paper.samplers.noise_key`; uses ``unlabeled/gumbel_uniform``
+        (rows, n_classes) and ``unlabeled/gaussian_eps`` (rows, n_latent).
+
+    Returns
+    -------
+    UnlabeledPass
+        Every value (rows, width), ``z_log_det`` (rows,).
+    """
     cls = nets.classifier(x, noise["unlabeled/gumbel_uniform"])
     enc = nets.encoder(x, cls.sample, noise["unlabeled/gaussian_eps"])
     dec = nets.decoder(cls.sample, enc.z)
@@ -127,6 +261,26 @@ def unfeatured_pass(nets, y, z, noise, encode_generated=False):
 
     With ``encode_generated`` (eq. 17 as printed) the encoder is also applied to
     (x^, y), and the observed z is mapped back through the flow to score it.
+
+    Parameters
+    ----------
+    nets : Networks
+        The shared networks (:class:`untapped.paper.networks.Networks`).
+    y : TensorVariable, (rows, n_classes)
+        The unfeatured labels.
+    z : TensorVariable, (rows, n_latent)
+        The observed latent codes, in the flow's box.
+    noise : mapping of str to TensorVariable
+        The noise by :func:`~untapped.paper.samplers.noise_key`; uses
+        ``unfeatured/bernoulli_uniform`` (rows, n_features).
+    encode_generated : bool, optional
+        Also encode (x^, y) deterministically (eq. 17 as printed); default ``False``, as the original codes it.
+
+    Returns
+    -------
+    UnfeaturedPass
+        Every value (rows, width), ``z_log_det`` (rows,); the ``z_*`` fields ``None``
+        unless ``encode_generated``.
     """
     dec = nets.decoder(y, z, noise["unfeatured/bernoulli_uniform"])
     values = unfeatured_values(nets, y, z, dec.mean, dec.sample, encode_generated)
@@ -134,7 +288,28 @@ def unfeatured_pass(nets, y, z, noise, encode_generated=False):
 
 
 def unfeatured_values(nets, y, z, x_mean, x_sample, encode_generated=False):
-    """The rest of the reverse pass from its decoder's mean and sample x^: q(y|x^) and, for eq. 17, q(z|x^,y)."""
+    """The rest of the reverse pass from its decoder's mean and sample x^: q(y|x^) and, for eq. 17, q(z|x^,y).
+
+    Parameters
+    ----------
+    nets : Networks
+        The shared networks (:class:`untapped.paper.networks.Networks`).
+    y : TensorVariable, (rows, n_classes)
+        The unfeatured labels.
+    z : TensorVariable, (rows, n_latent)
+        The observed latent codes.
+    x_mean : TensorVariable, (rows, n_features)
+        The decoder's Bernoulli mean b(y, z).
+    x_sample : TensorVariable, (rows, n_features)
+        Its sample x^.
+    encode_generated : bool, optional
+        As for :func:`unfeatured_pass`.
+
+    Returns
+    -------
+    UnfeaturedPass
+        As for :func:`unfeatured_pass`.
+    """
     cls = nets.classifier(x_sample)
     if not encode_generated:
         return UnfeaturedPass(**_classified(cls), x_mean=x_mean, x_sample=x_sample)

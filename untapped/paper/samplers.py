@@ -22,9 +22,22 @@ from untapped.paper.kernels import PLAIN
 __all__ = ["NOISE", "NoiseSpec", "bernoulli_sample", "concrete_sample", "draw", "gaussian_sample", "gumbel_from_uniform", "noise_key", "symbolic_noise"]
 
 NoiseSpec = namedtuple("NoiseSpec", "source name distribution width")
-NoiseSpec.__doc__ = """One noise array: ``distribution`` is 'uniform' (U(0,1)) or 'normal'
-(N(0,1)); its shape is (rows of ``source`` in the batch, ``width``), where
-``width`` names a model dimension: 'n_classes', 'n_latent' or 'n_features'."""
+NoiseSpec.__doc__ = """One noise array the graph consumes: where it goes, what it draws and its shape.
+
+Its shape is (rows of ``source`` in the batch, ``width``).
+
+Attributes
+----------
+source : str
+    The data source whose pass consumes it: 'labeled', 'unlabeled' or 'unfeatured'.
+name : str
+    The draw: 'gumbel_uniform' (the Concrete sample's), 'gaussian_eps' (the
+    encoder's) or 'bernoulli_uniform' (the decoder's).
+distribution : str
+    'uniform' (U(0,1)) or 'normal' (N(0,1)).
+width : str
+    The model dimension that is its number of columns: 'n_classes', 'n_latent' or 'n_features'.
+"""
 
 #: Every noise array the graph consumes, in the order a port should draw them.
 NOISE = (
@@ -38,17 +51,54 @@ NOISE = (
 
 
 def noise_key(spec):
-    """``<source>/<name>``: how the graph and the reference bundles name a noise array."""
+    """``<source>/<name>``: how the graph and the reference bundles name a noise array.
+
+    Parameters
+    ----------
+    spec : NoiseSpec
+        One entry of :data:`NOISE`.
+
+    Returns
+    -------
+    str
+        E.g. ``'labeled/gumbel_uniform'``.
+    """
     return f"{spec.source}/{spec.name}"
 
 
 def symbolic_noise():
-    """Symbolic float matrices for every noise array, keyed ``source/name``."""
+    """Symbolic float matrices for every noise array, keyed ``source/name``.
+
+    Returns
+    -------
+    OrderedDict of str to TensorVariable
+        One matrix per entry of :data:`NOISE`, in its order, named by its key;
+        each is (rows of the source, width), e.g. ``'labeled/gaussian_eps'``: (rows, n_latent).
+    """
     return OrderedDict((noise_key(spec), pt.matrix(noise_key(spec))) for spec in NOISE)
 
 
 def draw(rng, distribution, size, kernels=PLAIN):
-    """``(next_rng, draw)`` from the shared generator ``rng``: float32 U[0, 1) (``kernels.uniform``) or N(0, 1)."""
+    """``(next_rng, draw)`` from the shared generator ``rng``: float32 U[0, 1) (``kernels.uniform``) or N(0, 1).
+
+    Parameters
+    ----------
+    rng : RandomGeneratorSharedVariable
+        A shared PyTensor generator (``pytensor.tensor.random.shared_rng``).
+    distribution : str
+        A :class:`NoiseSpec`'s ``distribution``: 'uniform', or anything else for 'normal'.
+    size : tuple of int or of scalar TensorVariable
+        The draw's shape, (rows of the source, width).
+    kernels : PlainKernels or FastKernels, optional
+        Draws the uniforms (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+
+    Returns
+    -------
+    next_rng : RandomGeneratorVariable
+        The generator's state after the draw (to update ``rng`` with).
+    draw : TensorVariable, shape ``size``
+        The noise: float32 uniforms, or standard normals in ``floatX``.
+    """
     if distribution == "uniform":
         return kernels.uniform(rng, size)
     return rng.normal(0.0, 1.0, size=size)

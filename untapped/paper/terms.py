@@ -55,20 +55,56 @@ def _log_q_z(values):
 
 
 def labeled_elbo(x, labeled, kernels=PLAIN):
-    """-J_f^l, eq. 3, with z ~ q(z|x, y) (a :class:`~untapped.paper.passes.LabeledPass`) and the
-    constant log p(y) + log p(z) dropped; ``x``: (rows, features)::
+    """-J_f^l, eq. 3: the forward bound on labeled (x, y), negated, as a batch mean.
+
+    With z ~ q(z|x, y) (a :class:`~untapped.paper.passes.LabeledPass`) and the
+    constant log p(y) + log p(z) dropped::
 
         labeled_elbo = mean_n [ log q(z_n|x_n,y_n) - log p(x_n|y_n,z_n) ]
+
+    Parameters
+    ----------
+    x : TensorVariable, (rows, n_features)
+        The labeled images.
+    labeled : LabeledPass
+        Their pass; uses ``z_tilde``, ``z_mean``, ``z_std`` (rows, n_latent),
+        ``z_log_det`` (rows,) and ``x_mean`` (rows, n_features).
+    kernels : PlainKernels or FastKernels, optional
+        Computes log p(x|y,z) (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+
+    Returns
+    -------
+    TensorVariable, ()
+        The batch mean, to be minimised.
     """
     return pt.mean(_log_q_z(labeled) - log_p_x(x, labeled.x_mean, kernels))
 
 
 def unlabeled_elbo(x, unlabeled, temperature=1.0, kernels=PLAIN):
-    """-J_f^u, eq. 4, with y~ ~ Concrete(l(x)), z ~ q(z|x, y~) (an
+    """-J_f^u, eq. 4: the forward bound on unlabeled x, negated, as a batch mean.
+
+    With y~ ~ Concrete(l(x)), z ~ q(z|x, y~) (an
     :class:`~untapped.paper.passes.UnlabeledPass`) and constant priors dropped::
 
         unlabeled_elbo = mean_m [ log Conc(y~_m; l(x_m)) + log q(z_m|x_m,y~_m)
                                   - log p(x_m|y~_m,z_m) ] + log(1 + 1e-5)
+
+    Parameters
+    ----------
+    x : TensorVariable, (rows, n_features)
+        The unlabeled images.
+    unlabeled : UnlabeledPass
+        Their pass; uses ``y_sample``, ``logits`` (rows, n_classes), ``z_tilde``,
+        ``z_mean``, ``z_std`` (rows, n_latent), ``z_log_det`` (rows,) and ``x_mean`` (rows, n_features).
+    temperature : float, optional
+        The Concrete temperature tau of log Conc; default 1.
+    kernels : PlainKernels or FastKernels, optional
+        Computes log p(x|y,z) (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+
+    Returns
+    -------
+    TensorVariable, ()
+        The batch mean, to be minimised.
     """
     log_q_y = log_q_y_concrete(unlabeled.y_sample, unlabeled.logits, temperature)
     log_q_yz = log_q_y + _log_q_z(unlabeled)
@@ -76,7 +112,9 @@ def unlabeled_elbo(x, unlabeled, temperature=1.0, kernels=PLAIN):
 
 
 def reverse_elbo(y, unfeatured, temperature=1.0, y_density="concrete", kernels=PLAIN):
-    """-J_r^u: eq. 5 with z observed (App. B's eq. 17), as the original codes it; x^ ~ p(x|y,z)::
+    """-J_r^u: eq. 5 with z observed (App. B's eq. 17), as the original codes it (a batch mean).
+
+    With x^ ~ p(x|y,z)::
 
         reverse_elbo = mean_k [ log p(x^_k|y_k,z_k) - log Conc(y_k; l(x^_k)) ]
 
@@ -89,6 +127,27 @@ def reverse_elbo(y, unfeatured, temperature=1.0, y_density="concrete", kernels=P
 
     x^ carries no gradient (see ``bernoulli_sample``): the decoder gets only the
     score term of log p(x^|y,z), and the classifier learns to read y_k from x^_k.
+
+    Parameters
+    ----------
+    y : TensorVariable, (rows, n_classes)
+        The unfeatured labels y_k.
+    unfeatured : UnfeaturedPass
+        Their pass; uses ``logits`` (rows, n_classes), ``x_sample`` and ``x_mean``
+        (rows, n_features), and, if present, ``z_tilde``, ``z_mean``, ``z_std``
+        (rows, n_latent) and ``z_log_det`` (rows,).
+    temperature : float, optional
+        The Concrete temperature tau; default 1.
+    y_density : {'concrete', 'categorical'}, optional
+        The density of the observed y (:data:`REVERSE_Y_DENSITIES`); default ``'concrete'``,
+        the original's. Any other value is taken as ``'concrete'`` here.
+    kernels : PlainKernels or FastKernels, optional
+        Computes log p(x|y,z) (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+
+    Returns
+    -------
+    TensorVariable, ()
+        The batch mean, to be minimised.
     """
     log_q_z_observed = None if unfeatured.z_tilde is None else _log_q_z(unfeatured)
     return _reverse_elbo(y, unfeatured, temperature, y_density, kernels, log_q_z_observed)
@@ -106,7 +165,7 @@ def _reverse_elbo(y, unfeatured, temperature, y_density, kernels, log_q_z_observ
 
 
 def x_to_y_loss(y_sample, y):
-    """J_f^d, eq. 7: the original's clipped KL(y || y~) on a Concrete *sample* y~, both (rows, classes).
+    """J_f^d, eq. 7: the original's clipped KL(y || y~) on a Concrete *sample* y~, both (rows, n_classes).
 
     With ``a = clip(y, 1e-6, 1)``, ``p = clip(y~, 1e-6, 1)`` and the leftover
     masses ``a_L = clip(1 - sum y, 1e-6, 1)``, ``p_L = clip(1 - sum y~, 1e-6, 1)``::
@@ -115,6 +174,18 @@ def x_to_y_loss(y_sample, y):
 
     For one-hot y of class c this is ``-log max(y~_c, 1e-6)`` up to terms of order 1e-6:
     a cross-entropy on a Gumbel-softmax sample.
+
+    Parameters
+    ----------
+    y_sample : TensorVariable, (rows, n_classes)
+        The labeled pass's Concrete sample y~.
+    y : TensorVariable, (rows, n_classes)
+        The labels, one-hot.
+
+    Returns
+    -------
+    TensorVariable, ()
+        The batch mean, to be minimised.
     """
     a = pt.clip(y, KL_CLIP, 1.0)
     p = pt.clip(y_sample, KL_CLIP, 1.0)
@@ -129,12 +200,55 @@ def y_to_x_loss(x_sample, x):
 
     x^ is drawn at the labeled pass's z ~ q(z|x,y) (the paper's Alg. 1 says
     z ~ p(z)). Through the sample it has zero gradient: a logged metric only.
+
+    Parameters
+    ----------
+    x_sample : TensorVariable, (rows, n_features)
+        The labeled pass's Bernoulli sample x^.
+    x : TensorVariable, (rows, n_features)
+        The labeled images.
+
+    Returns
+    -------
+    TensorVariable, ()
+        The batch mean.
     """
     return pt.mean(pt.sqrt(pt.sum(pt.sqr(x_sample - x), axis=-1)))
 
 
 def all_terms(batch, labeled, unlabeled, unfeatured, temperature=1.0, reverse_y_density="concrete", kernels=PLAIN):
-    """The five terms from the three passes of :mod:`untapped.paper.passes`, keyed as :data:`TERMS`."""
+    """The five terms from the three passes of :mod:`untapped.paper.passes`, keyed as :data:`TERMS`.
+
+    Parameters
+    ----------
+    batch : mapping of str to TensorVariable
+        The batch arrays (:func:`~untapped.paper.passes.symbolic_batch`); uses ``labeled_x``
+        (rows, n_features), ``labeled_y`` (rows, n_classes), ``unlabeled_x`` (rows, n_features)
+        and ``unfeatured_y`` (rows, n_classes), each source with its own rows.
+    labeled : LabeledPass
+        The labeled pass.
+    unlabeled : UnlabeledPass
+        The unlabeled pass.
+    unfeatured : UnfeaturedPass
+        The unfeatured pass.
+    temperature : float, optional
+        The Concrete temperature tau; default 1.
+    reverse_y_density : {'concrete', 'categorical'}, optional
+        :func:`reverse_elbo`'s ``y_density``; default ``'concrete'``.
+    kernels : PlainKernels or FastKernels, optional
+        Computes log p(x|y,z) (:mod:`untapped.paper.kernels`); default ``PLAIN``.
+
+    Returns
+    -------
+    OrderedDict of str to TensorVariable
+        ``labeled_elbo``, ``unlabeled_elbo``, ``reverse_elbo``, ``x_to_y_loss``,
+        ``y_to_x_loss``: each a batch mean, shape ().
+
+    Raises
+    ------
+    ValueError
+        If ``reverse_y_density`` is not one of :data:`REVERSE_Y_DENSITIES`.
+    """
     if reverse_y_density not in REVERSE_Y_DENSITIES:
         raise ValueError(f"unknown reverse_y_density {reverse_y_density!r}; choose one of {', '.join(REVERSE_Y_DENSITIES)}")
     # log q(z|x^,y) first, as the terms' graph has always been built (the
@@ -151,6 +265,19 @@ def all_terms(batch, labeled, unlabeled, unfeatured, temperature=1.0, reverse_y_
 
 
 def total_loss(terms, coefficients):
-    """``sum_t c_t * term_t`` over the terms with a non-zero coefficient (eq. 8, negated)."""
+    """``sum_t c_t * term_t`` over the terms with a non-zero coefficient (eq. 8, negated).
+
+    Parameters
+    ----------
+    terms : mapping of str to TensorVariable
+        The terms, each of shape () (:func:`all_terms`).
+    coefficients : mapping of str to float
+        Each term's coefficient c_t; a term missing from it counts as 0.
+
+    Returns
+    -------
+    TensorVariable, ()
+        The loss to minimise (the integer 0 if every coefficient is 0).
+    """
     active = [(coefficients[name], terms[name]) for name in terms if coefficients.get(name, 0.0) != 0.0]
     return sum(c * t for c, t in active)
