@@ -16,7 +16,7 @@ from sklearn.base import clone
 
 import numpy_port as port
 from untapped import presets
-from untapped.paper import passes, samplers
+from untapped.paper import passes, samplers, terms
 from untapped.fast import bernoulli as fast_bernoulli
 from untapped.fast import rows as fast_rows
 from untapped.backend import compile_mode, float32
@@ -720,9 +720,16 @@ def test_categorical_reverse_bound_against_numpy():
     log_softmax -= np.log(np.exp(log_softmax).sum(axis=1, keepdims=True))
     expected = np.mean(log_p_x - np.sum(batch["unfeatured_y"] * log_softmax, axis=1))
     assert float(trace["terms/reverse_elbo"]) == pytest.approx(expected, rel=1e-5)
-    # The Concrete density of a one-hot y is -inf: the original's term is not finite there.
+    # The Concrete log density of a one-hot y is not finite: nor is the original's term there.
     concrete = small().trace(batch, noise)
     assert not np.isfinite(float(concrete["terms/reverse_elbo"]))
+
+
+def test_reverse_bound_rejects_an_unknown_y_density():
+    m = pytensor.tensor.matrix
+    unfeatured = passes.UnfeaturedPass(logits=m(), y_probs=m(), x_mean=m(), x_sample=m())
+    with pytest.raises(ValueError, match="unknown reverse_y_density 'one-hot'; choose one of concrete, categorical"):
+        terms.reverse_elbo(m(), unfeatured, y_density="one-hot")
 
 
 def _one_step(model, unfeatured_z):

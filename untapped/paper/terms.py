@@ -45,8 +45,8 @@ SINGLE_SAMPLE_LOGSUMEXP = float(np.log1p(1e-5))
 KL_CLIP = 1e-6
 
 #: The density of the observed y in the reverse bound: the original's Concrete,
-#: or the categorical one, which one-hot y need (the Concrete density of a
-#: vertex of the simplex is -inf).
+#: or the categorical one, which one-hot y need (the Concrete log density of a
+#: vertex of the simplex is not finite: NaN as coded, -inf in the limit).
 REVERSE_Y_DENSITIES = ("concrete", "categorical")
 
 
@@ -140,7 +140,7 @@ def reverse_elbo(y, unfeatured, temperature=1.0, y_density="concrete", kernels=P
         The Concrete temperature tau; default 1.
     y_density : {'concrete', 'categorical'}, optional
         The density of the observed y (:data:`REVERSE_Y_DENSITIES`); default ``'concrete'``,
-        the original's. Any other value is taken as ``'concrete'`` here.
+        the original's.
     kernels : PlainKernels or FastKernels, optional
         Computes log p(x|y,z) (:mod:`untapped.paper.kernels`); default ``PLAIN``.
 
@@ -148,12 +148,23 @@ def reverse_elbo(y, unfeatured, temperature=1.0, y_density="concrete", kernels=P
     -------
     TensorVariable, ()
         The batch mean, to be minimised.
+
+    Raises
+    ------
+    ValueError
+        If ``y_density`` is not one of :data:`REVERSE_Y_DENSITIES`.
     """
     log_q_z_observed = None if unfeatured.z_tilde is None else _log_q_z(unfeatured)
     return _reverse_elbo(y, unfeatured, temperature, y_density, kernels, log_q_z_observed)
 
 
+def _check_reverse_y_density(y_density):
+    if y_density not in REVERSE_Y_DENSITIES:
+        raise ValueError(f"unknown reverse_y_density {y_density!r}; choose one of {', '.join(REVERSE_Y_DENSITIES)}")
+
+
 def _reverse_elbo(y, unfeatured, temperature, y_density, kernels, log_q_z_observed):
+    _check_reverse_y_density(y_density)
     if y_density == "categorical":
         log_q_y = log_q_y_categorical(y, unfeatured.logits)
     else:
@@ -249,8 +260,7 @@ def all_terms(batch, labeled, unlabeled, unfeatured, temperature=1.0, reverse_y_
     ValueError
         If ``reverse_y_density`` is not one of :data:`REVERSE_Y_DENSITIES`.
     """
-    if reverse_y_density not in REVERSE_Y_DENSITIES:
-        raise ValueError(f"unknown reverse_y_density {reverse_y_density!r}; choose one of {', '.join(REVERSE_Y_DENSITIES)}")
+    _check_reverse_y_density(reverse_y_density)
     # log q(z|x^,y) first, as the terms' graph has always been built (the
     # order of construction is the order PyTensor adds up gradients in).
     log_q_z_observed = None if unfeatured.z_tilde is None else _log_q_z(unfeatured)
