@@ -152,7 +152,7 @@ def test_fitting_twice_gives_the_same_model_and_a_reused_graph_trains_as_a_new_o
 
 
 def test_a_freed_graph_keeps_the_state_and_is_not_pooled(blobs):
-    from untapped import model as model_module
+    from untapped import graph_pool
 
     X, y = blobs
     model = tiny(seed=4322, epochs=2).fit(X, y)  # a seed no other test uses
@@ -160,7 +160,7 @@ def test_a_freed_graph_keeps_the_state_and_is_not_pooled(blobs):
     graph = model.graph
     model.free_graph()
     assert "graph_" not in vars(model) and model.__sklearn_is_fitted__()
-    assert all(graph is not g for graphs in model_module._POOL._free.values() for g in graphs)
+    assert all(graph is not g for graphs in graph_pool.POOL._free.values() for g in graphs)
     assert np.array_equal(model.predict_proba(X), before) and model.rng_states() == state
     assert model.graph is not graph  # built afresh, with the state the model had
 

@@ -22,6 +22,7 @@ from untapped.evaluation import (
     discriminative_metric,
     hungarian_permutation,
     permute_columns,
+    readings,
     save_digit_grid,
 )
 
@@ -450,7 +451,7 @@ def test_five_canonical_reading_keeps_dimensions_0_to_4():
     p = np.full((10, 10), 0.01)
     p[np.arange(10), shown] = 0.91
     p[5, 5] = 0.05
-    labels = ev._five_canonical_labels(p)
+    labels = readings._five_canonical_labels(p)
     assert labels.tolist()[:5] == [0, 1, 2, 3, 4]
     assert sorted(labels.tolist()[5:]) == [5, 6, 7, 8, 9] and labels[5] == 5
 

@@ -53,7 +53,7 @@ class ModelGraph:
             )
         if est.unfeatured_z not in UNFEATURED_Z_SOURCES:
             raise ValueError(f"unknown unfeatured_z {est.unfeatured_z!r}; choose one of {', '.join(UNFEATURED_Z_SOURCES)}")
-        # No reference to the estimator: a graph outlives it in the pool (_GraphPool).
+        # No reference to the estimator: a graph outlives it in the pool (untapped.graph_pool).
         self.dims = dict(est.dims)
         self.unfeatured_z = est.unfeatured_z
         self.mode_name = est.mode

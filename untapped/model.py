@@ -1,30 +1,28 @@
 """The estimator :class:`SSDGM`: hyperparameters, data checks and the scikit-learn API around one graph.
 
 The graph and its compiled functions are :class:`untapped.graph.ModelGraph`,
-built on first use (or taken from the pool of collected estimators' graphs).
+built on first use (or taken from the pool of collected estimators' graphs,
+:mod:`untapped.graph_pool`). What ``fit`` trains on is prepared by
+:mod:`untapped.semi_supervised`.
 """
 
-import numbers
-import threading
-import warnings
 import weakref
 from collections import OrderedDict
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from untapped import presets
 from untapped.backend import DEFAULT_MODE, as_float32
-from untapped.data import UNFEATURED_Z_BOX, close_corners
 from untapped.graph import ModelGraph, set_checked
+from untapped.graph_pool import POOL, graph_key
 from untapped.paper import passes, samplers
+from untapped.semi_supervised import is_split, semi_supervised_data
 from untapped.validation import (
     check_batch,
     checked_matrix,
-    one_line_errors,
     same_rows,
     validated,
 )
@@ -175,15 +173,15 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     def graph(self):
         """The :class:`ModelGraph` of the current hyperparameters, built (or taken from the pool) on first access."""
         if "graph_" not in self.__dict__:
-            key = _graph_key(self)
-            graph = _POOL.take(key) or ModelGraph(self)
+            key = graph_key(self)
+            graph = POOL.take(key) or ModelGraph(self)
             pending = self.__dict__.pop("_pending_state", None)
             if pending is not None:
                 graph.set_state(pending)
             self.graph_ = graph
             # When this estimator is collected (or drops the graph), the graph
             # goes back to the pool, for the next estimator of this configuration.
-            self._graph_release = weakref.finalize(self, _POOL.give, key, graph)
+            self._graph_release = weakref.finalize(self, POOL.give, key, graph)
             self._graph_release.atexit = False
         return self.graph_
 
@@ -202,9 +200,9 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         that trains one model after another in a process, as
         :func:`untapped.experiment.run_trial` does: a run's graph is not
         reused (the next run has another seed or model), so pooling it
-        (:class:`_GraphPool`) would only keep its memory. The training
-        step's buffers and the data go at once; the graph's objects when
-        Python's cyclic garbage collector next runs.
+        (:class:`untapped.graph_pool.GraphPool`) would only keep its
+        memory. The training step's buffers and the data go at once; the
+        graph's objects when Python's cyclic garbage collector next runs.
         """
         release = self.__dict__.pop("_graph_release", None)
         if release is not None:
@@ -390,7 +388,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         """
         from untapped import training
 
-        if _is_split(X):
+        if is_split(X):
             extra = dict(y=y, classes=classes, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
             given = [k for k, v in extra.items() if v is not None]
             if given:
@@ -399,78 +397,12 @@ class SSDGM(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = int(X.labeled_x.shape[1] if self.n_features is None else self.n_features)
             training.fit(self, X, **options)
         else:
-            data = self._semi_supervised_data(X, y, classes, unfeatured_y, unfeatured_z)
+            data = semi_supervised_data(self, X, y, classes, unfeatured_y, unfeatured_z)
             if "graph_" in self.__dict__ and self.graph_.dims != self.dims:
                 self._drop_graph()
             self.graph.reset()
             training.fit(self, data, evaluation=False, **options)
         return self
-
-    def _semi_supervised_data(self, X, y, classes, unfeatured_y, unfeatured_z):
-        """Validate ``fit(X, y)``'s inputs; set ``classes_`` and ``n_features_in_``; return the training sources."""
-        name = type(self).__name__
-        if X is None:
-            raise ValueError(
-                f"{name}.fit needs X (an array of rows) and y (labels, -1 for unlabeled rows), or a split; got X=None"
-            )
-        if y is None:
-            raise ValueError(f"{name} requires y to be passed, but the target y is None (labels, -1 for unlabeled rows)")
-        X, y = validated(validate_data, self, X, y)
-        if y.dtype == object and any(v is None for v in y):
-            raise ValueError("y contains None; mark unlabeled rows with -1")
-        unlabeled = _unlabeled(y)
-        labels = y[~unlabeled]
-        if not len(labels):
-            raise ValueError("y has no labeled row (every entry is -1); the model needs labeled rows")
-        one_line_errors(check_classification_targets, labels)
-        classes_ = np.unique(labels if classes is None else np.asarray(classes))
-        unknown = np.setdiff1d(labels, classes_)
-        if len(unknown):
-            raise ValueError(f"y has labels not in classes: {', '.join(map(str, unknown[:5]))}")
-        if len(classes_) < 2:
-            raise ValueError(f"y has only {len(classes_)} class; {name} needs at least 2 (pass classes= with all labels)")
-        if self.n_classes is not None and len(classes_) != self.n_classes:
-            raise ValueError(
-                f"y has {len(classes_)} classes, the model n_classes={self.n_classes}: pass classes= with all "
-                f"{self.n_classes} labels (those without labeled rows are learned from the unfeatured set), "
-                "or set n_classes=None to take them from y"
-            )
-        if self.n_features is not None and X.shape[1] != self.n_features:
-            raise ValueError(
-                f"X has {X.shape[1]} features, the model n_features={self.n_features} (set n_features=None to take it from X)"
-            )
-        if X.min() < 0 or X.max() > 1:
-            warnings.warn(
-                f"X has values in [{X.min():.3g}, {X.max():.3g}]: the decoder is a Bernoulli likelihood of "
-                "intensities in [0, 1]; scale X (for instance with MinMaxScaler)",
-                UserWarning,
-                stacklevel=3,
-            )
-        self.classes_ = classes_
-        n_classes = len(classes_)
-        if unfeatured_y is None:
-            if unfeatured_z is not None:
-                raise ValueError("unfeatured_z needs its unfeatured_y")
-            unfeatured_y = close_corners(n_classes)
-        unfeatured_y = checked_matrix("unfeatured_y", unfeatured_y, n_classes)
-        if self.reverse_y_density == "concrete" and self.coeff_reverse_elbo != 0 and (unfeatured_y <= 0).any():
-            raise ValueError(
-                "unfeatured_y has entries <= 0, where the Concrete density of the reverse bound is not finite; "
-                "use soft labels (untapped.data.close_corners) or reverse_y_density='categorical'"
-            )
-        if unfeatured_z is None:
-            rng = np.random.default_rng(self.seed)
-            unfeatured_z = rng.uniform(*UNFEATURED_Z_BOX, size=(len(unfeatured_y), self.n_latent)).astype(np.float32)
-        unfeatured_z = checked_matrix("unfeatured_z", unfeatured_z, self.n_latent)
-        same_rows(unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z)
-        one_hot = np.eye(n_classes, dtype=np.float32)[np.searchsorted(classes_, labels)]
-        return _SemiSupervisedData(
-            labeled_x=X[~unlabeled],
-            labeled_y=one_hot,
-            unlabeled_x=X[unlabeled] if unlabeled.any() else X,
-            unfeatured_y=unfeatured_y,
-            unfeatured_z=unfeatured_z,
-        )
 
     # -- inference --------------------------------------------------------------
 
@@ -569,72 +501,3 @@ class SSDGM(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"noise {key!r} has shape {array.shape}, expected {shape}")
             arrays.append(array)
         return list(batch.values()) + arrays
-
-
-#: What ``fit`` needs of a split (the experiment's path) rather than arrays.
-SPLIT_ATTRIBUTES = ("labeled_x", "labeled_y", "unlabeled_x", "unfeatured_y", "unfeatured_z")
-
-
-def _is_split(X):
-    return all(hasattr(X, name) for name in SPLIT_ATTRIBUTES)
-
-
-class _SemiSupervisedData:
-    """The training sources of ``fit(X, y)``, as :func:`untapped.training.fit` reads a split (no evaluation sources)."""
-
-    def __init__(self, **arrays):
-        self.__dict__.update(arrays)
-
-
-def _unlabeled(y):
-    """The rows of ``y`` marked unlabeled (``-1``)."""
-    if y.dtype.kind in "biuf":
-        return y == -1
-    return np.array([isinstance(v, numbers.Real) and not isinstance(v, bool) and v == -1 for v in y], dtype=bool)
-
-
-#: Hyperparameters a :class:`ModelGraph` does not depend on: the schedule
-#: (``training.fit`` reads it; the learning rate is an input of the step) and
-#: the sizes as given (the graph takes them resolved, :attr:`SSDGM.dims`).
-NOT_IN_GRAPH = (
-    "learning_rate", "anneal_lr_factor", "anneal_lr_epoch", "batch_size", "epochs", "eval_every", "n_features", "n_classes"
-)
-
-
-def _graph_key(est):
-    """What a :class:`ModelGraph` is built from: the other hyperparameters and the resolved sizes."""
-    params = sorted((k, v) for k, v in est.get_params().items() if k not in NOT_IN_GRAPH)
-    return repr((params, sorted(est.dims.items())))
-
-
-class _GraphPool:
-    """Graphs of collected estimators, reset, for the next estimator of their configuration.
-
-    Compiling the training step takes seconds; a ``clone`` (cross-validation,
-    grid search, scikit-learn's checks) of a collected estimator reuses its
-    compiled functions. At most ``size`` graphs are kept, the oldest dropped first.
-    """
-
-    def __init__(self, size):
-        self.size = size
-        self._free = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, key):
-        with self._lock:
-            free = self._free.get(key)
-            return free.pop() if free else None
-
-    def give(self, key, graph):
-        graph.reset()
-        with self._lock:
-            self._free.setdefault(key, []).append(graph)
-            self._free.move_to_end(key)
-            while sum(len(v) for v in self._free.values()) > self.size:
-                oldest = next(iter(self._free))
-                self._free[oldest].pop(0)
-                if not self._free[oldest]:
-                    del self._free[oldest]
-
-
-_POOL = _GraphPool(size=4)
