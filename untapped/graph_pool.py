@@ -2,8 +2,8 @@
 
 What it caches: the :class:`untapped.graph.ModelGraph` (symbolic graph,
 shared variables, compiled functions) of an :class:`untapped.model.SSDGM`
-that was collected or dropped its graph, reset, under the key of the
-hyperparameters it was built from (:func:`graph_key`). The next estimator
+that was garbage-collected or dropped its graph. The graph is reset and kept
+under the key of the hyperparameters it was built from (:func:`graph_key`). The next estimator
 of that configuration (a ``clone`` in cross-validation, grid search or
 scikit-learn's checks) takes it instead of building its own.
 
