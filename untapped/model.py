@@ -69,7 +69,9 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     batch_size, epochs, eval_every : the training schedule (``training.fit``).
     seed : initial weights (``RandomState(seed)``, as the original), noise
         generators and data shuffles.
-    mode : 'c' (PyTensor's C backend, default) or 'numba'.
+    mode : 'c' (PyTensor's C backend with the fast kernels, default), 'plain'
+        (the paper layer in stock PyTensor ops, C backend) or 'numba'
+        (``presets.MODES``; ``docs/architecture.md``).
 
     Attributes
     ----------
