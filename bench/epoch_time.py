@@ -66,6 +66,8 @@ untapped.configure_threads()  # before NumPy loads, so that the settings reach i
 
 import numpy as np  # noqa: E402
 
+from untapped.presets import MODES  # noqa: E402
+
 SIZES = dict(labeled=35735, unlabeled=20000, unfeatured=10)
 BATCH = 10000
 N_FEATURES, N_CLASSES, N_LATENT = 784, 10, 2
@@ -303,7 +305,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="write the figures to PATH")
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per model (default 5; one warm-up epoch more)")
     parser.add_argument("--models", default="untapped,m2", help="comma-separated presets (default untapped,m2)")
-    parser.add_argument("--mode", default="c", choices=["c", "plain", "numba"], help="compile mode: c (default), plain or numba")
+    parser.add_argument("--mode", default="c", choices=MODES, help="compile mode: c (default), plain or numba")
     parser.add_argument("--keep-cache", action="store_true", help="keep the temporary compile cache")
     args = parser.parse_args(argv)
     if args.epochs < 1:
