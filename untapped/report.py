@@ -292,7 +292,7 @@ def plot_figure2(runs, group, folder, path):
 _TERM_LABELS = {
     "labeled_elbo": ("-J_f^l, eq. 3", "nats per image"),
     "unlabeled_elbo": ("-J_f^u, eq. 4", "nats per image"),
-    "reverse_elbo": ("-J_r^u, eq. 17", "nats per (y, z) pair"),
+    "reverse_elbo": ("-J_r^u, eq. 5 / App. B eq. 17", "nats per (y, z) pair"),
     "x_to_y_loss": ("J_f^d, eq. 7", "nats per image"),
     "y_to_x_loss": ("J_r^d, eq. 7 (no gradient)", "L2 distance per image"),
     "total": ("weighted sum, minimised", "weighted nats"),
@@ -316,11 +316,16 @@ def save_run_curves(history, path, title):
         if term not in terms:
             ax.set_visible(False)
             continue
+        # Fixed colours: M2 has no training line for the reverse bound, whose
+        # dots would otherwise take the training line's colour.
         if f"train/{term}" in history:
-            ax.plot(history["epoch"], history[f"train/{term}"], lw=1.2, label="training batches")
+            ax.plot(history["epoch"], history[f"train/{term}"], lw=1.2, color="C0", label="training batches")
         if f"eval/{term}" in history:
-            ax.plot(history["eval/epoch"], history[f"eval/{term}"], "o", ms=3, label="evaluation sources (labeled terms: digits 5-9)")
+            ax.plot(history["eval/epoch"], history[f"eval/{term}"], "o", ms=3, color="C1",
+                    label="evaluation sources (labeled terms: digits 5-9)")
         _label_term(ax, term)
+        if f"train/{term}" not in history:
+            ax.set_title(f"{ax.get_title()}\nnot trained on: evaluated only", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9)
     fig.suptitle(title)
