@@ -59,3 +59,20 @@ def test_paired_statistics_are_what_the_runs_give(study):
             assert ce["d_z"] == pytest.approx(np.mean(a - b) / np.std(a - b, ddof=1))
             w = stats.wilcoxon(a - b)
             assert ce["wilcoxon_p"] == pytest.approx(w.pvalue)
+
+
+def _benjamini_hochberg(p):
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(p)
+    scaled = p[order] * len(p) / np.arange(1, len(p) + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1].clip(max=1.0)
+    out = np.empty_like(p)
+    out[order] = adjusted
+    return out
+
+
+def test_adjusted_p_values_are_benjamini_hochberg_over_the_comparisons(study):
+    for test in ("t_p", "wilcoxon_p"):
+        ces = [c["cross_entropy"] for c in study["paired"].values() if c["cross_entropy"][test] is not None]
+        expected = _benjamini_hochberg([ce[test] for ce in ces])
+        assert [ce[test + "_adjusted"] for ce in ces] == pytest.approx(list(expected))

@@ -55,3 +55,13 @@ def test_format_p():
     assert stats.format_p(None) == "n/a"
     assert stats.format_p(0.0004) == "< 0.001"
     assert stats.format_p(0.01324) == "0.0132"
+
+
+def test_adjust_is_benjamini_hochberg():
+    """p = (0.01, 0.04, 0.03, 0.2), m = 4. Sorted 0.01, 0.03, 0.04, 0.2; m p_(i) / i = 0.04, 0.06, 0.0533, 0.2;
+    the running minimum from the largest down gives 0.04, 0.0533, 0.0533, 0.2."""
+    out = stats.adjust([0.01, 0.04, None, 0.03, 0.2])
+    assert out[2] is None
+    assert [out[i] for i in (0, 1, 3, 4)] == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
+    assert stats.adjust([None]) == [None] and stats.adjust([]) == []
+    assert stats.adjust([0.5, 0.9]) == pytest.approx([0.9, 0.9])

@@ -139,6 +139,8 @@ def comparisons(runs):
     """Paired comparisons, ``(first, second) -> stats``, over the seeds both groups have.
 
     Every non-M2 group against M2, and every untapped variant against the code's untapped.
+    The cross-entropy's p-values are also given adjusted over all these comparisons
+    (``t_p_adjusted``, ``wilcoxon_p_adjusted``; Benjamini-Hochberg, :func:`untapped.stats.adjust`).
     """
     pairs = [(g, BASELINE) for g in groups(runs) if g != BASELINE]
     pairs += [(g, REFERENCE) for g in groups(runs) if g.startswith(REFERENCE + "/")]
@@ -156,6 +158,10 @@ def comparisons(runs):
             cross_entropy=stats.paired([a[s] for s in seeds], [b[s] for s in seeds]),
             accuracy=stats.paired([acc_a[s] for s in seeds], [acc_b[s] for s in seeds]),
         )
+    for test in ("t_p", "wilcoxon_p"):
+        ces = [c["cross_entropy"] for c in out.values()]
+        for ce, q in zip(ces, stats.adjust([ce[test] for ce in ces])):
+            ce[test + "_adjusted"] = q
     return out
 
 
@@ -348,6 +354,10 @@ def _mean_sd(d, digits=3, scale=1.0):
     return f"{d['mean'] * scale:.{digits}f} +- {sd}"
 
 
+def _count(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def markdown(record, figures):
     """The report's text: per-run table, summary, paired statistics, readings, figures."""
     lines = [f"# Study `{record['study']}`", ""]
@@ -369,17 +379,20 @@ def markdown(record, figures):
                      f"{paper if paper is not None else ''} |")
     lines += ["", "## Paired comparisons (same seed: same data split and initial weights)", "",
               "Difference = first - second; a negative cross-entropy difference favours the first.", "",
-              "| first vs second | pairs | CE difference mean | 95% CI | paired t (p) | Wilcoxon W (p) | d_z | "
+              f"Adjusted p: Benjamini-Hochberg over the {_count(len(record['paired']), 'comparison')} of this table "
+              "(t / Wilcoxon). With five pairs and no ties, the exact Wilcoxon p is at least 2 / 2^5 = 0.0625.", "",
+              "| first vs second | pairs | CE difference mean | 95% CI | paired t (p) | Wilcoxon W (p) | adjusted p | d_z | "
               "seeds where first is lower | accuracy difference |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in record["paired"].items():
         ce, acc = c["cross_entropy"], c["accuracy"]
         t = "n/a" if ce["t"] is None else f"{ce['t']:.2f} ({stats.format_p(ce['t_p'])})"
         w = "n/a" if ce["wilcoxon"] is None else f"{ce['wilcoxon']:.0f} ({stats.format_p(ce['wilcoxon_p'])})"
+        adjusted = f"{stats.format_p(ce.get('t_p_adjusted'))} / {stats.format_p(ce.get('wilcoxon_p_adjusted'))}"
         dz = "n/a" if ce["d_z"] is None else f"{ce['d_z']:.2f}"
         ci = "n/a" if ce["ci"] is None else f"[{ce['ci'][0]:.3f}, {ce['ci'][1]:.3f}]"
         accd = "n/a" if acc["mean_difference"] is None else f"{100 * acc['mean_difference']:+.1f} points"
-        lines.append(f"| {name} | {ce['n']} | {ce['mean_difference']:+.3f} | {ci} | {t} | {w} | {dz} | "
+        lines.append(f"| {name} | {ce['n']} | {ce['mean_difference']:+.3f} | {ci} | {t} | {w} | {adjusted} | {dz} | "
                      f"{ce['x_better']} of {ce['n']} | {accd} |")
     lines += ["", "## The metric under each reading of the paper (cross-entropy, mean +- sd)", ""]
     names = list(record["summary"])

@@ -10,6 +10,9 @@ between the two runs of seed ``s``.
 * :func:`paired`: the mean difference with its 95% t interval, the paired t
   test, the Wilcoxon signed-rank test and the effect size d_z = mean(d) /
   sd(d) (Cohen's d for paired samples).
+* :func:`adjust`: p-values of a family of comparisons adjusted for their
+  number (Benjamini-Hochberg): a study makes several paired comparisons, and
+  one p < 0.05 among nine is no surprise.
 """
 
 import math
@@ -75,6 +78,23 @@ def paired(x, y, confidence=CONFIDENCE):
     if np.any(d != 0):
         w = stats.wilcoxon(x, y)
         out.update(wilcoxon=float(w.statistic), wilcoxon_p=float(w.pvalue))
+    return out
+
+
+def adjust(p_values):
+    """Benjamini-Hochberg adjusted p-values of one family of tests, in the given order.
+
+    With the m p-values sorted, ``p_(1) <= ... <= p_(m)``, the adjusted value of
+    ``p_(i)`` is ``min(1, min_{j >= i} m p_(j) / j)`` (SciPy's
+    ``false_discovery_control``). Entries that are None (no test) stay None and
+    do not count in m.
+    """
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    out = [None] * len(p_values)
+    if present:
+        adjusted = stats.false_discovery_control([p_values[i] for i in present], method="bh")
+        for i, q in zip(present, adjusted):
+            out[i] = float(q)
     return out
 
 
