@@ -13,7 +13,8 @@ writes, into ``<OUT>/report/`` by default:
   variant, with mean and 95% interval and the paper's values marked;
 * ``paired.png``: M2 -> untapped (and each variant) seed by seed;
 * ``curves.png``: every training term over the epochs, mean and range over
-  seeds, per model and variant;
+  seeds, per model; ``curves-variants.png`` the same for untapped and its
+  variants;
 * ``figure2-<group>.png``: Figure 2 (decoder means at z_bar) of every seed.
 
 Statistics (:mod:`untapped.stats`): per group, mean, sd and 95% t interval
@@ -243,33 +244,34 @@ def plot_paired(runs, path):
             ax.plot([0, 1], [base[s], mine[s]], marker="o", color="C2" if better else "C3", alpha=0.8)
         ax.set_xticks([0, 1], ["M2", g.replace("/", "\n")])
         ax.set_xlim(-0.3, 1.3)
-        ax.set_title(f"{g} vs M2, {sum(mine[s] < base[s] for s in seeds)} of {len(seeds)} seeds lower", fontsize=9)
+        ax.set_title(f"{g} vs M2:\n{sum(mine[s] < base[s] for s in seeds)} of {len(seeds)} seeds lower", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("cross-entropy on digits 5-9 (nats)")
     fig.suptitle("Cross-entropy paired by seed\n(green: lower than M2, red: higher)", fontsize=11)
     return _save(fig, path)
 
 
-def plot_curves(runs, path):
-    """Every training term over the epochs: per group the mean over seeds and the min-max band."""
-    names = groups(runs)
+def plot_curves(runs, path, names=None, title="Training terms"):
+    """Every training term over the epochs: per group (all, or ``names``) the mean over seeds and the min-max band."""
+    colour = {g: f"C{i}" for i, g in enumerate(groups(runs))}  # a group keeps its colour in every figure
+    names = groups(runs) if names is None else names
     fig = _figure(12, 6.5)
     axes = fig.subplots(2, 3).ravel()
     for ax, term in zip(axes, CURVE_TERMS):
         key = f"train/{term}"
-        for i, g in enumerate(names):
+        for g in names:
             series = [np.asarray(r["history"][key]) for r in runs if r["group"] == g and key in r["history"]]
             if not series:
                 continue
             n = min(len(s) for s in series)
             values = np.stack([s[:n] for s in series])
             epochs = np.arange(1, n + 1)
-            ax.plot(epochs, values.mean(axis=0), color=f"C{i}", lw=1.5, label=f"{g} (n={len(series)})")
-            ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=f"C{i}", alpha=0.2)
+            ax.plot(epochs, values.mean(axis=0), color=colour[g], lw=1.5, label=f"{g} (n={len(series)})")
+            ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colour[g], alpha=0.2)
         _label_term(ax, term)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)), fontsize=9)
-    fig.suptitle("Training terms, mean over seeds (line) and range (band); the total is the weighted sum minimised")
+    fig.suptitle(f"{title}, mean over seeds (line) and range (band); the total is the weighted sum minimised")
     return _save(fig, path)
 
 
@@ -427,7 +429,14 @@ def write_report(folder, out=None):
     paired = plot_paired(runs, out / "paired.png")
     if paired is not None:
         figures.append(("M2 to untapped, seed by seed", paired))
-    figures.append(("Training terms over the epochs", plot_curves(runs, out / "curves.png")))
+    models = [g for g in groups(runs) if "/" not in g]
+    figures.append(("Training terms over the epochs", plot_curves(runs, out / "curves.png", models,
+                                                                  "Training terms of the models")))
+    variants = [g for g in groups(runs) if g.startswith(REFERENCE + "/")]
+    if variants:
+        figures.append(("Training terms of the untapped variants",
+                        plot_curves(runs, out / "curves-variants.png", [REFERENCE] * (REFERENCE in models) + variants,
+                                    "Training terms of untapped and its variants")))
     for g in groups(runs):
         grid = plot_figure2(runs, g, folder, out / f"figure2-{g.replace('/', '-')}.png")
         if grid is not None:
