@@ -40,6 +40,9 @@ def test_summary_is_what_the_runs_give(study):
         if len(runs) > 1:
             assert summary["cross_entropy"]["sd"] == pytest.approx(np.std(ce, ddof=1))
             assert summary["cross_entropy"]["ci"] == pytest.approx(_interval(ce))
+            accuracy = [r["accuracy"] for r in runs]
+            assert summary["accuracy"]["mean"] == pytest.approx(np.mean(accuracy))
+            assert summary["accuracy"]["ci"] == pytest.approx(_interval(accuracy))
         assert summary["ten_distinct"] == sum(len(set(r["recognised"])) == 10 for r in runs)
 
 

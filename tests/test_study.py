@@ -111,7 +111,7 @@ def test_report_writes_figures_and_statistics(study, cache):
     assert result.exit_code == 0, result.output
     report = out / "report"
     for name in ("cross_entropy.png", "paired.png", "curves.png", "figure2-untapped.png", "figure2-m2.png",
-                 "figure2-untapped-eq17.png"):
+                 "figure2-untapped-eq17.png", "curves-variants.png"):
         data = (report / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, name
     text = (report / "report.md").read_text()

@@ -343,10 +343,10 @@ def save_run_curves(history, path, title):
 # ---------------------------------------------------------------- report.md
 
 
-def _ci(d, digits=3):
+def _ci(d, digits=3, scale=1.0):
     if d["ci"] is None:
         return "n/a"
-    return f"[{d['ci'][0]:.{digits}f}, {d['ci'][1]:.{digits}f}]"
+    return f"[{d['ci'][0] * scale:.{digits}f}, {d['ci'][1] * scale:.{digits}f}]"
 
 
 def _mean_sd(d, digits=3, scale=1.0):
@@ -372,13 +372,13 @@ def markdown(record, figures):
         lines.append(f"| {r['group']} | {r['seed']} | {r['cross_entropy']:.3f} | {100 * r['accuracy']:.1f}% | "
                      f"{digits} | {r['distinct_digits']} | {r['train_seconds']:.0f} |")
     lines += ["", "## Summary per model and variant", "",
-              "| group | n | CE 5-9 mean +- sd | 95% CI | accuracy mean +- sd | runs with ten distinct digits | paper |",
-              "|---|---|---|---|---|---|---|"]
+              "| group | n | CE 5-9 mean +- sd | 95% CI | accuracy mean +- sd | 95% CI | runs with ten distinct digits | paper |",
+              "|---|---|---|---|---|---|---|---|"]
     for g, s in record["summary"].items():
         paper = PAPER_CROSS_ENTROPY.get(g)
         lines.append(f"| {g} | {s['cross_entropy']['n']} | {_mean_sd(s['cross_entropy'])} | {_ci(s['cross_entropy'])} | "
-                     f"{_mean_sd(s['accuracy'], 1, 100)}% | {s['ten_distinct']} of {s['cross_entropy']['n']} | "
-                     f"{paper if paper is not None else ''} |")
+                     f"{_mean_sd(s['accuracy'], 1, 100)}% | {_ci(s['accuracy'], 1, 100)}% | {s['ten_distinct']} of {s['cross_entropy']['n']} | "
+                     f"{'' if paper is None else f'{paper:.2f}'} |")
     lines += ["", "## Paired comparisons (same seed: same data split and initial weights)", "",
               "Difference = first - second; a negative cross-entropy difference favours the first.", "",
               f"Adjusted p: Benjamini-Hochberg over the {_count(len(record['paired']), 'comparison')} of this table "
