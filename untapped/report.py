@@ -20,7 +20,8 @@ writes, into ``<OUT>/report/`` by default:
 Statistics (:mod:`untapped.stats`): per group, mean, sd and 95% t interval
 of the cross-entropy and the accuracy, and how many runs show ten distinct
 digits; per untapped group, the paired comparison with M2 and (for a
-variant) with the code's untapped, over the seeds both have.
+variant) with the code's untapped, over the seeds both have, with p-values
+also adjusted over all these comparisons (Benjamini-Hochberg).
 """
 
 import json
@@ -159,8 +160,8 @@ def comparisons(runs):
             cross_entropy=stats.paired([a[s] for s in seeds], [b[s] for s in seeds]),
             accuracy=stats.paired([acc_a[s] for s in seeds], [acc_b[s] for s in seeds]),
         )
+    ces = [c["cross_entropy"] for c in out.values()]
     for test in ("t_p", "wilcoxon_p"):
-        ces = [c["cross_entropy"] for c in out.values()]
         for ce, q in zip(ces, stats.adjust([ce[test] for ce in ces])):
             ce[test + "_adjusted"] = q
     return out
@@ -435,7 +436,7 @@ def write_report(folder, out=None):
     variants = [g for g in groups(runs) if g.startswith(REFERENCE + "/")]
     if variants:
         figures.append(("Training terms of the untapped variants",
-                        plot_curves(runs, out / "curves-variants.png", [REFERENCE] * (REFERENCE in models) + variants,
+                        plot_curves(runs, out / "curves-variants.png", ([REFERENCE] if REFERENCE in models else []) + variants,
                                     "Training terms of untapped and its variants")))
     for g in groups(runs):
         grid = plot_figure2(runs, g, folder, out / f"figure2-{g.replace('/', '-')}.png")
