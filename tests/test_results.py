@@ -79,3 +79,26 @@ def test_adjusted_p_values_are_benjamini_hochberg_over_the_comparisons(study):
         ces = [c["cross_entropy"] for c in study["paired"].values() if c["cross_entropy"][test] is not None]
         expected = _benjamini_hochberg([ce[test] for ce in ces])
         assert [ce[test + "_adjusted"] for ce in ces] == pytest.approx(list(expected))
+
+
+FINAL = [p for p in STUDIES if not p.parent.name.endswith("-partial")]
+
+
+def test_a_final_study_has_ten_paired_seeds_from_one_commit():
+    assert FINAL, "no finished study (docs/results/<name>/study.json without -partial)"
+    study = json.loads(FINAL[-1].read_text())
+    assert len(study["commits"]) == 1
+    seeds = {g: sorted(r["seed"] for r in study["runs"] if r["group"] == g) for g in ("m2", "untapped")}
+    assert len(seeds["m2"]) == 10 and seeds["m2"] == seeds["untapped"]
+
+
+def test_the_readme_quotes_the_final_study():
+    """README Results states each model's mean +- sd and every paired difference as the final study.json gives them."""
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    study = json.loads(FINAL[-1].read_text())
+    for group, summary in study["summary"].items():
+        ce = summary["cross_entropy"]
+        assert f"{ce['mean']:.3f} +- {ce['sd']:.3f}" in readme, group
+    for comparison in study["paired"].values():
+        ce = comparison["cross_entropy"]
+        assert f"{ce['mean_difference']:+.3f}" in readme and f"{ce['ci'][0]:+.3f} to {ce['ci'][1]:+.3f}" in readme

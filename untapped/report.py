@@ -304,7 +304,7 @@ _TERM_LABELS = {
     "reverse_elbo": ("-J_r^u, eq. 5 / App. B eq. 17", "nats per (y, z) pair"),
     "x_to_y_loss": ("J_f^d, eq. 7", "nats per image"),
     "y_to_x_loss": ("J_r^d, eq. 7 (no gradient)", "L2 distance per image"),
-    "total": ("weighted sum, minimised", "weighted nats"),
+    "total": ("weighted sum, minimised", "nats, weighted by the run's coefficients"),
 }
 
 
