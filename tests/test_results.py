@@ -93,7 +93,7 @@ def test_a_final_study_has_ten_paired_seeds_from_one_commit():
 
 
 def test_the_readme_quotes_the_final_study():
-    """README Results states each model's mean +- sd and every paired difference as the final study.json gives them."""
+    """README Results states every group's (model or variant) mean +- sd and every paired difference as the final study.json gives them."""
     readme = (RESULTS.parents[1] / "README.md").read_text()
     study = json.loads(FINAL[-1].read_text())
     for group, summary in study["summary"].items():
