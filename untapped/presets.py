@@ -30,7 +30,7 @@ def coefficient_param(term):
     return f"coeff_{term}"
 
 
-#: The original code's weights (``original_code.md`` §3.2-3.3): 0.1 on each
+#: The original code's weights (``DEMO_mnist.py:86-88``, ``S2S_DGM.py:1326-1360``): 0.1 on each
 #: bound, 1 on the x->y loss, 0.01 on the y->x loss.
 CODE_COEFFICIENTS = OrderedDict(
     labeled_elbo=0.1, unlabeled_elbo=0.1, reverse_elbo=0.1, x_to_y_loss=1.0, y_to_x_loss=0.01
