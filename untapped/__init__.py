@@ -5,7 +5,11 @@ paper writes it, and :mod:`untapped.fast`, the kernels and rewrites of the
 default compile mode. The estimator :class:`SSDGM` is imported on first use.
 
 Importing the package changes nothing in the process: no environment
-variable, no PyTensor rewrite, no Lasagne until a graph is built. For the
+variable, no PyTensor rewrite, no PyTensor or Lasagne loaded. Lasagne loads
+(on PyTensor, :func:`parmesan_compat.backend.load_lasagne`) when a module
+that defines layers is imported: :mod:`untapped.paper.networks`,
+:mod:`parmesan_compat.layers`, and with them :mod:`untapped.model` (the
+first use of ``untapped.SSDGM``). For the
 training step's full speed, call :func:`configure_threads` before NumPy is
 imported (:mod:`untapped.threads`).
 """
