@@ -457,7 +457,7 @@ def test_training_is_reproducible_and_resumable(training_data):
         assert ka == kc and np.array_equal(sa, sc)
     assert a.rng_states() == c.rng_states()
 
-    # the training step keeps its buffers between calls (README, Speed); evaluation frees them
+    # the training step keeps its buffers between calls (docs/speed.md, *What makes it fast*); evaluation frees them
     assert a.graph.function("train").maker.linker.allow_gc is False
     assert a.graph.function("evaluate").maker.linker.allow_gc is not False
 

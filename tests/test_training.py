@@ -17,7 +17,7 @@ MNIST_SIZES = {"labeled": 35735, "unlabeled": 20000, "unfeatured": 10}
 
 
 def original_slice(shuffled, index, bs):
-    """The original's wrap-around batch (S2S:1454-1478), literally."""
+    """The original's wrap-around batch (S2S_DGM.py:1454-1478), literally."""
     n = len(shuffled)
     start = (index * bs) % n
     end = min(start + bs, n)

@@ -46,7 +46,7 @@ PRESETS = OrderedDict(
 )
 #: The models a run can train, by name.
 MODELS = tuple(PRESETS)
-#: Titles of Figure 2, as the original's ``make_plots`` (plot:151-156).
+#: Titles of Figure 2, as the original's ``make_plots`` (``plotting_mnist.py:151-156``).
 TITLES = {"untapped": "Labels Untapped", "m2": "M2"}
 
 #: The largest seed: seeds are 32-bit, as NumPy's legacy RandomState (the original's initialiser) takes them.

@@ -59,7 +59,7 @@ def batch_index(perm, step, batch_size):
 def learning_rate(epoch, base=0.01, factor=0.9995, anneal_epoch=500):
     """The learning rate used in (1-based) ``epoch``: ``base * factor ** max(0, epoch - anneal_epoch)``.
 
-    Computed as the original does (S2S:1609-1611): after each epoch ``e >=
+    Computed as the original does (``S2S_DGM.py:1609-1611``): after each epoch ``e >=
     anneal_epoch``, ``lr *= factor``, in Python floats.
     """
     lr = float(base)

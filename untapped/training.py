@@ -384,7 +384,7 @@ def _reset_optimizer(model):
 
 
 def _epoch_line(epoch, seconds, lr, per_step):
-    # The original's log header: "*Epoch=%d\tTime=%.2f\tLR=%.5f" (S2S:1687-1708).
+    # The original's log header: "*Epoch=%d\tTime=%.2f\tLR=%.5f" (S2S_DGM.py:1687-1708).
     terms = "  ".join(f"{k}={np.mean(v):.4f}" for k, v in per_step.items())
     return f"*Epoch={epoch}\tTime={seconds:.2f}\tLR={lr:.5f}\t{terms}"
 

@@ -34,7 +34,7 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 
-#: sha256 of the decompressed IDX content (``shared/data/mnist/README.md``);
+#: sha256 of the decompressed IDX content;
 #: gzip bytes differ between mirrors, the decompressed bytes do not.
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",

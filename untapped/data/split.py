@@ -103,7 +103,7 @@ class MNISTSplit:
         return "\n".join(lines)
 
     def as_fit_data(self):
-        """The arrays under the names of the original ``SSDGM.fit`` (DEMO:33-42)."""
+        """The arrays under the names of the original ``SSDGM.fit`` (``DEMO_mnist.py:33-42``)."""
         return {
             "X": self.labeled_x,
             "y": self.labeled_y,
@@ -144,9 +144,9 @@ def make_split(
        uniform with replacement over all rows (``np.random.choice(70000,
        20000)`` in ``load_mnist.py``);
     2. ``unfeatured_z = rng.uniform(z_low, z_high, size=(num_unfeatured, 2))``
-       (``z2``, DEMO:41);
+       (``z2``, ``DEMO_mnist.py:41``);
     3. ``eval_unfeatured_z``, a second draw of the same shape (``z2_valid``,
-       DEMO:42).
+       ``DEMO_mnist.py:42``).
 
     Draws are float64, then cast to float32 like everything else here.
 
