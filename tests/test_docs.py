@@ -21,6 +21,8 @@ No network and no PyTensor: plain text and regular expressions.
 
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -287,3 +289,23 @@ def test_the_checks_catch_a_broken_citation(tiny_repo, text, found):
         assert problems == []
     else:
         assert len(problems) == 1 and found in problems[0], problems
+
+
+def test_the_package_docstring_says_when_lasagne_loads():
+    """untapped/__init__.py: importing the package loads neither PyTensor nor Lasagne; the modules it names do load Lasagne."""
+    probe = (
+        "import sys, importlib; importlib.import_module(sys.argv[1]); "
+        "print(int('pytensor' in sys.modules), int('lasagne' in sys.modules))"
+    )
+
+    def loaded(module):
+        done = subprocess.run([sys.executable, "-c", probe, module], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    doc = (REPO / "untapped" / "__init__.py").read_text()
+    assert "no PyTensor or Lasagne loaded" in doc
+    assert loaded("untapped") == ["0", "0"]
+    for module in ("untapped.paper.networks", "parmesan_compat.layers", "untapped.model"):
+        assert f":mod:`{module}`" in doc
+        assert loaded(module) == ["1", "1"], module
