@@ -16,7 +16,10 @@ each against the repository itself:
 - the original code cited as ``FILE:LINE`` is a file of the table in
   ``docs/original.md`` and LINE is within its line count there.
 
-No network and no PyTensor: plain text and regular expressions.
+No network and no PyTensor: plain text and regular expressions. Each check
+is also run on a small repository of its own, where it must catch a broken
+citation and pass a good one. One more test makes sure that the package
+docstring says truly when Lasagne loads.
 """
 
 import pathlib
