@@ -1,8 +1,9 @@
 """An independent NumPy implementation of the original model (the "foreign port").
 
-Written from the original code (``docs/original.md``: ``M12.py``,
-``S2S_DGM.py`` and its ``parmesan`` files), not from untapped's PyTensor code,
-so that comparing the two checks both against the original. It imports
+Written from a reading of the original code (``M12.py``, ``S2S_DGM.py`` and
+its ``parmesan`` files, cited by line below; ``docs/original.md``), not from
+untapped's PyTensor code, so that comparing the two checks both against the
+original. It imports
 nothing from ``untapped``: another framework's port can be checked against
 it, and it can be checked against untapped.
 

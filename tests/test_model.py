@@ -1,6 +1,6 @@
 """The model against the original code (``docs/original.md``) and an independent NumPy port.
 
-``numpy_port`` is written from the original code, not from untapped's code; here the
+``numpy_port`` is written from a reading of the original, not from untapped's code; here the
 two are compared intermediate by intermediate, term by term, gradient by
 gradient and update by update. Small models keep the suite fast; compiled
 models are shared through module-scoped fixtures, and every test that uses a
