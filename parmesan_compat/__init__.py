@@ -11,4 +11,7 @@ holds fresh implementations of exactly the pieces the MNIST model uses:
   inputs, so the same graph can be fed seeded generators or fixed arrays;
 - :mod:`parmesan_compat.layers.flow`: the logistic flow to a box and its
   log-determinant (paper App. A).
+
+License: MIT, with Parmesan's and the original untapped's notices
+(``parmesan_compat/LICENSE``).
 """

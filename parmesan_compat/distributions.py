@@ -2,7 +2,8 @@
 
 All functions are elementwise over their inputs unless stated otherwise and
 return symbolic PyTensor expressions; the caller sums over the event axis.
-The epsilons and clips are the original's (``original_code.md`` §4): they
+The epsilons and clips are the original's
+(``parmesan/distributions.py:29-58, 174-195, 364-373``): they
 change the values slightly and bound them, and a faithful port keeps them.
 """
 

@@ -1,27 +1,30 @@
 """An independent NumPy implementation of the original model (the "foreign port").
 
-Written from ``shared/docs/original_code.md`` (sections 2-5), not from
+Written from a reading of the original code (``M12.py``, ``S2S_DGM.py`` and
+its ``parmesan`` files, cited by line below; ``docs/original.md``), not from
 untapped's PyTensor code, so that comparing the two checks both against the
-specification. It imports nothing from ``untapped``: another framework's
-port can be checked against it, and it can be checked against untapped.
+original. It imports
+nothing from ``untapped``: another framework's port can be checked against
+it, and it can be checked against untapped.
 
 What it computes, for given parameters and given noise (no random draws
 happen here, except in the helpers :func:`initial_params` and :func:`draw_noise`):
 
-- the three networks (``original_code.md`` §2.2): the classifier q(y|x)
+- the three networks (``M12.py:77-162``): the classifier q(y|x)
   ``x -> tanh -> tanh -> logits``; the encoder q(z|x,y) ``[x, y] -> tanh ->
   tanh -> (linear mean, softplus std)``; the decoder p(x|y,z) ``[y, z] ->
   tanh -> tanh -> sigmoid mean``;
-- the samplers (§2.3): Concrete ``softmax((l + g)/tau)`` with
+- the samplers (``parmesan/layers/sample.py:55-145, 184-243, 329-419``): Concrete ``softmax((l + g)/tau)`` with
   ``g = -log(-log(u + 1e-4) + 1e-4)``; Gaussian ``z~ = mu + sigma eps`` then the
   logistic flow ``z = a + (b - a) sigmoid(z~)``; Bernoulli ``x^ = 1[u < mean]``;
-- the five terms (§3.2), with the densities and clips of §4, and the total
+- the five terms (``M12.py:859-894``), with the densities and clips of
+  ``parmesan/distributions.py``, and the total
   ``sum_t c_t term_t`` over the terms whose coefficient is non-zero;
 - the paper's eq. 17 variant of the reverse bound (``reverse_elbo_variant=
   'eq17'``), which adds ``-log q(z_k | x^_k, y_k)`` for the observed z_k: the
   encoder is applied deterministically to (x^_k, y_k) and z_k is mapped back
   through the inverse flow (eqs. 12-13, ``u`` clipped to [1e-5, 1 - 1e-5]);
-- the original's optimiser update (§5.1): total-norm rescale to <= 5 (Lasagne,
+- the original's optimiser update (``S2S_DGM.py:1362-1374``): total-norm rescale to <= 5 (Lasagne,
   epsilon 1e-7), elementwise clip to [-1, 1], Lasagne master's Adam (epsilon 1e-4
   added to the uncorrected sqrt(v));
 - central finite differences of the total, for gradient checks in float64.
@@ -56,7 +59,7 @@ import numpy as np
 from scipy.special import expit
 
 # ---------------------------------------------------------------------------
-# Constants of the original (original_code.md §2-5)
+# Constants of the original (``docs/original.md``; each cited where it is used)
 
 GAIN = math.sqrt(2.0)
 #: The flow's box, as coded (the paper's is [-1.5, 1.5]).
@@ -71,12 +74,12 @@ LOG_DET_EPS = 1e-5  # log(eps + prod_i (b - a) s_i (1 - s_i))
 INVERSE_FLOW_CLIP = 1e-5  # u clipped to [eps, 1 - eps] in the inverse flow
 KL_EPS = 1e-6  # the x->y loss clips both distributions to [eps, 1]
 #: logsumexp over a single importance sample leaves log(1 + 1e-5); only the
-#: unlabeled bound keeps it (the labeled bound's two cancel, §3.1-3.2).
+#: unlabeled bound keeps it (the labeled bound's two cancel; ``M12.py:1113-1134``).
 LOGSUMEXP_CONSTANT = math.log1p(1e-5)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 TERMS = ("labeled_elbo", "unlabeled_elbo", "reverse_elbo", "x_to_y_loss", "y_to_x_loss")
-#: The original DEMO's weights (§3.2-3.3), and the M2 baseline's (design.md §1.6).
+#: The original DEMO's weights (``DEMO_mnist.py:86-88``), and the M2 baseline's (``docs/fidelity.md`` item 27).
 UNTAPPED_COEFFICIENTS = OrderedDict(
     labeled_elbo=0.1, unlabeled_elbo=0.1, reverse_elbo=0.1, x_to_y_loss=1.0, y_to_x_loss=0.01
 )
@@ -94,7 +97,7 @@ NOISE = (
 )
 BATCH = ("labeled_x", "labeled_y", "unlabeled_x", "unfeatured_y", "unfeatured_z")
 
-#: Optimiser settings of the original (§5.1).
+#: Optimiser settings of the original (``S2S_DGM.py:1368-1374``).
 OPTIMIZER_DEFAULTS = dict(max_norm=5.0, norm_epsilon=1e-7, clip_grad=1.0, beta1=0.9, beta2=0.999, epsilon=1e-4)
 
 
@@ -136,7 +139,7 @@ def initial_params(
     decoder_hidden=(250, 500),
     gain=GAIN,
 ):
-    """The original's initial parameters (§2.2): Glorot-uniform weights from ``RandomState(seed)``.
+    """The original's initial parameters (``M12.py:77-162``): Glorot-uniform weights from ``RandomState(seed)``.
 
     Draws are taken in construction order (classifier hidden layers and
     logits, encoder hidden layers and mean head, decoder hidden layers and
@@ -194,7 +197,7 @@ def draw_noise(batch, rng):
 
 
 # ---------------------------------------------------------------------------
-# Elementary functions (§2.3, §4)
+# Elementary functions (``parmesan/layers/sample.py``, ``parmesan/distributions.py``)
 
 
 def softmax(a):
@@ -238,13 +241,13 @@ def flow_log_det(z_tilde, low=Z_LOW, high=Z_HIGH, exact=False):
 
 
 def log_normal(x, mean, std):
-    """Gaussian log density with the standard deviation guarded: ``s = std + 1e-5`` (§4.1); elementwise."""
+    """Gaussian log density with the standard deviation guarded: ``s = std + 1e-5`` (``parmesan/distributions.py:57-58``); elementwise."""
     s = std + NORMAL_EPS
     return -HALF_LOG_2PI - np.log(np.abs(s)) - (x - mean) ** 2 / (2.0 * s**2)
 
 
 def log_bernoulli(x, mean):
-    """``sum_d x_d log m_d + (1 - x_d) log(1 - m_d)``, ``m = clip(mean, 1e-5, 1 - 1e-5)`` (§4.4); per row.
+    """``sum_d x_d log m_d + (1 - x_d) log(1 - m_d)``, ``m = clip(mean, 1e-5, 1 - 1e-5)`` (``parmesan/distributions.py:194-195``); per row.
 
     The bounds are the float32 numbers :data:`BERNOULLI_BOUNDS`, whatever ``dtype``.
     """
@@ -253,7 +256,7 @@ def log_bernoulli(x, mean):
 
 
 def log_concrete(y, logits, temperature=1.0):
-    """Concrete log density with ``alpha = softmax(logits)`` (§4.3), per row, unclipped as in the original::
+    """Concrete log density with ``alpha = softmax(logits)`` (``parmesan/distributions.py:364-373``), per row, unclipped as in the original::
 
         log (k-1)! + (k-1) log tau - k log sum_i p_i / y_i^tau + sum_i log(p_i / y_i^(tau+1))
     """
@@ -264,12 +267,12 @@ def log_concrete(y, logits, temperature=1.0):
 
 
 def log_q_z(z_tilde, z_mean, z_std, z_log_det):
-    """log q(z|x,y) by change of variables: ``sum_i log N(z~_i; mu_i, sigma_i) - log det`` (§3.1); per row."""
+    """log q(z|x,y) by change of variables: ``sum_i log N(z~_i; mu_i, sigma_i) - log det`` (``parmesan/layers/flow.py:248``); per row."""
     return np.sum(log_normal(z_tilde, z_mean, z_std), axis=-1) - z_log_det
 
 
 def clipped_kl(target, pred):
-    """The original's ``KL`` loss per row (§4.5), with both sides clipped to [1e-6, 1] and a leftover-mass term."""
+    """The original's ``KL`` loss per row (``M12.py:957-965``), with both sides clipped to [1e-6, 1] and a leftover-mass term."""
     a = np.clip(target, KL_EPS, 1.0)
     p = np.clip(pred, KL_EPS, 1.0)
     a_left = np.clip(1.0 - target.sum(axis=-1), KL_EPS, 1.0)
@@ -278,12 +281,12 @@ def clipped_kl(target, pred):
 
 
 def euclidean(pred, target):
-    """The original's ``L2`` loss per row (§4.5): the Euclidean norm, not its square."""
+    """The original's ``L2`` loss per row (``M12.py:949-950``): the Euclidean norm, not its square."""
     return np.sqrt(np.sum((pred - target) ** 2, axis=-1))
 
 
 # ---------------------------------------------------------------------------
-# Networks (§2.2)
+# Networks (``M12.py:77-162``)
 
 
 def _tanh_stack(params, net, h):
@@ -320,7 +323,7 @@ def bernoulli(mean, uniform):
 
 
 # ---------------------------------------------------------------------------
-# The three passes, the five terms, the total (§3)
+# The three passes, the five terms, the total (``M12.py:578-632, 859-894``)
 
 
 def _cast(arrays, dtype):
@@ -360,7 +363,7 @@ def trace(
         terms/{labeled_elbo, unlabeled_elbo, reverse_elbo, x_to_y_loss, y_to_x_loss}
         total
 
-    Passes (§3, eq = iw = 1):
+    Passes (``M12.py:578-632``, eq = iw = 1):
 
     - labeled (x_n, y_n): y~_n ~ Concrete(l(x_n)) serves only the x->y loss;
       z_n ~ q(z|x_n, y_n) with the one-hot y_n; the decoder reads (y_n, z_n);
@@ -528,7 +531,7 @@ def separate_bernoulli_noise(params, batch, noise, margin=1e-2, **options):
 
 
 # ---------------------------------------------------------------------------
-# The optimiser (§5.1)
+# The optimiser (``S2S_DGM.py:1368-1374``)
 
 
 def total_norm_rescale(grads, max_norm=5.0, epsilon=1e-7):
@@ -572,7 +575,7 @@ def adam(params, grads, state, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e
 
 
 def original_update(params, grads, state=None, learning_rate=0.01, dtype=np.float32, **settings):
-    """The original's training update for given gradients of the total (§5.1).
+    """The original's training update for given gradients of the total (``S2S_DGM.py:1368-1374``).
 
     Rescale all gradients to total norm <= ``max_norm`` (Lasagne, epsilon 1e-7),
     clip each entry to [-clip_grad, clip_grad], then one Lasagne Adam step.

@@ -137,7 +137,7 @@ def test_softmax_is_inlined_into_c_loops():
 
 
 def test_configure_threads_sets_the_hand_off_defaults_but_keeps_the_users():
-    """configure_threads() defaults OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT (README, Speed); a user's values win; import alone sets nothing."""
+    """configure_threads() defaults OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT (docs/speed.md, *What makes it fast*); a user's values win; import alone sets nothing."""
     code = (
         "import os, untapped; before = [os.environ.get(k) for k in untapped.threads.THREAD_ENVIRONMENT]; "
         "print(untapped.configure_threads(), before, os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"

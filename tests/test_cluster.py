@@ -1,4 +1,4 @@
-"""Trials on a Dask cluster (issue 12): a study through --scheduler, a worker killed mid-trial, errors.
+"""Trials on a Dask cluster: a study through --scheduler, a worker killed mid-trial, errors.
 
 The cluster is a real ``LocalCluster`` (two single-threaded worker processes)
 started once for the module and closed after it. The runs are tiny (M2, 200

@@ -1,6 +1,6 @@
-"""The model against the specification (``shared/docs/original_code.md``) and an independent NumPy port.
+"""The model against the original code (``docs/original.md``) and an independent NumPy port.
 
-``numpy_port`` is written from the notes, not from untapped's code; here the
+``numpy_port`` is written from a reading of the original, not from untapped's code; here the
 two are compared intermediate by intermediate, term by term, gradient by
 gradient and update by update. Small models keep the suite fast; compiled
 models are shared through module-scoped fixtures, and every test that uses a
@@ -34,7 +34,7 @@ TRACE_RTOL, TRACE_ATOL = 1e-5, 1e-6
 #: float32 gradients against float64 central differences.
 GRAD_RTOL, GRAD_ATOL = 1e-3, 1e-6
 
-#: The gradient-flow table of original_code.md §3.4: which networks each term trains.
+#: The gradient-flow table of docs/fidelity.md: which networks each term trains.
 GRADIENT_PATTERN = {
     #                 classifier  encoder  decoder
     "x_to_y_loss":    (True,      False,   False),
@@ -149,7 +149,7 @@ def test_initial_weights_are_the_originals_bit_for_bit():
     values = dict(zip(names, model.get_param_values()))
     assert all(v.dtype == np.float32 for v in values.values())
 
-    # The original's draws: RandomState(1234), Glorot(gain sqrt 2), in construction order (§2.2).
+    # The original's draws: RandomState(1234), Glorot(gain sqrt 2), in construction order (the original's ``M12.py:77-162``).
     rng = np.random.RandomState(1234)
     glorot = [
         ("classifier/hidden1/W", (784, 50)), ("classifier/hidden2/W", (50, 50)), ("classifier/logits/W", (50, 10)),
@@ -298,7 +298,7 @@ def test_gradients_match_finite_differences(variant, model, eq17_model, params, 
 
 
 # ---------------------------------------------------------------------------
-# 4. Which networks each term trains (original_code.md §3.4)
+# 4. Which networks each term trains (docs/fidelity.md, Gradient flow)
 
 
 def test_gradient_pattern_of_each_term(model, params, batch, noise):
@@ -457,7 +457,7 @@ def test_training_is_reproducible_and_resumable(training_data):
         assert ka == kc and np.array_equal(sa, sc)
     assert a.rng_states() == c.rng_states()
 
-    # the training step keeps its buffers between calls (README, Speed); evaluation frees them
+    # the training step keeps its buffers between calls (docs/speed.md, *What makes it fast*); evaluation frees them
     assert a.graph.function("train").maker.linker.allow_gc is False
     assert a.graph.function("evaluate").maker.linker.allow_gc is not False
 

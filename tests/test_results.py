@@ -92,13 +92,24 @@ def test_a_final_study_has_ten_paired_seeds_from_one_commit():
     assert len(seeds["m2"]) == 10 and seeds["m2"] == seeds["untapped"]
 
 
-def test_the_readme_quotes_the_final_study():
-    """README Results states every group's (model or variant) mean +- sd and every paired difference as the final study.json gives them."""
-    readme = (RESULTS.parents[1] / "README.md").read_text()
+def test_the_results_page_quotes_the_final_study():
+    """docs/results.md states every group's (model or variant) mean +- sd and every paired difference as the final study.json gives them."""
+    page = (RESULTS.parent / "results.md").read_text()
     study = json.loads(FINAL[-1].read_text())
     for group, summary in study["summary"].items():
         ce = summary["cross_entropy"]
-        assert f"{ce['mean']:.3f} +- {ce['sd']:.3f}" in readme, group
+        assert f"{ce['mean']:.3f} +- {ce['sd']:.3f}" in page, group
     for comparison in study["paired"].values():
         ce = comparison["cross_entropy"]
-        assert f"{ce['mean_difference']:+.3f}" in readme and f"{ce['ci'][0]:+.3f} to {ce['ci'][1]:+.3f}" in readme
+        assert f"{ce['mean_difference']:+.3f}" in page and f"{ce['ci'][0]:+.3f} to {ce['ci'][1]:+.3f}" in page
+
+
+def test_the_readme_quotes_the_final_study():
+    """The README's table states M2's and untapped's mean +- sd and 95% interval, and their paired difference with its interval, as the final study.json gives them."""
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    study = json.loads(FINAL[-1].read_text())
+    for group in ("m2", "untapped"):
+        ce = study["summary"][group]["cross_entropy"]
+        assert f"{ce['mean']:.3f} +- {ce['sd']:.3f} | {ce['ci'][0]:.3f} to {ce['ci'][1]:.3f}" in readme, group
+    ce = study["paired"]["untapped vs m2"]["cross_entropy"]
+    assert f"**{ce['mean_difference']:+.3f}** | **{ce['ci'][0]:+.3f} to {ce['ci'][1]:+.3f}**" in readme

@@ -1,4 +1,4 @@
-"""A study: the same command continues it, its variants, and its report (issue 11).
+"""A study: the same command continues it, its variants, and its report.
 
 Tiny studies: 200 rows of each set, batch 64, a few epochs. The interrupt
 test runs the command as a subprocess and sends it SIGINT, as Ctrl-C would.

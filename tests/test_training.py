@@ -17,7 +17,7 @@ MNIST_SIZES = {"labeled": 35735, "unlabeled": 20000, "unfeatured": 10}
 
 
 def original_slice(shuffled, index, bs):
-    """The original's wrap-around batch (S2S:1454-1478), literally."""
+    """The original's wrap-around batch (S2S_DGM.py:1454-1478), literally."""
     n = len(shuffled)
     start = (index * bs) % n
     end = min(start + bs, n)
@@ -72,7 +72,7 @@ def test_learning_rate_schedule():
     assert lr(501) == 0.01 * 0.9995
     assert lr(502) == 0.01 * 0.9995 * 0.9995
     assert math.isclose(lr(1000), 0.01 * 0.9995**500, rel_tol=1e-12)
-    assert math.isclose(lr(1000), 0.0077875, rel_tol=1e-4)  # original_code.md §5.1
+    assert math.isclose(lr(1000), 0.0077875, rel_tol=1e-4)  # the original's S2S_DGM.py:1609-1611
     assert lr(3, base=1.0, factor=0.5, anneal_epoch=1) == 0.25
 
 

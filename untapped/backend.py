@@ -56,7 +56,7 @@ def kernels(mode=DEFAULT_MODE):
 #: module. Without debug information and at -O1 a cold compile of the
 #: untapped training step is much shorter; the hot loops are ours, and their
 #: ``omp simd`` loops are vectorised at any level, so an epoch hardly slows
-#: (README, *Speed*, has the measured figures). A training run gave
+#: (``docs/speed.md``, *What makes it fast*, has the measured figures). A training run gave
 #: bit-identical values at -O1 and -O2.
 C_COMPILE_FLAGS = "-g0 -O1"
 
@@ -90,7 +90,7 @@ def compile_mode(name=DEFAULT_MODE, keep_buffers=False):
     between calls instead of freeing it, so each C op writes into the
     buffer of its previous call. For the training step, called thousands of
     times at one batch size, that saves the kernel zeroing fresh pages
-    (README, *Speed*), at the cost of holding all of one step's
+    (``docs/speed.md``, *What makes it fast*), at the cost of holding all of one step's
     intermediates at once.
     """
     _check(name)
@@ -114,8 +114,8 @@ def blas_ldflags():
 
     PyTensor detects them once per process and, when it finds no BLAS to
     link, warns in five lines that it is "severely degraded". Here that is
-    expected for a pip install (NumPy's OpenBLAS does the work; see the
-    README's Speed section), and the flags are recorded with every run, so
+    expected for a pip install (NumPy's OpenBLAS does the work; see
+    ``docs/speed.md``, *Linking a BLAS*), and the flags are recorded with every run, so
     the detection runs without the warning.
     """
     with warnings.catch_warnings():

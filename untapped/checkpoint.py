@@ -1,4 +1,4 @@
-"""HDF5 checkpoints: save, load and resume a training run (``design.md`` §6).
+"""HDF5 checkpoints: save, load and resume a training run.
 
 A checkpoint holds everything that the next epoch of a run depends on, so
 that training 2 epochs gives the same parameters, bit for bit, as training 1

@@ -42,7 +42,7 @@ RETRIES = 2
 RESOURCE = "trial"
 #: The topic of the workers' trial events (``Worker.log_event``), which the client reads for its progress lines.
 TOPIC = "untapped-trials"
-#: Memory a run may take at batch 10,000 (its peak RSS: README *Memory*); sizes the local cluster.
+#: Memory a run may take at batch 10,000 (its peak RSS: ``docs/speed.md``, *Memory*); sizes the local cluster.
 TRIAL_MEMORY = 1.5e9
 #: Seconds to wait for the scheduler to answer.
 CONNECT_TIMEOUT = "10s"

@@ -1,6 +1,6 @@
 """The graph of an :class:`untapped.model.SSDGM`: built once from the paper layer, compiled per use.
 
-The graph is built on explicit noise tensors (``design.md`` §3), from
+The graph is built on explicit noise tensors (:mod:`untapped.paper.samplers`), from
 :mod:`untapped.paper` with the kernels of its compile mode
 (:func:`untapped.backend.kernels`). Functions compiled from it:
 
@@ -9,7 +9,7 @@ The graph is built on explicit noise tensors (``design.md`` §3), from
   function by seeded PyTensor generators; the update is the original's
   gradient of the total, rescaled to total norm <= 5, clipped to [-1, 1],
   then Adam as Lasagne's master computes it (:func:`untapped.updates.adam`;
-  ``original_code.md`` §5.1);
+  the original's ``S2S_DGM.py:1368-1374``);
 - evaluation of all five terms on given arrays, with its own generators;
 - ``predict`` / ``generate`` / ``encode``, deterministic;
 - ``trace`` / ``gradients`` / ``step_with_noise``: the same graph with the

@@ -32,7 +32,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     """Semi-supervised deep generative model with the reverse ("untapped") bound.
 
     Hyperparameters only; nothing is built until first use. Defaults are the
-    original code's MNIST configuration (``design.md`` §1.1); ``m2()`` /
+    original code's MNIST configuration (``DEMO_mnist.py:50-92``); ``m2()`` /
     ``from_preset('m2')`` give the M2 baseline (reverse bound off).
 
     A scikit-learn classifier in the ``sklearn.semi_supervised`` convention:
@@ -432,7 +432,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         """Decoder output for (y, z): the Bernoulli mean, or ``1[mean >= 0.5]`` with ``threshold``.
 
         ``double_pass`` reproduces the original's ``generate(y=..., z2=...)``
-        (``original_code.md`` §6.1): the thresholded image x' is re-encoded,
+        (``S2S_DGM.py:785-796``): the thresholded image x' is re-encoded,
         y' = softmax(l(x')), z' = flow(mean_z(x', y')), and (y', z') decoded again.
         The original's Figure 2 is ``threshold=True, double_pass=True``.
         """

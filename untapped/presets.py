@@ -30,7 +30,7 @@ def coefficient_param(term):
     return f"coeff_{term}"
 
 
-#: The original code's weights (``original_code.md`` §3.2-3.3): 0.1 on each
+#: The original code's weights (``DEMO_mnist.py:86-88``, ``S2S_DGM.py:1326-1360``): 0.1 on each
 #: bound, 1 on the x->y loss, 0.01 on the y->x loss.
 CODE_COEFFICIENTS = OrderedDict(
     labeled_elbo=0.1, unlabeled_elbo=0.1, reverse_elbo=0.1, x_to_y_loss=1.0, y_to_x_loss=0.01
@@ -46,7 +46,7 @@ PRESETS = OrderedDict(
 )
 #: The models a run can train, by name.
 MODELS = tuple(PRESETS)
-#: Titles of Figure 2, as the original's ``make_plots`` (plot:151-156).
+#: Titles of Figure 2, as the original's ``make_plots`` (``plotting_mnist.py:151-156``).
 TITLES = {"untapped": "Labels Untapped", "m2": "M2"}
 
 #: The largest seed: seeds are 32-bit, as NumPy's legacy RandomState (the original's initialiser) takes them.

@@ -1,4 +1,4 @@
-"""The original's epoch schedule (``original_code.md`` §5.2-5.3): the sources, their shuffles and batches, the learning rate, the evaluation.
+"""The original's epoch schedule (``S2S_DGM.py:1454-1478, 1513-1656``): the sources, their shuffles and batches, the learning rate, the evaluation.
 
 Per epoch (1-based, as the original's):
 
@@ -36,7 +36,7 @@ SOURCES = ("labeled", "unlabeled", "unfeatured")
 
 
 def steps_per_epoch(sizes, batch_size):
-    """``max_s ceil(N_s / bs)`` over the sources (``original_code.md`` §5.2)."""
+    """``max_s ceil(N_s / bs)`` over the sources (the original's ``S2S_DGM.py:1519-1522``)."""
     sizes = list(sizes.values()) if isinstance(sizes, dict) else list(sizes)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -59,7 +59,7 @@ def batch_index(perm, step, batch_size):
 def learning_rate(epoch, base=0.01, factor=0.9995, anneal_epoch=500):
     """The learning rate used in (1-based) ``epoch``: ``base * factor ** max(0, epoch - anneal_epoch)``.
 
-    Computed as the original does (S2S:1609-1611): after each epoch ``e >=
+    Computed as the original does (``S2S_DGM.py:1609-1611``): after each epoch ``e >=
     anneal_epoch``, ``lr *= factor``, in Python floats.
     """
     lr = float(base)
@@ -110,7 +110,7 @@ def training_sources(split):
 
 
 def evaluation_sources(split):
-    """The evaluation arrays (``original_code.md`` §1.3: X_valid, y_valid, X__valid, _y_valid, z2_valid)."""
+    """The evaluation arrays (``DEMO_mnist.py:33-42``: X_valid, y_valid, X__valid, _y_valid, z2_valid)."""
     return OrderedDict(
         labeled_x=split.eval_x,
         labeled_y=split.eval_y,

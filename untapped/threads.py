@@ -3,7 +3,7 @@
 The training step alternates NumPy's OpenBLAS threads (the matrix products)
 and the C mode's OpenMP kernels (the elementwise work) on the same cores.
 Idle threads of either would otherwise spin for up to ~0.1 s and halve the
-other's speed (README, *Speed*). The libraries read these variables once,
+other's speed (``docs/speed.md``, *What makes it fast*). The libraries read these variables once,
 when they start their threads, so they must be set before NumPy is imported.
 
 The entry points (``run_mnist.py``, ``bench/epoch_time.py``,

@@ -1,4 +1,4 @@
-"""The epoch loop of the original ``SSDGM.fit`` (``original_code.md`` §5).
+"""The epoch loop of the original ``SSDGM.fit`` (``S2S_DGM.py:1572-1656``).
 
 Per epoch (1-based, as the original's):
 
@@ -9,7 +9,7 @@ Per epoch (1-based, as the original's):
 2. Record the mean over the epoch's steps of every training term
    (``train/<term>``), as the original's per-epoch record.
 3. Every ``eval_every`` epochs, and after the last, evaluate all five terms on
-   the evaluation sources (§5.3: digits 5-9 with their labels, the same
+   the evaluation sources (``DEMO_mnist.py:33-42``: digits 5-9 with their labels, the same
    unlabeled images, the same unfeatured y with the second z draw), shuffled
    by a separate generator (``shuffle/evaluate``) and cut into batches the
    same way; the record is the unweighted mean of the per-batch means
@@ -308,7 +308,7 @@ def _restore(model, split, resume, shuffles, schedule):
 
 
 def _compile(run):
-    """Compile before the clock starts, so epoch times are training times (``design.md`` §5: compile times apart)."""
+    """Compile before the clock starts, so epoch times are training times, compile times apart."""
     for name in ("train", "evaluate") if run.evaluation else ("train",):
         began = time.perf_counter()
         run.model.graph.function(name)
@@ -384,7 +384,7 @@ def _reset_optimizer(model):
 
 
 def _epoch_line(epoch, seconds, lr, per_step):
-    # The original's log header: "*Epoch=%d\tTime=%.2f\tLR=%.5f" (S2S:1687-1708).
+    # The original's log header: "*Epoch=%d\tTime=%.2f\tLR=%.5f" (S2S_DGM.py:1687-1708).
     terms = "  ".join(f"{k}={np.mean(v):.4f}" for k, v in per_step.items())
     return f"*Epoch={epoch}\tTime={seconds:.2f}\tLR={lr:.5f}\t{terms}"
 

@@ -1,6 +1,6 @@
 """The original's training update: total-norm rescale, elementwise clip, Adam.
 
-``original_code.md`` §5.1; ``docs/reference_format.md`` §7.6 states the
+The original's ``S2S_DGM.py:1368-1374``; ``docs/reference_format.md`` §7.6 states the
 arithmetic step by step.
 """
 

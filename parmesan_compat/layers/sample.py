@@ -43,7 +43,7 @@ def bernoulli_sample(p, uniform):
     to ``p`` is exactly zero (a comparison has none). The original was trained
     that way, which is why the y->x loss J_r^d never trains anything and the
     reverse bound trains only the classifier on generated images
-    (``original_code.md`` §3.4). Later Theano and PyTensor raise instead of
+    (the original's ``parmesan/layers/sample.py:240-241``; ``docs/fidelity.md``, *Gradient flow*). Later Theano and PyTensor raise instead of
     returning zero; this construction keeps the 2017 behaviour on purpose.
     """
     return pt.cast(pt.lt(uniform, p), FLOATX)

@@ -1,9 +1,8 @@
 """MNIST for the untapped experiment: reading, finding, downloading, splitting.
 
-The original code (``examples/datasets/load_mnist.py`` and
-``examples/DEMO_mnist.py``; the notes in ``original_code.md`` §1) read the
-deeplearning.net ``mnist.pkl.gz``, stacked its three parts into one array of
-70,000 images, binarised them with ``np.round`` and cut that stack into the
+The original code (``load_mnist.py:30-168`` and ``DEMO_mnist.py:24-42``)
+read the deeplearning.net ``mnist.pkl.gz``, stacked its three parts into one
+array of 70,000 images, binarised them with ``np.round`` and cut that stack into the
 paper's task. This package reproduces that data exactly, from either the
 four IDX files or the old pickle, in three modules:
 

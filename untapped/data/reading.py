@@ -1,8 +1,7 @@
 """The MNIST files, read and verified: the four IDX files or the old ``mnist.pkl.gz``.
 
-The original code (``examples/datasets/load_mnist.py``; ``original_code.md``
-§1.1) read the deeplearning.net pickle and stacked its three parts into one
-array of 70,000 images. The IDX files (the form in which MNIST is
+The original code (``load_mnist.py:38, 108-126``) read the deeplearning.net
+pickle and stacked its three parts into one array of 70,000 images. The IDX files (the form in which MNIST is
 distributed today) are stacked in the pickle's order, ``train[50000:60000]``
 (the pickle's "valid"), then ``t10k`` (its "test"), then ``train[0:50000]``
 (its "train"), and scaled by 1/256 (which is what the pickle is understood
@@ -35,7 +34,7 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 
-#: sha256 of the decompressed IDX content (``shared/data/mnist/README.md``);
+#: sha256 of the decompressed IDX content;
 #: gzip bytes differ between mirrors, the decompressed bytes do not.
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -149,7 +148,7 @@ def load_idx_dir(folder, *, checksums=None):
 
     Returns ``(images, labels)``: float32 ``[70000, 784]`` equal to
     ``uint8 / 256`` (exact in float32, values in [0, 255/256]) and int64
-    ``[70000]``, stacked like the original (``original_code.md`` §1.1):
+    ``[70000]``, stacked like the original (``load_mnist.py:112``):
     ``train[50000:60000]``, ``t10k``, ``train[0:50000]``. Each file is
     verified against ``checksums`` (default :data:`SHA256`) and the record
     counts against :data:`IDX_RECORDS`.
@@ -210,7 +209,7 @@ def load_pickle(path):
     ``pickle.load(f, encoding='latin1')`` would (the original's
     ``utilities.load_url``), restricted to numpy arrays. Returns
     ``(images float32, labels int64)`` stacked ``valid, test, train`` as in
-    ``load_mnist.py`` (``original_code.md`` §1.1). There is no published
+    ``load_mnist.py:112, 121``. There is no published
     checksum of the decompressed pickle, so only its structure is validated.
     """
     path = pathlib.Path(path)
@@ -246,6 +245,6 @@ def binarize(images):
     input the rule is therefore ``u8 > 128`` (128/256 = 0.5 -> 0, 129/256 ->
     1); had the pickle stored ``uint8 / 255`` it would have been
     ``u8 >= 128``, which differs on 88,212 of MNIST's 54.88M pixels
-    (``original_code.md`` §1.1). Returns float32 zeros and ones.
+    (``load_mnist.py:113-114``). Returns float32 zeros and ones.
     """
     return np.round(np.asarray(images, dtype=np.float32))

@@ -209,7 +209,7 @@ def load_mnist(data_dir=None, **find_options):
 def load_binarized_mnist(data_dir=None, **find_options):
     """All 70,000 binarised images (float32 0/1) with their digit labels.
 
-    For the discriminative metric (``original_code.md`` §6.2), whose logistic
+    For the discriminative metric (``docs/paper.md``, *The digits 5-9 metric*), whose logistic
     regression is trained on the whole binarised dataset.
     """
     images, digits = load_mnist(data_dir, **find_options)

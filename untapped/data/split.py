@@ -1,6 +1,6 @@
 """The paper's MNIST task (§3, "a new MNIST task"), cut from the 70,000 binarised images.
 
-The original code (``examples/DEMO_mnist.py``; ``original_code.md`` §1.2)
+The original code (``load_mnist.py:130-168``, ``DEMO_mnist.py:33-42``)
 cut the stacked images into:
 
 * labeled pairs: every image of the digits 0-4, with one-hot labels;
@@ -9,7 +9,7 @@ cut the stacked images into:
 * unfeatured labels: 10 "close corners" of the simplex, each permanently
   paired with one observed z ~ U(-1.5, 1.5)^2.
 
-One declared deviation (``design.md`` §1.4, ``original_code.md`` §7 item 32):
+One declared deviation (``docs/fidelity.md``, *Declared fixes*; ``load_mnist.py:133``):
 the original drew the unlabeled subset and the z values from the unseeded
 global NumPy state; here they come from ``np.random.default_rng(seed)``
 (see :func:`make_split` for the order of the draws).
@@ -42,7 +42,7 @@ def close_corners(num_classes=NUM_CLASSES, peak=0.95):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class MNISTSplit:
-    """The arrays of the paper's MNIST task (``original_code.md`` §1.2-1.3).
+    """The arrays of the paper's MNIST task (``load_mnist.py:130-168``, ``DEMO_mnist.py:33-42``).
 
     Index arrays refer to rows of the 70,000-image stack. The evaluation
     unlabeled images and unfeatured labels are the training ones, as in the
@@ -103,7 +103,7 @@ class MNISTSplit:
         return "\n".join(lines)
 
     def as_fit_data(self):
-        """The arrays under the names of the original ``SSDGM.fit`` (DEMO:33-42)."""
+        """The arrays under the names of the original ``SSDGM.fit`` (``DEMO_mnist.py:33-42``)."""
         return {
             "X": self.labeled_x,
             "y": self.labeled_y,
@@ -130,7 +130,7 @@ def make_split(
     z_low=UNFEATURED_Z_BOX[0],
     z_high=UNFEATURED_Z_BOX[1],
 ):
-    """Cut the stacked images into the paper's task (``original_code.md`` §1.2).
+    """Cut the stacked images into the paper's task (``load_mnist.py:130-168``).
 
     ``images`` are used as given (pass binarised ones for the original);
     ``digits`` are the int labels in the same order. Labeled = every row
@@ -144,19 +144,19 @@ def make_split(
        uniform with replacement over all rows (``np.random.choice(70000,
        20000)`` in ``load_mnist.py``);
     2. ``unfeatured_z = rng.uniform(z_low, z_high, size=(num_unfeatured, 2))``
-       (``z2``, DEMO:41);
+       (``z2``, ``DEMO_mnist.py:41``);
     3. ``eval_unfeatured_z``, a second draw of the same shape (``z2_valid``,
-       DEMO:42).
+       ``DEMO_mnist.py:42``).
 
     Draws are float64, then cast to float32 like everything else here.
 
     Unfeatured labels: row k is class ``k % 10``, as
     ``unfeatured='corners'`` (the code: :func:`close_corners` with
     ``corner_peak``) or ``unfeatured='onehot'`` (the paper, whose
-    unfeatured labels are one-hot vectors; ``original_code.md`` §7 item 11).
+    unfeatured labels are one-hot vectors; ``docs/fidelity.md`` item 11).
     ``num_unfeatured`` is 10 in the code; a larger value gives each of more
     rows its own z, nearer the paper's Algorithm 1, where every unfeatured
-    y comes with a ``z ~ p(z)`` (§7 item 10).
+    y comes with a ``z ~ p(z)`` (``docs/fidelity.md`` item 10).
     """
     images = np.asarray(images, dtype=np.float32)
     digits = np.asarray(digits, dtype=np.int64)

@@ -18,8 +18,8 @@ where only digits 0-4 come with labels:
   over 10 trials.
 
 The original repository has no code for the metric, only an unused and
-buggy helper ``assign_permutation`` (``examples/DEMO_mnist2.py``); see
-``docs/original_code.md`` §6.2 for the reconstruction followed here:
+buggy helper ``assign_permutation`` (``DEMO_mnist2.py:23-49``); see
+``docs/paper.md`` (*The digits 5-9 metric*) for the reconstruction followed here:
 canonical images are the 10 Figure 2 images, the classifier scores all 10
 of them (a 10 x 10 matrix), and the cross-entropy is the full 10-way one,
 whose uniform baseline is ln 10 = 2.3026.

@@ -43,8 +43,7 @@ def assign_permutation(scores):
     The procedure (paper §3: "If j = argmax_i p(digit=i|image) is unique to
     a single dimension, assign that dimension the digit j. Use the highest
     probability to split ties otherwise"), in the recursive form of the
-    original ``assign_permutation`` (``DEMO_mnist2.py``; see
-    ``docs/original_code.md`` §6.2):
+    original ``assign_permutation`` (``DEMO_mnist2.py:23-49``):
 
     1. Every dimension claims ``argmax_i scores[k, i]``. A digit claimed by
        exactly one dimension goes to it.
@@ -116,8 +115,7 @@ def hungarian_permutation(scores, clip=HUNGARIAN_CLIP):
     Solves ``max over permutations pi of prod_k scores[k, pi(k)]``, that is
     ``min sum_k -log(max(scores[k, pi(k)], clip))``, exactly with
     :func:`scipy.optimize.linear_sum_assignment` (the Hungarian method).
-    This is the "correct assignment" alternative that
-    ``docs/original_code.md`` §6.2 recommends beside the paper's greedy
+    This is the "correct assignment" alternative beside the paper's greedy
     procedure (:func:`assign_permutation`); the two agree whenever the
     per-dimension argmax is already a permutation.
 

@@ -75,7 +75,7 @@ def digit_classifier(images, labels, cache_dir=None):
 
     The paper scores canonical images with "a logistic regression classifier
     pre-trained on the entire dataset"; its settings are not given and the
-    original repository has no such code (``docs/original_code.md`` §6.2).
+    original repository has no such code (``docs/fidelity.md`` item 29).
     Pass all 70,000 binarised MNIST images (N x 784) and their digits (N,).
 
     Model: multinomial logistic regression, ``p(digit = i | x) =

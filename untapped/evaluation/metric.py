@@ -3,7 +3,7 @@
 The model's ``q(y | x)``, permuted by the digit each one-hot's canonical
 image shows, scored by its cross-entropy (:func:`cross_entropy`) and
 accuracy (:func:`accuracy`) on the digits 5-9; :func:`discriminative_metric`
-does all of it in the default reading (``docs/original_code.md`` §6.2).
+does all of it in the default reading (``docs/paper.md``, *The digits 5-9 metric*).
 """
 
 import numpy as np

@@ -10,7 +10,7 @@ the noise generators and the epoch shuffles. :func:`run_trial` trains it
   deterministic ``z`` over the labeled set (``model.encode(labeled_x,
   labeled_y).mean(0)``); the decoder means (``digits_means.png``) and the
   original's thresholded double pass (``digits_double_pass.png``,
-  ``original_code.md`` §6.1);
+  ``plotting_mnist.py:61-70``);
 * the discriminative metric: the logistic-regression digit classifier
   (fitted on all 70,000 binarised images, cached) scores the 10 canonical
   images (the decoder means), the paper's assignment turns its scores into a
@@ -149,7 +149,7 @@ def save_curves(spec, history):
 
 
 def canonical_images(model, split):
-    """Figure 2: the 10 one-hot ``y`` decoded at ``z_bar`` (``original_code.md`` §6.1).
+    """Figure 2: the 10 one-hot ``y`` decoded at ``z_bar`` (the original's ``plotting_mnist.py:61-70``).
 
     ``z_bar = model.encode(labeled_x, labeled_y).mean(0)``, the deterministic
     z averaged over the labeled set. Returns ``z_bar``, ``means`` (the decoder

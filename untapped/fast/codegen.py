@@ -101,7 +101,7 @@ class RowOp(COp):
     def c_compile_args(self, **kwargs):
         # -fno-trapping-math (FP operations raise no traps; the values are
         # IEEE's either way) lets GCC evaluate both arms of the clip's
-        # selects in one vector pass (README, *Speed*).
+        # selects in one vector pass (docs/speed.md, *What makes it fast*).
         return ["-fopenmp", "-fno-trapping-math"] + (["-DUNTAPPED_LIBMVEC"] if vector_math_libraries() else [])
 
     def c_libraries(self, **kwargs):

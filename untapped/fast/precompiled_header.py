@@ -6,7 +6,7 @@ them takes a good part of the time g++ spends on a typical module, and a
 cold compile of the untapped training step builds 75 modules. So we compile
 those lines once, per compile directory and compiler flags, into a GCC
 precompiled header (``.gch``), and hand it to every module with ``-include``.
-That makes a cold compile shorter (README, *Speed*, has the figures). There are
+That makes a cold compile shorter (``docs/speed.md``, *What makes it fast*, has the figures). There are
 two versions of it, for PyTensor's flags and for the OpenMP flags of our row
 ops (:mod:`untapped.fast`); g++ takes the first that suits a module.
 

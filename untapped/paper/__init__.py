@@ -12,5 +12,19 @@ swaps for fused kernels, in stock PyTensor ops. This layer imports PyTensor,
 Lasagne (on PyTensor, :mod:`parmesan_compat.backend`) and the vendored
 Parmesan only: never the speed layer :mod:`untapped.fast`
 (``tests/test_layers.py`` checks). ``docs/architecture.md`` shows how the
-layers fit together.
+layers fit together; ``docs/paper.md`` follows each equation into this code.
+
+References
+----------
+.. [1] I. Gemp, S. Mahadevan, M. Parente. Inverting VAEs for Improved
+   Generative Accuracy. 2017. arXiv:1608.05983. Original code:
+   https://github.com/all-umass/untapped (commit 30e90ab).
+.. [2] D. P. Kingma, S. Mohamed, D. J. Rezende, M. Welling. Semi-supervised
+   Learning with Deep Generative Models. NIPS 2014. arXiv:1406.5298.
+   (M2: the labeled and unlabeled bounds, eqs. 3-4.)
+.. [3] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution: A
+   Continuous Relaxation of Discrete Random Variables. 2016.
+   arXiv:1611.00712. (The Concrete density of q(y|x).)
+.. [4] E. Jang, S. Gu, B. Poole. Categorical Reparameterization with
+   Gumbel-Softmax. 2016. arXiv:1611.01144. (The Gumbel-softmax sample of y.)
 """

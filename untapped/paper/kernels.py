@@ -104,7 +104,7 @@ class PlainKernels:
         NumPy's ``Generator.integers(0, 2**24)`` turns each 32-bit output
         into ``k`` as ``Generator.random(dtype=float32)`` does, so the draws
         and the generator's next state are exactly those of a float32
-        ``random`` (``tests/test_paper.py``). A float64 uniform cast to float32
+        ``random`` (``tests/test_kernels.py``). A float64 uniform cast to float32
         could round to 1.0, where the Gumbel transform of the Concrete sample
         is NaN; ``k 2**-24`` is at most ``1 - 2**-24``.
 

@@ -1,4 +1,4 @@
-"""The three networks of the model (paper eqs. 1-2; ``original_code.md`` §2.2).
+"""The three networks of the model (paper eqs. 1-2; the original's ``M12.py:77-162``).
 
 - :class:`Classifier`, q_phi(y|x): x -> tanh 50 -> tanh 50 -> 10 logits, then a
   Concrete sample at temperature 1.

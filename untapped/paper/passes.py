@@ -1,7 +1,7 @@
 """How each data source flows through the shared networks (paper Alg. 1).
 
 Three sources, three passes, exactly as the original wires them
-(``original_code.md`` §3, with eq_samples = iw_samples = 1):
+(the original's ``M12.py:578-632``, with eq_samples = iw_samples = 1):
 
 - labeled (x_n, y_n): the classifier gives a Concrete sample y~_n (for the
   x->y loss); the encoder, fed the one-hot y_n, gives z_n; the decoder, fed

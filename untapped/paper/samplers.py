@@ -1,4 +1,4 @@
-"""Where every random draw of the model comes from (paper eqs. 1-2; ``original_code.md`` §2.3).
+"""Where every random draw of the model comes from (paper eqs. 1-2; the original's ``parmesan/layers/sample.py``).
 
 The graph takes each draw as an explicit noise tensor (:data:`NOISE`), fed
 by seeded generators in training and by fixed arrays in reference runs, and

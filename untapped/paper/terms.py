@@ -1,6 +1,6 @@
 """The five terms of the loss, each a batch mean to be minimised (paper eqs. 3-8, 17).
 
-Names, symbols and equations (paper; ``design.md`` §1.5;
+Names, symbols and equations (paper; ``docs/paper.md``;
 :data:`untapped.presets.TERMS`):
 
 =====================  ===========  ==========================================
@@ -15,7 +15,7 @@ term                   symbol       equation
 =====================  ===========  ==========================================
 
 The total is eq. 8 negated, with the original's coefficients
-(``original_code.md`` §3.2-3.3; :data:`untapped.presets.PRESETS`)::
+(``DEMO_mnist.py:86-88``, ``S2S_DGM.py:1326-1360``; :data:`untapped.presets.PRESETS`)::
 
     L = 0.1 labeled_elbo + 0.1 unlabeled_elbo + 0.1 reverse_elbo
         + 1 x_to_y_loss + 0.01 y_to_x_loss
@@ -40,7 +40,7 @@ from untapped.presets import TERMS  # noqa: F401 - the names all_terms keys its 
 
 #: ``logsumexp`` over a single importance sample leaves ``log(1 + 1e-5)`` in each
 #: log-likelihood of the original (its ``sf`` guard); only the unlabeled bound
-#: keeps one, the others cancel (``original_code.md`` §3.1).
+#: keeps one, the others cancel (the original's ``M12.py:1113-1134``).
 SINGLE_SAMPLE_LOGSUMEXP = float(np.log1p(1e-5))
 KL_CLIP = 1e-6
 
