@@ -17,7 +17,7 @@ layers fit together; ``docs/paper.md`` follows each equation into this code.
 References
 ----------
 .. [1] I. Gemp, S. Mahadevan, M. Parente. Inverting VAEs for Improved
-   Generative Accuracy. 2017. arXiv:1608.05983. Original code:
+   Generative Accuracy. 2017. Original code:
    https://github.com/all-umass/untapped (commit 30e90ab).
 .. [2] D. P. Kingma, S. Mohamed, D. J. Rezende, M. Welling. Semi-supervised
    Learning with Deep Generative Models. NIPS 2014. arXiv:1406.5298.
