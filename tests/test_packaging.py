@@ -109,7 +109,8 @@ def test_the_installed_metadata_is_pyprojects_with_one_version():
 
 def make_dry_run(*assignments):
     """What ``make test`` would run; the variables of a make that runs these tests are not passed on."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    passed_on = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "LOCK", "VENV", "EXTRAS"}
+    env = {k: v for k, v in os.environ.items() if k not in passed_on}
     result = subprocess.run(["make", "-n", "-B", "test", *assignments], cwd=REPO, env=env, capture_output=True,
                             text=True, check=True)
     return result.stdout
