@@ -1,21 +1,33 @@
 # From a fresh clone: `make run` sets everything up and runs the default
 # experiment; `make test` sets everything up and runs the tests. Both create
-# (once) and reuse the virtual environment .venv with the pinned requirements.
+# (once) and reuse a virtual environment with the pinned requirements of LOCK:
+# .venv for the lock of Python 3.11 (requirements.txt, the default), and one
+# folder per lock and interpreter otherwise, e.g. for the newest versions
+#   make test PYTHON=python3.12 LOCK=requirements-latest.txt   # in .venv-latest-python3.12
 
 PYTHON ?= python3
-VENV ?= .venv
-# Optional extras to install with the package, e.g. EXTRAS=[dask]
+LOCK ?= requirements.txt
+# Optional extras to install with the package, e.g. EXTRAS=[dask] (pinned in requirements-dask.txt)
 EXTRAS ?=
 
-STAMP := $(VENV)/.installed$(subst [,-,$(subst ],,$(EXTRAS)))
+ifeq ($(PYTHON) $(LOCK),python3 requirements.txt)
+VENV ?= .venv
+else
+VENV ?= .venv-$(patsubst requirements-%.txt,%,$(patsubst requirements.txt,lock,$(notdir $(LOCK))))-$(notdir $(lastword $(PYTHON)))
+endif
+
+comma := ,
+DASK := $(findstring dask,$(EXTRAS))
+# What is installed in VENV, e.g. .installed-requirements-latest-dask for LOCK=requirements-latest.txt EXTRAS=[dask]
+STAMP := $(VENV)/.installed-$(basename $(notdir $(LOCK)))$(subst [,-,$(subst ],,$(subst $(comma),-,$(EXTRAS))))
 
 .PHONY: run test install
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): $(LOCK) pyproject.toml setup.py $(if $(DASK),requirements-dask.txt)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q -r requirements.txt -e ".$(EXTRAS)"
+	$(VENV)/bin/python -m pip install -q -r $(LOCK) $(if $(DASK),-r requirements-dask.txt) -e ".$(EXTRAS)"
 	touch $@
 
 run: $(STAMP)
