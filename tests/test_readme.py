@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -89,8 +90,8 @@ def test_every_run_mnist_command_names_existing_options(page):
 def test_every_untapped_reference_command_names_an_existing_subcommand():
     found = commands("untapped-reference")
     assert found
-    setup = (REPO / "setup.py").read_text()
-    assert "untapped-reference=untapped.entry_points:reference" in setup
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["untapped-reference"] == "untapped.entry_points:reference"
     helps = {}
 
     def help_of(sub=None):
