@@ -475,9 +475,14 @@ def plot_running_mean(analysis, path, recorded_pairs=0):
 
 
 def plot_curves(runs, path, names=None, title="Training terms"):
-    """Every training term over the epochs: per group (all, or ``names``) the mean over seeds and the min-max band."""
+    """Every training term over the epochs: per group (all, or ``names``) the mean over seeds and the min-max band.
+
+    Only runs read from their folders have a history; None when none of ``names`` has one.
+    """
     colour = {g: f"C{i}" for i, g in enumerate(groups(runs))}  # a group keeps its colour in every figure
     names = groups(runs) if names is None else names
+    if not any(r["history"] for r in runs if r["group"] in names):
+        return None
     fig = _figure(12, 6.5)
     axes = fig.subplots(2, 3).ravel()
     for ax, term in zip(axes, CURVE_TERMS):
@@ -807,6 +812,11 @@ def markdown(record, figures):
                      f"{ce['x_better']} of {ce['n']} | {accd} |")
     lines += [""] + readings_lines(record) + terms_lines(record) + wall_lines(record)
     lines += ["## Figures", ""]
+    recorded = [src for src in record["sources"] if src != "run folder"]
+    if recorded:
+        lines += ["The training curves and the Figure 2 grids need the run folders: they show only the runs read from "
+                  f"their folders; the figures of the runs taken from {', '.join(recorded)} are in that report's "
+                  "folder.", ""]
     for title, name in figures:
         lines.append(f"![{title}]({name})")
         lines.append("")
@@ -853,6 +863,7 @@ def write_report(folder, out=None, recorded=()):
         figures.append(("Training terms of the untapped variants",
                         plot_curves(runs, out / "curves-variants.png", ([REFERENCE] if REFERENCE in models else []) + variants,
                                     "Training terms of untapped and its variants")))
+    figures = [(title, p) for title, p in figures if p is not None]  # curves need runs read from their folders
     for g in groups(runs):
         grid = plot_figure2(runs, g, folder, out / f"figure2-{g.replace('/', '-')}.png")
         if grid is not None:
