@@ -84,12 +84,12 @@ def test_adjusted_p_values_are_benjamini_hochberg_over_the_comparisons(study):
 FINAL = [p for p in STUDIES if not p.parent.name.endswith("-partial")]
 
 
-def test_a_final_study_has_ten_paired_seeds_from_one_commit():
+def test_a_final_study_has_at_least_ten_paired_seeds_from_one_commit():
     assert FINAL, "no finished study (docs/results/<name>/study.json without -partial)"
     study = json.loads(FINAL[-1].read_text())
     assert len(study["commits"]) == 1
     seeds = {g: sorted(r["seed"] for r in study["runs"] if r["group"] == g) for g in ("m2", "untapped")}
-    assert len(seeds["m2"]) == 10 and seeds["m2"] == seeds["untapped"]
+    assert len(seeds["m2"]) >= 10 and seeds["m2"] == seeds["untapped"]
 
 
 def test_the_readme_quotes_the_final_study():
