@@ -723,7 +723,7 @@ def wall_lines(record):
     w = record["wall_time"]
     parts = "; ".join(f"{src}: {sec / 3600:.1f} h" for src, sec in w["train_seconds_by_source"].items())
     lines = ["## Wall time", "",
-             f"Training time summed over the {len(record['runs'])} runs: {w['train_seconds'] / 3600:.1f} h ({parts}; "
+             f"Training time summed over {_count(len(record['runs']), 'run')}: {w['train_seconds'] / 3600:.1f} h ({parts}; "
              f"M2 and untapped: {w['train_seconds_pairs'] / 3600:.1f} h; compiling, evaluation and Figure 2 not included)."]
     if w["span_seconds"] is not None:
         lines.append(f"First start to last finish of the {_count(w['timed_runs'], 'run')} with a run folder: "
