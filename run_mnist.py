@@ -180,12 +180,15 @@ def main(ctx, **options):
 @click.argument("folder", type=click.Path(path_type=pathlib.Path))
 @click.option("--to", "out", type=click.Path(path_type=pathlib.Path), default=None, show_default="FOLDER/report",
               help="Where to write report.md, study.json and the figures.")
-def report(folder, out):
+@click.option("--with", "recorded", type=click.Path(path_type=pathlib.Path), multiple=True, metavar="STUDY_JSON",
+              help="An earlier report's study.json whose runs join FOLDER's (their run folders need not exist; their "
+                   "training terms are then missing). Repeatable. A run (model, variant, seed) in both is an error.")
+def report(folder, out, recorded):
     """Turn the results folder FOLDER (runs written by this command) into report.md, study.json and PNG figures."""
     from untapped.report import ReportError, write_report
 
     try:
-        path = write_report(folder, out)
+        path = write_report(folder, out, recorded)
     except ReportError as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         sys.exit(EXIT_ERROR)

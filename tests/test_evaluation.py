@@ -459,3 +459,29 @@ def test_five_canonical_reading_keeps_dimensions_0_to_4():
 def test_renormalised_uniform_is_ln5():
     ce, _ = ev.renormalised_cross_entropy(np.full((4, 10), 0.1), [5, 6, 7, 9])
     assert ce == pytest.approx(math.log(5))
+
+
+def test_readings_in_bits_per_term_and_of_the_class_averaged_q():
+    """Independent NumPy: log base 2 of the picked probabilities, the ten terms -t_k ln q_k averaged,
+    and -ln of q's class mean; the report's derivations from the default agree."""
+    rng = np.random.default_rng(5)
+    shown = np.array([0, 1, 2, 3, 4, 8, 6, 5, 9, 7])
+    p = np.full((10, 10), 0.01)
+    p[np.arange(10), shown] = 0.91
+    classifier = ByKindClassifier({0.0: p, 1.0: p})
+    digits = rng.integers(5, 10, 40)
+    q = rng.dirichlet(np.full(10, 0.3), size=40)
+    out = ev.metric_readings({"means": np.zeros((10, 784)), "double_pass": np.ones((10, 784))}, classifier, q, digits)
+
+    q_true = np.maximum(q[np.arange(40), np.argsort(shown)[digits]], 1e-6)
+    onehot = np.eye(10)[digits]
+    q_perm = q[:, np.argsort(shown)]  # column d: the dimension showing digit d
+    terms = -onehot * np.log(np.maximum(q_perm, 1e-6))  # (40, 10): nonzero only at the true digit
+    assert out["bits"]["cross_entropy"] == pytest.approx(np.mean(np.log(1 / q_true) / np.log(2)))
+    assert out["class_mean_terms"]["cross_entropy"] == pytest.approx(terms.mean(axis=1).mean())
+    assert out["class_averaged_q"]["cross_entropy"] == pytest.approx(-np.mean(np.log(q.mean(axis=1))))
+    assert out["class_averaged_q"]["cross_entropy"] == pytest.approx(2.302585093, abs=1e-9)  # ln 10, any q
+    default = out["default"]["cross_entropy"]
+    for name, derive in ev.DERIVED.items():
+        assert derive(default) == pytest.approx(out[name]["cross_entropy"]), name
+    assert out["bits"]["accuracy"] == out["default"]["accuracy"]

@@ -84,12 +84,12 @@ def test_adjusted_p_values_are_benjamini_hochberg_over_the_comparisons(study):
 FINAL = [p for p in STUDIES if not p.parent.name.endswith("-partial")]
 
 
-def test_a_final_study_has_ten_paired_seeds_from_one_commit():
+def test_a_final_study_has_at_least_ten_paired_seeds_from_one_commit():
     assert FINAL, "no finished study (docs/results/<name>/study.json without -partial)"
     study = json.loads(FINAL[-1].read_text())
     assert len(study["commits"]) == 1
     seeds = {g: sorted(r["seed"] for r in study["runs"] if r["group"] == g) for g in ("m2", "untapped")}
-    assert len(seeds["m2"]) == 10 and seeds["m2"] == seeds["untapped"]
+    assert len(seeds["m2"]) >= 10 and seeds["m2"] == seeds["untapped"]
 
 
 def test_the_results_page_quotes_the_final_study():
@@ -113,3 +113,151 @@ def test_the_readme_quotes_the_final_study():
         assert f"{ce['mean']:.3f} +- {ce['sd']:.3f} | {ce['ci'][0]:.3f} to {ce['ci'][1]:.3f}" in readme, group
     ce = study["paired"]["untapped vs m2"]["cross_entropy"]
     assert f"**{ce['mean_difference']:+.3f}** | **{ce['ci'][0]:+.3f} to {ce['ci'][1]:+.3f}**" in readme
+
+
+# ---------------------------------------------------------------- the pre-stated analysis (docs/study-plan.md)
+#
+# Recomputed from each study.json's runs with NumPy, SciPy's t distribution and math.comb. The
+# committed studies that carry the analysis are checked, and so is a report made here from the
+# final committed study's runs (``run_mnist.py report EMPTY --with study.json``).
+
+MARGIN = 0.13  # docs/study-plan.md
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory):
+    from untapped.report import write_report
+
+    empty = tmp_path_factory.mktemp("empty")
+    out = tmp_path_factory.mktemp("report")
+    write_report(empty, out, recorded=[FINAL[-1]])
+    return out / "study.json"
+
+
+ANALYSED = [p for p in STUDIES if "analysis" in json.loads(p.read_text())]
+
+
+@pytest.fixture(params=ANALYSED + ["regenerated"], ids=lambda p: p if isinstance(p, str) else p.parent.name)
+def analysed(request):
+    path = request.getfixturevalue("regenerated") if request.param == "regenerated" else request.param
+    return json.loads(path.read_text())
+
+
+def _paired_values(study, key):
+    by = {g: {r["seed"]: r[key] for r in study["runs"] if r["group"] == g} for g in ("untapped", "m2")}
+    seeds = study["analysis"]["seeds"]
+    return np.array([by["untapped"][s] for s in seeds]), np.array([by["m2"][s] for s in seeds])
+
+
+def _two_sided_binomial(b, n):
+    if n == 0:
+        return 1.0
+    k = min(b, n - b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def test_the_analysed_pairs_are_every_finished_pair_but_the_failed(analysed):
+    by = {g: {r["seed"] for r in analysed["runs"] if r["group"] == g} for g in ("untapped", "m2")}
+    left_out = {x["seed"] for x in analysed["analysis"]["left_out"]}
+    assert analysed["analysis"]["seeds"] == sorted((by["untapped"] & by["m2"]) - left_out)
+
+
+def test_primary_and_equivalence_recomputed(analysed):
+    a = analysed["analysis"]
+    x, y = _paired_values(analysed, "cross_entropy")
+    d = x - y
+    n, mean, sd = len(d), d.mean(), d.std(ddof=1)
+    se = sd / math.sqrt(n)
+    p = a["primary"]
+    assert p["mean_difference"] == pytest.approx(mean) and p["sd_difference"] == pytest.approx(sd)
+    assert p["t"] == pytest.approx(mean / se)
+    assert p["t_p"] == pytest.approx(2 * stats.t.sf(abs(mean / se), n - 1))
+    assert p["ci"] == pytest.approx(_interval(d))
+    e = a["equivalence"]
+    assert e["margin"] == MARGIN
+    assert e["p_lower"] == pytest.approx(stats.t.sf((mean + MARGIN) / se, n - 1))
+    assert e["p_upper"] == pytest.approx(stats.t.cdf((mean - MARGIN) / se, n - 1))
+    half = stats.t.ppf(0.95, n - 1) * se
+    assert e["ci"] == pytest.approx([mean - half, mean + half])
+    assert e["equivalent"] == (-MARGIN < mean - half and mean + half < MARGIN)
+
+
+def test_the_conclusion_is_the_plans_rule_with_its_figures(analysed):
+    a = analysed["analysis"]
+    x, y = _paired_values(analysed, "cross_entropy")
+    d = x - y
+    low, high = _interval(d)
+    half = stats.t.ppf(0.95, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    equivalent = -MARGIN < d.mean() - half and d.mean() + half < MARGIN
+    rejects = low > 0 or high < 0
+    if high < -MARGIN:
+        rule = 1
+    elif high < 0:
+        rule = 2
+    elif equivalent and not rejects:
+        rule = 3
+    elif low > 0:
+        rule = 4
+    else:
+        rule = 5
+    text = a["conclusion"]["text"]
+    assert a["conclusion"]["rule"] == rule
+    assert f"untapped - M2 = {d.mean():+.3f} nats" in text and f"95% CI {low:+.3f} to {high:+.3f}" in text
+    assert f"over {len(d)} pairs" in text
+
+
+def test_secondaries_recomputed(analysed):
+    sec = analysed["analysis"]["secondary"]
+    ax, ay = _paired_values(analysed, "accuracy")
+    diff = ax - ay
+    t = diff.mean() / (diff.std(ddof=1) / math.sqrt(len(diff)))
+    assert sec["accuracy"]["mean_difference"] == pytest.approx(diff.mean())
+    assert sec["accuracy"]["p"] == pytest.approx(2 * stats.t.sf(abs(t), len(diff) - 1))
+    assert sec["accuracy"]["ci"] == pytest.approx(_interval(diff))
+    dx, dy = _paired_values(analysed, "distinct_digits")
+    yes_x, yes_y = dx == 10, dy == 10
+    table = [[int((yes_x & yes_y).sum()), int((yes_x & ~yes_y).sum())],
+             [int((~yes_x & yes_y).sum()), int((~yes_x & ~yes_y).sum())]]
+    assert sec["ten_distinct"]["table"] == table
+    assert sec["ten_distinct"]["p"] == pytest.approx(_two_sided_binomial(table[0][1], table[0][1] + table[1][0]))
+    x, y = _paired_values(analysed, "cross_entropy")
+    assert sec["wilcoxon"]["p"] == pytest.approx(stats.wilcoxon(x - y).pvalue)
+    ps = [sec[k]["p"] for k in ("accuracy", "ten_distinct", "wilcoxon")]
+    assert [sec[k]["p_adjusted"] for k in ("accuracy", "ten_distinct", "wilcoxon")] == pytest.approx(
+        list(_benjamini_hochberg(ps)))
+
+
+def test_running_mean_recomputed(analysed):
+    x, y = _paired_values(analysed, "cross_entropy")
+    d = x - y
+    steps = analysed["analysis"]["running_mean"]
+    assert [s["pairs"] for s in steps] == list(range(1, len(d) + 1))
+    for s in steps:
+        head = d[: s["pairs"]]
+        assert s["mean"] == pytest.approx(head.mean())
+        if s["pairs"] > 1:
+            assert s["ci"] == pytest.approx(_interval(head))
+
+
+def test_training_terms_wall_time_and_readings_recomputed(analysed):
+    for r in analysed["runs"]:
+        terms = r["training_terms"]
+        assert set(terms) == {"labeled_elbo", "unlabeled_elbo", "reverse_elbo", "x_to_y_loss", "y_to_x_loss", "total"}
+        if r["source"] != "run folder":
+            assert all(v is None for v in terms.values()), r["run"]
+        default = r["readings"]["default"]["cross_entropy"]
+        assert default == pytest.approx(r["cross_entropy"])
+        assert r["readings"]["bits"]["cross_entropy"] == pytest.approx(default / math.log(2))
+        assert r["readings"]["class_mean_terms"]["cross_entropy"] == pytest.approx(default / 10)
+        assert r["readings"]["class_averaged_q"]["cross_entropy"] == pytest.approx(math.log(10))
+    assert analysed["wall_time"]["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in analysed["runs"]))
+    for reading, verdict in analysed["paper_verdicts"].items():
+        if verdict is None:
+            continue
+        holds = []
+        for group, paper in (("m2", 2.30), ("untapped", 2.07)):
+            values = np.array([r["readings"][reading]["cross_entropy"] for r in analysed["runs"]
+                               if r["group"] == group and reading in r["readings"]])
+            low, high = _interval(values) if values.std() > 0 else (values.mean(), values.mean())
+            holds.append(low - 0.005 <= paper <= high + 0.005)
+        assert verdict["possible"] == all(holds), reading

@@ -65,3 +65,73 @@ def test_adjust_is_benjamini_hochberg():
     assert [out[i] for i in (0, 1, 3, 4)] == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
     assert stats.adjust([None]) == [None] and stats.adjust([]) == []
     assert stats.adjust([0.5, 0.9]) == pytest.approx([0.9, 0.9])
+
+
+def test_describe_without_spread_has_a_point_interval():
+    assert stats.describe([2.5, 2.5, 2.5])["ci"] == [2.5, 2.5]
+
+
+def test_tost_against_the_closed_form():
+    """d = 0.1, -0.2, 0.3, 0.0, 0.15: t = (mean +- margin) / (sd / sqrt(n)), one-sided t tails with 4 df."""
+    d = np.array([0.1, -0.2, 0.3, 0.0, 0.15])
+    margin = 0.5
+    mean, se = d.mean(), d.std(ddof=1) / math.sqrt(5)
+    out = stats.tost(d, margin)
+    assert out["t_lower"] == pytest.approx((mean + margin) / se)
+    assert out["p_lower"] == pytest.approx(scipy_stats.t.sf((mean + margin) / se, 4))
+    assert out["t_upper"] == pytest.approx((mean - margin) / se)
+    assert out["p_upper"] == pytest.approx(scipy_stats.t.cdf((mean - margin) / se, 4))
+    assert out["p"] == pytest.approx(max(out["p_lower"], out["p_upper"]))
+    half = 2.131847 * se  # t_{0.95, 4}, printed tables: the 90% interval
+    assert out["ci"] == pytest.approx([mean - half, mean + half], rel=1e-6)
+    # Equivalent exactly when the 90% interval lies inside the margin.
+    assert out["equivalent"] and -margin < out["ci"][0] and out["ci"][1] < margin
+    narrow = stats.tost(d, 0.1)
+    assert not narrow["equivalent"] and narrow["ci"][1] > 0.1
+    assert stats.tost([0.1], 0.5) is None and stats.tost([0.1, 0.1], 0.5) is None
+
+
+def _binomial_two_sided(b, n):
+    """Exact two-sided p of b successes in n at 1/2: twice the smaller tail, at most 1."""
+    k = min(b, n - b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def test_mcnemar_exact_against_the_binomial_closed_form():
+    x = [True] * 6 + [False] * 4 + [True] * 3 + [False] * 2   # untapped: 6 yes/no, 4 no/yes, 3 yes/yes, 2 no/no
+    y = [False] * 6 + [True] * 4 + [True] * 3 + [False] * 2
+    out = stats.mcnemar_exact(x, y)
+    assert out["table"] == [[3, 6], [4, 2]] and out["discordant"] == 10 and out["x_only"] == 6
+    assert out["p"] == pytest.approx(_binomial_two_sided(6, 10))  # 0.753906
+    assert out["p"] == pytest.approx(0.75390625)
+    lopsided = stats.mcnemar_exact([True] * 7 + [False], [False] * 7 + [False])
+    assert lopsided["p"] == pytest.approx(2 / 2 ** 7)
+    assert stats.mcnemar_exact([True, False], [True, False])["p"] == 1.0
+    with pytest.raises(ValueError):
+        stats.mcnemar_exact([True], [True, False])
+
+
+def test_running_mean_is_the_mean_of_the_first_k():
+    d = np.array([0.3, -0.1, 0.2, 0.05])
+    out = stats.running_mean(d)
+    assert [s["pairs"] for s in out] == [1, 2, 3, 4]
+    assert out[0]["ci"] is None
+    for s in out:
+        head = d[: s["pairs"]]
+        assert s["mean"] == pytest.approx(head.mean())
+        if s["pairs"] > 1:
+            half = scipy_stats.t.ppf(0.975, s["pairs"] - 1) * head.std(ddof=1) / math.sqrt(s["pairs"])
+            assert s["ci"] == pytest.approx([head.mean() - half, head.mean() + half])
+
+
+def test_paired_t_power_matches_the_plan_and_a_simulation():
+    """docs/study-plan.md: sd 0.264, power 0.29 (10 pairs) and 0.81 (35 pairs) at 0.13 nats, 0.69 at 0.23 with 10."""
+    assert stats.paired_t_power(10, 0.13, 0.264) == pytest.approx(0.29, abs=0.005)
+    assert stats.paired_t_power(35, 0.13, 0.264) == pytest.approx(0.81, abs=0.005)
+    assert stats.paired_t_power(10, 0.23, 0.264) == pytest.approx(0.69, abs=0.005)
+    assert stats.paired_t_power(10, 0.0, 0.264) == pytest.approx(0.05)
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.13, 0.264, size=(20000, 10))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(10))
+    simulated = np.mean(np.abs(t) > scipy_stats.t.ppf(0.975, 9))
+    assert stats.paired_t_power(10, 0.13, 0.264) == pytest.approx(simulated, abs=0.015)

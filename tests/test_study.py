@@ -272,3 +272,101 @@ def test_a_data_dir_missing_a_file_names_it(tmp_path, cache, mnist_dir):
     result = invoke(TINY + ["--epochs", 1, "--out", tmp_path / "out", "--data-dir", partial], cache)
     line = one_line_error(result)
     assert "holds 3 of the 4 MNIST IDX files; missing t10k-labels-idx1-ubyte(.gz)" in line
+
+
+# ---------------------------------------------------------------- a report with an earlier study's runs
+
+
+def _earlier_study(path, seeds):
+    """A fake earlier report's study.json: M2 and untapped for ``seeds``, no training terms or timestamps."""
+    rng = np.random.default_rng(7)
+    runs = []
+    for seed in seeds:
+        for model in ("m2", "untapped"):
+            ce = float(1.3 + rng.normal(0, 0.2))
+            recognised = list(range(10)) if (seed + (model == "m2")) % 2 else [0, 1, 2, 3, 4, 5, 5, 7, 8, 9]
+            runs.append(dict(run=f"{model}-seed{seed}", model=model, variant="code", group=model, seed=seed, epochs=150,
+                             cross_entropy=ce, accuracy=float(rng.uniform(0.5, 0.7)), recognised=recognised,
+                             distinct_digits=len(set(recognised)),
+                             readings={"default": {"cross_entropy": ce, "accuracy": 0.6}},
+                             commit="0" * 40, command="python run_mnist.py", train_seconds=300.0))
+    path.write_text(json.dumps({"study": "earlier", "runs": runs}))
+    return path
+
+
+@pytest.fixture
+def combined(study, tmp_path):
+    """The tiny study's folder (without checkpoints), a diverged run folder, and a fake earlier study.json."""
+    import shutil
+
+    out, _ = study
+    folder = tmp_path / "new"
+    shutil.copytree(out, folder, ignore=shutil.ignore_patterns("*.h5", "report"))
+    diverged = folder / "untapped-seed1236"
+    diverged.mkdir()
+    (diverged / "config.json").write_text(json.dumps({"model": "untapped", "seed": 1236, "variant": "code"}))
+    (diverged / "log.txt").write_text("untapped 0.1.0: untapped-seed1236, 2026-01-01 00:00:00\n"
+                                      "diverged: epoch 2, step 1: non-finite training term(s) total\n")
+    (folder / "m2-seed1236").mkdir()  # its partner has not started
+    earlier = _earlier_study(tmp_path / "study.json", range(1240, 1244))
+    return folder, earlier
+
+
+def test_report_with_an_earlier_study(combined, cache, tmp_path):
+    folder, earlier = combined
+    result = invoke(["report", folder, "--with", earlier, "--to", tmp_path / "report"], cache)
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "report"
+    data = (report / "running_mean.png").read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 5000
+    record = json.loads((report / "study.json").read_text())
+    text = (report / "report.md").read_text()
+    for heading in ("## The pre-stated analysis (docs/study-plan.md)", "## Per seed", "## Last-epoch training terms",
+                    "## Wall time", "### Could a reading give the paper's M2 2.30 and untapped 2.07 together?",
+                    "![The paired mean"):
+        assert heading in text, heading
+    analysis = record["analysis"]
+    assert analysis["seeds"] == [1234, 1235, 1240, 1241, 1242, 1243]
+    assert [x["seed"] for x in analysis["left_out"]] == [1236] and analysis["left_out"][0]["failed"]
+    assert "seed 1236: failed: untapped-seed1236 diverged (epoch 2, step 1" in text
+    assert record["analysis"]["conclusion"]["text"] in text
+    assert "Sensitivity: no diverged run has a partner with a result yet" in text  # m2-seed1236 has not started
+    # Training terms: the folder's runs from their history.json, the earlier study's missing.
+    for r in record["runs"]:
+        terms = r["training_terms"]
+        if r["source"] == "run folder":
+            history = json.loads((folder / r["run"] / "history.json").read_text())
+            assert terms["total"] == history["train/total"][-1]
+            assert terms["labeled_elbo"] == history["train/labeled_elbo"][-1]
+            assert (terms["reverse_elbo"] is None) == (r["model"] == "m2")
+            assert r["started"] is not None
+        else:
+            assert r["source"] == f"{earlier.parent.name}/study.json"
+            assert all(v is None for v in terms.values())
+    assert "Missing (null in study.json) for the 8 runs taken from" in text
+    wall = record["wall_time"]
+    assert wall["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in record["runs"]))
+    # The derived readings: bits is the default over ln 2; class_averaged_q is ln 10.
+    for r in record["runs"]:
+        assert r["readings"]["bits"]["cross_entropy"] == pytest.approx(r["readings"]["default"]["cross_entropy"] / np.log(2))
+        assert r["readings"]["class_averaged_q"]["cross_entropy"] == pytest.approx(np.log(10))
+    assert record["paper_verdicts"]["class_averaged_q"]["possible"] is False
+
+
+def test_report_refuses_a_run_in_both(combined, cache, tmp_path):
+    folder, _ = combined
+    clash = _earlier_study(tmp_path / "clash.json", [1235])
+    result = invoke(["report", folder, "--with", clash, "--to", tmp_path / "r"], cache)
+    line = one_line_error(result)
+    assert "m2 seed 1235 is both in" in line and "a run is reported once" in line
+    assert not (tmp_path / "r" / "study.json").exists()
+
+
+def test_report_refuses_a_file_that_is_not_a_study(combined, cache, tmp_path):
+    folder, _ = combined
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    line = one_line_error(invoke(["report", folder, "--with", bad], cache))
+    assert line == f"error: {bad} is not a report's study.json (no runs list)"
+    line = one_line_error(invoke(["report", folder, "--with", tmp_path / "none.json"], cache))
+    assert line == f"error: {tmp_path / 'none.json'} does not exist"

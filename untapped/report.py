@@ -2,13 +2,19 @@
 
 A *study* is a results folder that ``run_mnist.py`` filled with runs (one
 ``<model>[-<variant>]-seed<seed>/`` folder each). :func:`write_report` reads
-every finished run (``metrics.json``, ``config.json``, ``history.json``) and
-writes, into ``<OUT>/report/`` by default:
+every finished run (``metrics.json``, ``config.json``, ``history.json``),
+and the runs recorded in earlier reports' ``study.json`` files given with
+``--with`` (a run in both is an error), and writes, into ``<OUT>/report/``
+by default:
 
 * ``study.json``: every run (model, variant, seed, cross-entropy on 5-9,
   permuted accuracy, the digit each one-hot shows, every metric reading,
-  commit and command) and the statistics below;
+  its last-epoch training terms, where it came from, commit and command),
+  the run folders without a result (diverged or unfinished), the statistics
+  below and the study's wall time;
 * ``report.md``: the tables, with the figures linked;
+* ``running_mean.png``: the paired mean untapped - M2 and its 95% interval
+  against the number of pairs, in seed order;
 * ``cross_entropy.png``: the cross-entropy of every run per model and
   variant, with mean and 95% interval and the paper's values marked;
 * ``paired.png``: M2 -> untapped (and each variant) seed by seed;
@@ -21,12 +27,17 @@ Statistics (:mod:`untapped.stats`): per group, mean, sd and 95% t interval
 of the cross-entropy and the accuracy, and how many runs show ten distinct
 digits; per untapped group, the paired comparison with M2 and (for a
 variant) with the code's untapped, over the seeds both have, with p-values
-also adjusted over all these comparisons (Benjamini-Hochberg).
+also adjusted over all these comparisons (Benjamini-Hochberg). Then the
+pre-stated analysis of untapped against M2 (:mod:`untapped.study_plan`,
+``docs/study-plan.md``): primary, equivalence, the one conclusion,
+secondaries, failed runs. And whether each reading of the metric could give
+the paper's 2.30 and 2.07 together (:func:`paper_verdict`).
 """
 
 import json
 import math
 import pathlib
+import re
 import time
 from collections import OrderedDict
 
@@ -34,8 +45,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from untapped import stats
-from untapped.evaluation import READINGS
+from untapped import stats, study_plan
+from untapped.evaluation import DERIVED, READINGS
 from untapped.files import atomic_output, jsonable
 from untapped.presets import group_name
 
@@ -65,11 +76,46 @@ def _read(path):
         raise ReportError(f"cannot read {path} ({' '.join(str(exc).split())})") from None
 
 
-def load_runs(folder):
-    """Every finished run in ``folder``: a list of dicts, sorted by group and seed."""
-    folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        raise ReportError(f"{folder} is not a folder")
+#: A run folder's name: ``<model>[-<variant>]-seed<seed>``.
+_RUN_NAME = re.compile(r"^(?P<model>[a-z0-9]+?)(?:-(?P<variant>.+))?-seed(?P<seed>\d+)$")
+#: The first line of a run's ``log.txt``: ``untapped <version>: <run>, <YYYY-mm-dd HH:MM:SS>``.
+_LOG_START = re.compile(r"^untapped \S+: \S+, (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def training_terms(history):
+    """The last epoch's training terms (:data:`CURVE_TERMS`) from a run's history; None where a term is not trained."""
+    return OrderedDict((t, float(history[f"train/{t}"][-1]) if history.get(f"train/{t}") else None) for t in CURVE_TERMS)
+
+
+def _derive_readings(readings):
+    """Add the readings of :data:`untapped.evaluation.DERIVED` that a run's metrics predate, from its default."""
+    derived = []
+    default = readings.get("default")
+    for name, derive in DERIVED.items():
+        if name not in readings and default is not None:
+            readings[name] = OrderedDict(cross_entropy=derive(default["cross_entropy"]), accuracy=default["accuracy"])
+            derived.append(name)
+    return derived
+
+
+def _timestamps(run_dir):
+    """When a run started (its log's first line) and finished (its metrics.json written), local time; None if unknown."""
+    started = None
+    try:
+        with open(run_dir / "log.txt") as log:
+            match = _LOG_START.match(log.readline())
+        started = match.group(1) if match else None
+    except OSError:
+        pass
+    try:
+        finished = time.strftime(_TIME, time.localtime((run_dir / "metrics.json").stat().st_mtime))
+    except OSError:
+        finished = None
+    return started, finished
+
+
+def _folder_runs(folder):
     runs = []
     for path in sorted(folder.glob("*/metrics.json")):
         metrics = _read(path)
@@ -77,6 +123,12 @@ def load_runs(folder):
         history = _read(path.parent / "history.json") or {}
         variant = metrics.get("variant", "code")
         recognised = [int(d) for d in metrics["recognised"]]
+        readings = OrderedDict(
+            (k, OrderedDict(cross_entropy=v["cross_entropy"], accuracy=v["accuracy"]))
+            for k, v in metrics.get("readings", {}).items()
+        )
+        derived = _derive_readings(readings)
+        started, finished = _timestamps(path.parent)
         runs.append(
             OrderedDict(
                 run=path.parent.name,
@@ -89,21 +141,104 @@ def load_runs(folder):
                 accuracy=float(metrics["accuracy"]),
                 recognised=recognised,
                 distinct_digits=len(set(recognised)),
-                readings=OrderedDict(
-                    (k, OrderedDict(cross_entropy=v["cross_entropy"], accuracy=v["accuracy"]))
-                    for k, v in metrics.get("readings", {}).items()
-                ),
+                readings=readings,
+                readings_derived=derived,
                 commit=metrics.get("commit"),
                 command=metrics.get("command") or config.get("command"),
                 train_seconds=float(np.sum(history.get("seconds", []))),
+                training_terms=training_terms(history),
+                started=started,
+                finished=finished,
+                source="run folder",
                 history=history,
             )
         )
+    return runs
+
+
+def load_recorded(path):
+    """The runs of an earlier report's ``study.json``, as :func:`load_runs` gives them.
+
+    Their folders are not read: the training terms, curves and timestamps
+    are missing (None), and the derived readings are added from the default.
+    """
+    path = pathlib.Path(path)
+    record = _read(path)
+    if record is None:
+        raise ReportError(f"{path} does not exist")
+    if not isinstance(record, dict) or not isinstance(record.get("runs"), list):
+        raise ReportError(f"{path} is not a report's study.json (no runs list)")
+    runs = []
+    for r in record["runs"]:
+        try:
+            run = OrderedDict((k, r[k]) for k in ("run", "model", "variant", "group", "seed", "epochs", "cross_entropy",
+                                                  "accuracy", "recognised", "distinct_digits"))
+        except KeyError as exc:
+            raise ReportError(f"{path}: a run without {exc}") from None
+        readings = OrderedDict((k, OrderedDict(v)) for k, v in r.get("readings", {}).items())
+        derived = sorted(set(_derive_readings(readings)) | set(r.get("readings_derived", [])))
+        run.update(
+            readings=readings,
+            readings_derived=derived,
+            commit=r.get("commit"),
+            command=r.get("command"),
+            train_seconds=float(r.get("train_seconds") or 0.0),
+            training_terms=r.get("training_terms") or OrderedDict((t, None) for t in CURVE_TERMS),
+            started=r.get("started"),
+            finished=r.get("finished"),
+            source=f"{path.resolve().parent.name}/{path.name}",
+            history={},
+        )
+        runs.append(run)
+    return runs
+
+
+def load_runs(folder, recorded=()):
+    """Every finished run in ``folder`` and in the earlier ``study.json`` files ``recorded``, sorted by group and seed.
+
+    A run (group and seed) found twice is an error: each run is reported once.
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"{folder} is not a folder")
+    runs = _folder_runs(folder)
+    where = {(r["group"], r["seed"]): str(folder) for r in runs}
+    for path in recorded:
+        for r in load_recorded(path):
+            key = (r["group"], r["seed"])
+            if key in where:
+                raise ReportError(f"{r['group']} seed {r['seed']} is both in {where[key]} and in {path}; "
+                                  "a run is reported once, so leave one of them out")
+            where[key] = str(path)
+            runs.append(r)
     if not runs:
         raise ReportError(f"{folder} holds no finished run (no <run>/metrics.json)")
     order = {g: i for i, g in enumerate([BASELINE, REFERENCE])}
     runs.sort(key=lambda r: (order.get(r["group"], 2), r["group"], r["seed"]))
     return runs
+
+
+def load_failed(folder):
+    """The run folders in ``folder`` without a ``metrics.json``: ``diverged`` (its log says so) or ``unfinished``."""
+    out = []
+    for run_dir in sorted(p for p in pathlib.Path(folder).iterdir() if p.is_dir() and not (p / "metrics.json").exists()):
+        config = _read(run_dir / "config.json") or {}
+        name = _RUN_NAME.match(run_dir.name)
+        if not config and name is None:
+            continue  # not a run folder (the report's own, for one)
+        model = config.get("model") or name.group("model")
+        variant = config.get("variant") or (name.group("variant") if name else None) or "code"
+        seed = int(config["seed"]) if "seed" in config else int(name.group("seed"))
+        status, message = "unfinished", None
+        try:
+            diverged = [line for line in (run_dir / "log.txt").read_text().splitlines() if line.startswith("diverged:")]
+        except OSError:
+            diverged = []
+        if diverged:
+            status, message = "diverged", diverged[-1][len("diverged:"):].strip()
+        out.append(OrderedDict(run=run_dir.name, model=model, variant=variant, group=group_name(model, variant),
+                               seed=seed, status=status, message=message))
+    return out
 
 
 def groups(runs):
@@ -167,18 +302,73 @@ def comparisons(runs):
     return out
 
 
-def study_record(folder, runs):
+#: The paper gives its cross-entropies to two decimals: a reading's true value may lie this far from them.
+PAPER_ROUNDING = 0.005
+
+
+def paper_verdict(summary, reading):
+    """Could ``reading`` give the paper's M2 2.30 and untapped 2.07 together? None if a model lacks the reading.
+
+    Possible when each model's 95% interval of the reading, widened by the
+    paper's rounding (:data:`PAPER_ROUNDING`), holds the paper's value.
+    Returns ``possible``, per model ``{mean, ci, paper, holds}``, and the order
+    of the two means.
+    """
+    found = OrderedDict((g, summary.get(g, {}).get("readings", {}).get(reading)) for g in PAPER_CROSS_ENTROPY)
+    if any(d is None or d["ci"] is None for d in found.values()):
+        return None
+    out = OrderedDict(possible=True)
+    for group, d in found.items():
+        paper = PAPER_CROSS_ENTROPY[group]
+        holds = d["ci"][0] - PAPER_ROUNDING <= paper <= d["ci"][1] + PAPER_ROUNDING
+        out["possible"] &= holds
+        out[group] = OrderedDict(mean=d["mean"], ci=d["ci"], paper=paper, holds=bool(holds))
+    m2, untapped = found[BASELINE]["mean"], found[REFERENCE]["mean"]
+    if abs(m2 - untapped) < 1e-9:
+        out["order"] = "the same for both models"
+    else:
+        out["order"] = "untapped lower, as in the paper" if untapped < m2 else "untapped higher: the paper's order reversed"
+    out["possible"] = bool(out["possible"])
+    return out
+
+
+def wall_time(runs):
+    """The study's time: the runs' training seconds summed (per source), and first start to last finish where known."""
+    by_source = OrderedDict()
+    for r in runs:
+        by_source[r["source"]] = by_source.get(r["source"], 0.0) + r["train_seconds"]
+    timed = [r for r in runs if r.get("started") and r.get("finished")]
+    pairs = sum(r["train_seconds"] for r in runs if r["group"] in (study_plan.FIRST, study_plan.SECOND))
+    out = OrderedDict(train_seconds=float(sum(by_source.values())), train_seconds_by_source=by_source,
+                      train_seconds_pairs=float(pairs),
+                      timed_runs=len(timed), first_started=None, last_finished=None, span_seconds=None)
+    if timed:
+        first = min(r["started"] for r in timed)
+        last = max(r["finished"] for r in timed)
+        out.update(first_started=first, last_finished=last,
+                   span_seconds=time.mktime(time.strptime(last, _TIME)) - time.mktime(time.strptime(first, _TIME)))
+    return out
+
+
+def study_record(folder, runs, failed=()):
     """The machine-readable study (``study.json``): runs without their histories, and the statistics."""
     commits = sorted({r["commit"] or "unknown" for r in runs})
+    summary = summarise(runs)
     return OrderedDict(
         study=str(pathlib.Path(folder).resolve().name),
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         commits=commits,
+        sources=list(OrderedDict.fromkeys(r["source"] for r in runs)),
         runs=[OrderedDict((k, v) for k, v in r.items() if k != "history") for r in runs],
-        summary=summarise(runs),
+        not_finished=list(failed),
+        summary=summary,
         paired=comparisons(runs),
+        analysis=study_plan.analyse(runs, failed),
         readings=READINGS,
+        readings_derived=sorted({name for r in runs for name in r["readings_derived"]}),
+        paper_verdicts=OrderedDict((name, paper_verdict(summary, name)) for name in READINGS),
         paper=PAPER_CROSS_ENTROPY,
+        wall_time=wall_time(runs),
     )
 
 
@@ -252,10 +442,47 @@ def plot_paired(runs, path):
     return _save(fig, path)
 
 
+def plot_running_mean(analysis, path, recorded_pairs=0):
+    """The paired mean difference and its 95% interval against the number of pairs, in seed order.
+
+    Marks 0, the plan's margin +-:data:`untapped.study_plan.MARGIN`, and (when
+    some pairs come from an earlier study) where the earlier study's pairs end.
+    """
+    steps = [s for s in analysis["running_mean"] if s["ci"] is not None]
+    if not steps:
+        return None
+    k = np.array([s["pairs"] for s in steps])
+    mean = np.array([s["mean"] for s in steps])
+    low, high = np.array([s["ci"][0] for s in steps]), np.array([s["ci"][1] for s in steps])
+    margin = analysis["margin"]
+    fig = _figure(7.5, 5.2)
+    ax = fig.subplots()
+    ax.fill_between(k, low, high, color="C0", alpha=0.2, label="95% CI (paired t)")
+    ax.plot(k, mean, "o-", color="C0", ms=3.5, lw=1.5, label="mean of untapped - M2 over the first k pairs")
+    ax.axhline(0, color="black", lw=1, label="no difference")
+    ax.axhline(margin, color="C3", ls="--", lw=1.2, label=f"+-{margin:.2f} nats: the paper's relative effect")
+    ax.axhline(-margin, color="C3", ls="--", lw=1.2)
+    if 0 < recorded_pairs < k[-1]:
+        ax.axvline(recorded_pairs + 0.5, color="grey", ls=":", lw=1.2, label=f"the first study's {recorded_pairs} pairs end")
+    ax.set_xlabel("pairs analysed, in seed order (k)")
+    ax.set_ylabel("untapped - M2, cross-entropy on 5-9 (nats)")
+    ax.set_xlim(k[0] - 0.5, k[-1] + 0.5)
+    ax.set_title(f"How the answer sharpened: the paired mean and its 95% CI over {k[-1]} pairs\n"
+                 "(below 0: untapped lower, i.e. better)", fontsize=11)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_curves(runs, path, names=None, title="Training terms"):
-    """Every training term over the epochs: per group (all, or ``names``) the mean over seeds and the min-max band."""
+    """Every training term over the epochs: per group (all, or ``names``) the mean over seeds and the min-max band.
+
+    Only runs read from their folders have a history; None when none of ``names`` has one.
+    """
     colour = {g: f"C{i}" for i, g in enumerate(groups(runs))}  # a group keeps its colour in every figure
     names = groups(runs) if names is None else names
+    if not any(r["history"] for r in runs if r["group"] in names):
+        return None
     fig = _figure(12, 6.5)
     axes = fig.subplots(2, 3).ravel()
     for ax, term in zip(axes, CURVE_TERMS):
@@ -361,11 +588,197 @@ def _count(n, noun):
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def _interval(ci, digits=3):
+    return "n/a" if ci is None else f"{ci[0]:+.{digits}f} to {ci[1]:+.{digits}f}"
+
+
+def _seed_ranges(seeds):
+    out, start = [], None
+    for i, s in enumerate(seeds):
+        start = s if start is None else start
+        if i + 1 == len(seeds) or seeds[i + 1] != s + 1:
+            out.append(str(start) if start == s else f"{start}-{s}")
+            start = None
+    return out
+
+
+def _by_group(items):
+    """``(group, seed)`` pairs as ``m2 seeds 1234-1243, untapped seed 1250``."""
+    seeds = OrderedDict()
+    for group, seed in items:
+        seeds.setdefault(group, []).append(seed)
+    return ", ".join(f"{g} seed{'s' if len(v) > 1 else ''} {', '.join(_seed_ranges(sorted(v)))}" for g, v in seeds.items())
+
+
+def analysis_lines(record):
+    """The plan's analysis (``docs/study-plan.md``): conclusion, primary, equivalence, secondaries, failed runs."""
+    a = record.get("analysis")
+    if a is None:
+        return []
+    p, e, seeds = a["primary"], a["equivalence"], a["seeds"]
+    lines = ["## The pre-stated analysis (docs/study-plan.md)", "",
+             f"**{a['conclusion']['text']}** (rule {a['conclusion']['rule']} of the plan)", "",
+             f"Pairs analysed: {len(seeds)} of the {a['planned']['pairs']} planned "
+             f"(seeds {', '.join(_seed_ranges(seeds))}); d = CE(untapped) - CE(M2) per seed, negative favours untapped.", ""]
+    failed = [x for x in a["left_out"] if x["failed"]]
+    incomplete = [x["seed"] for x in a["left_out"] if not x["failed"]]
+    if failed:
+        lines += [f"Pairs left out because a run failed ({len(failed)}):", ""]
+        lines += [f"- seed {x['seed']}: {x['reason']}" for x in failed] + [""]
+    if incomplete:
+        lines += [f"Pairs left out because a run has not finished ({len(incomplete)}): seeds "
+                  f"{', '.join(_seed_ranges(incomplete))}. A run that cannot be completed by rerunning its command "
+                  "counts as failed (docs/study-plan.md).", ""]
+    if not a["planned"]["reached"]:
+        lines += [f"The study did not reach its planned size: {a['planned']['failed_pairs']} pairs failed (more than "
+                  f"{study_plan.MAX_FAILED_PAIRS}). The {len(seeds)} pairs left have power "
+                  f"{a['planned']['power_at_margin']:.2f} to detect {a['margin']:.2f} nats (paired sd "
+                  f"{study_plan.PLANNING_SD}, two-sided alpha {a['alpha']}).", ""]
+    tost_p = f"{stats.format_p(e['p_lower'])} (vs -{e['margin']:.2f}), {stats.format_p(e['p_upper'])} (vs +{e['margin']:.2f})"
+    verdict = "equivalent" if e["equivalent"] else "not shown equivalent"
+    lines += ["| analysis | estimate | interval | statistic | p |", "|---|---|---|---|---|",
+              f"| primary: paired t of d, two-sided | mean {p['mean_difference']:+.3f} nats (sd {p['sd_difference']:.3f}) | "
+              f"95% CI {_interval(p['ci'])} | t({p['n'] - 1}) = {p['t']:.2f} | {stats.format_p(p['t_p'])} |",
+              f"| equivalence: TOST at +-{e['margin']:.2f} nats | mean {e['mean_difference']:+.3f} nats | "
+              f"90% CI {_interval(e['ci'])} | t = {e['t_lower']:.2f} (vs -{e['margin']:.2f}), {e['t_upper']:.2f} "
+              f"(vs +{e['margin']:.2f}) | {tost_p}; TOST p = {stats.format_p(e['p'])}, {verdict} |", ""]
+    sec = a["secondary"]
+    acc, ten, w = sec["accuracy"], sec["ten_distinct"], sec["wilcoxon"]
+    acc_ci = None if acc["ci"] is None else [100 * c for c in acc["ci"]]
+    acc_t = "n/a" if acc["statistic"] is None else f"t({p['n'] - 1}) = {acc['statistic']:.2f}"
+    w_stat = "n/a" if w["statistic"] is None else f"W = {w['statistic']:.0f}"
+    table = ten["table"]
+    lines += ["Secondary analyses: they describe and do not change the conclusion. Adjusted p: Benjamini-Hochberg "
+              "over these three.", "",
+              "| secondary | estimate | statistic | p | adjusted p |", "|---|---|---|---|---|",
+              f"| permuted accuracy on 5-9, paired t (untapped - M2) | {100 * acc['mean_difference']:+.1f} points, "
+              f"95% CI {_interval(acc_ci, 1)} points | {acc_t} | {stats.format_p(acc['p'])} | "
+              f"{stats.format_p(acc['p_adjusted'])} |",
+              f"| Figure 2 shows ten distinct digits, exact McNemar | discordant pairs: untapped only {ten['untapped_only']}, "
+              f"M2 only {ten['m2_only']} | binomial test of {ten['untapped_only']} of {ten['discordant']} at 1/2 | "
+              f"{stats.format_p(ten['p'])} | {stats.format_p(ten['p_adjusted'])} |",
+              f"| Wilcoxon signed-rank of d, two-sided | a check of the primary without assuming normal d | {w_stat} | "
+              f"{stats.format_p(w['p'])} | {stats.format_p(w['p_adjusted'])} |", "",
+              "Figure 2 shows ten distinct digits, seeds counted by both runs:", "",
+              "| | M2: yes | M2: no |", "|---|---|---|",
+              f"| untapped: yes | {table[0][0]} | {table[0][1]} |",
+              f"| untapped: no | {table[1][0]} | {table[1][1]} |", ""]
+    sens = a["sensitivity"]
+    if sens is None:
+        lines += ["Sensitivity: no run diverged, so there is no failed run to set to its model's worst value.", ""]
+    elif not sens["filled"]:
+        lines += ["Sensitivity: no diverged run has a partner with a result yet, so setting it to its model's worst "
+                  "value adds no pair and the primary analysis stands as it is.", ""]
+    else:
+        lines += [f"Sensitivity: with each diverged run's cross-entropy set to the worst its model reached "
+                  f"(M2 {sens['worst']['m2']:.3f}, untapped {sens['worst']['untapped']:.3f}), {sens['n']} pairs "
+                  f"(seeds {', '.join(_seed_ranges(sens['filled']))} added): "
+                  f"mean {sens['mean_difference']:+.3f}, 95% CI {_interval(sens['ci'])}, paired t p = "
+                  f"{stats.format_p(sens['t_p'])}.", ""]
+    return lines
+
+
+def per_seed_lines(record):
+    """One row per analysed seed: both runs' cross-entropy, accuracy and distinct digits, and d."""
+    a = record.get("analysis")
+    if a is None:
+        return []
+    runs = {(r["group"], r["seed"]): r for r in record["runs"]}
+    lines = ["## Per seed", "",
+             "| seed | M2 CE | untapped CE | d = untapped - M2 | M2 accuracy | untapped accuracy | M2 distinct | "
+             "untapped distinct | from |", "|---|---|---|---|---|---|---|---|---|"]
+    for seed, d in zip(a["seeds"], a["differences"]):
+        m, u = runs[(a["second"], seed)], runs[(a["first"], seed)]
+        source = m["source"] if m["source"] == u["source"] else f"{m['source']}, {u['source']}"
+        lines.append(f"| {seed} | {m['cross_entropy']:.3f} | {u['cross_entropy']:.3f} | {d:+.3f} | "
+                     f"{100 * m['accuracy']:.1f}% | {100 * u['accuracy']:.1f}% | {m['distinct_digits']} | "
+                     f"{u['distinct_digits']} | {source} |")
+    return lines + [""]
+
+
+def terms_lines(record):
+    """Every run's last-epoch training terms, or that they are missing."""
+    lines = ["## Last-epoch training terms", "",
+             "From each run's `history.json`: the last epoch's training terms (mean over its batches); empty where "
+             "the model does not train the term (M2 has no reverse bound).", "",
+             "| run | epoch | " + " | ".join(CURVE_TERMS) + " |", "|---|---|" + "---|" * len(CURVE_TERMS)]
+    missing = [(r["group"], r["seed"]) for r in record["runs"] if all(v is None for v in r["training_terms"].values())]
+    rows = [r for r in record["runs"] if not all(v is None for v in r["training_terms"].values())]
+    for r in rows:
+        terms = r["training_terms"]
+        cells = " | ".join("" if terms[t] is None else f"{terms[t]:.4f}" for t in CURVE_TERMS)
+        lines.append(f"| {r['run']} | {r['epochs']} | {cells} |")
+    if not rows:
+        lines = lines[:-2] + ["No run with its folder yet."]
+    if missing:
+        earlier = ", ".join(s for s in record["sources"] if s != "run folder") or "an earlier study"
+        lines += ["", f"Missing (null in study.json) for the {_count(len(missing), 'run')} taken from {earlier} "
+                  f"({_by_group(missing)}): their run folders, with their history.json, did not survive, and that "
+                  "study.json kept their metrics but not their training terms."]
+    return lines + [""]
+
+
+def wall_lines(record):
+    """The study's time: training seconds summed, and first start to last finish where the runs say."""
+    w = record["wall_time"]
+    parts = "; ".join(f"{src}: {sec / 3600:.1f} h" for src, sec in w["train_seconds_by_source"].items())
+    lines = ["## Wall time", "",
+             f"Training time summed over {_count(len(record['runs']), 'run')}: {w['train_seconds'] / 3600:.1f} h ({parts}; "
+             f"M2 and untapped: {w['train_seconds_pairs'] / 3600:.1f} h; compiling, evaluation and Figure 2 not included)."]
+    if w["span_seconds"] is not None:
+        lines.append(f"First start to last finish of the {_count(w['timed_runs'], 'run')} with a run folder: "
+                     f"{w['first_started']} to {w['last_finished']}, {w['span_seconds'] / 3600:.1f} h.")
+    untimed = len(record["runs"]) - w["timed_runs"]
+    if untimed:
+        lines.append(f"The {_count(untimed, 'run')} taken from an earlier study.json carry no timestamps.")
+    return lines + [""]
+
+
+def readings_lines(record):
+    """The metric under every reading, per group, and whether each reading could give the paper's pair."""
+    names = list(record["summary"])
+    lines = ["## The metric under each reading of the paper (cross-entropy, mean +- sd)", "",
+             "| reading | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for reading, description in record["readings"].items():
+        cells = [_mean_sd(record["summary"][g]["readings"][reading]) if reading in record["summary"][g]["readings"]
+                 else "n/a" for g in names]
+        lines.append(f"| `{reading}`: {description.replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
+    lines += ["", f"Paper: M2 {PAPER_CROSS_ENTROPY['m2']:.2f}, untapped {PAPER_CROSS_ENTROPY['untapped']:.2f}; "
+              f"a uniform guess scores ln 10 = {UNIFORM_CROSS_ENTROPY:.3f} (10-way) or ln 5 = {math.log(5):.3f} (5-way).", ""]
+    if record.get("readings_derived"):
+        lines += ["Derived from each run's stored default cross-entropy, for runs whose `metrics.json` predates them: "
+                  + ", ".join(f"`{n}`" for n in record["readings_derived"]) + ".", ""]
+    verdicts = [(name, v) for name, v in record.get("paper_verdicts", {}).items() if v is not None]
+    if verdicts:
+        lines += ["### Could a reading give the paper's M2 2.30 and untapped 2.07 together?", "",
+                  "Yes when each model's 95% interval of the reading, widened by the paper's rounding "
+                  f"(+-{PAPER_ROUNDING}), holds the paper's value.", "",
+                  "| reading | M2: mean [95% CI] | untapped: mean [95% CI] | order | both? |", "|---|---|---|---|---|"]
+        def cell(d):
+            spread = "" if d["ci"][0] == d["ci"][1] else f" [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]"
+            return f"{d['mean']:.3f}{spread}: {'holds' if d['holds'] else 'excludes'} {d['paper']:.2f}"
+
+        for name, v in verdicts:
+            lines.append(f"| `{name}` | {cell(v[BASELINE])} | {cell(v[REFERENCE])} | {v['order']} | "
+                         f"{'yes' if v['possible'] else 'no'} |")
+        lines += ["", "`class_averaged_q` is ln 10 = 2.303 for any model: it equals M2's 2.30 in the paper and cannot "
+                  "give untapped's 2.07, a sign of how the paper's M2 figure may have arisen, not a reading to adopt.", ""]
+    return lines
+
+
 def markdown(record, figures):
     """The report's text: per-run table, summary, paired statistics, readings, figures."""
     lines = [f"# Study `{record['study']}`", ""]
     lines += [f"Generated {record['generated']}, from {len(record['runs'])} finished runs; "
-              f"commit(s): {', '.join('`' + c[:12] + '`' for c in record['commits'])}.", ""]
+              f"commit(s): {', '.join('`' + c[:12] + '`' for c in record['commits'])}; "
+              f"runs from: {', '.join(record['sources'])}.", ""]
+    diverged = [f for f in record.get("not_finished", []) if f["status"] == "diverged"]
+    unfinished = [(f["group"], f["seed"]) for f in record.get("not_finished", []) if f["status"] != "diverged"]
+    if diverged:
+        lines += ["Diverged runs (no result): " + "; ".join(f"{f['run']} ({f['message']})" for f in diverged) + ".", ""]
+    if unfinished:
+        lines += [f"Run folders without a result yet (not started, running or interrupted): {_by_group(unfinished)}.", ""]
+    lines += analysis_lines(record) + per_seed_lines(record)
     lines += ["## Runs", "", "| group | seed | CE 5-9 | accuracy | digit shown by y = 0..9 | distinct | training s |",
               "|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
@@ -397,16 +810,13 @@ def markdown(record, figures):
         accd = "n/a" if acc["mean_difference"] is None else f"{100 * acc['mean_difference']:+.1f} points"
         lines.append(f"| {name} | {ce['n']} | {ce['mean_difference']:+.3f} | {ci} | {t} | {w} | {adjusted} | {dz} | "
                      f"{ce['x_better']} of {ce['n']} | {accd} |")
-    lines += ["", "## The metric under each reading of the paper (cross-entropy, mean +- sd)", ""]
-    names = list(record["summary"])
-    lines += ["| reading | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for reading, description in record["readings"].items():
-        cells = [_mean_sd(record["summary"][g]["readings"][reading]) if reading in record["summary"][g]["readings"]
-                 else "n/a" for g in names]
-        lines.append(f"| `{reading}`: {description.replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
-    lines += ["", f"Paper: M2 {PAPER_CROSS_ENTROPY['m2']}, untapped {PAPER_CROSS_ENTROPY['untapped']}; "
-              f"a uniform guess scores ln 10 = {UNIFORM_CROSS_ENTROPY:.3f} (10-way) or ln 5 = {math.log(5):.3f} (5-way).", ""]
+    lines += [""] + readings_lines(record) + terms_lines(record) + wall_lines(record)
     lines += ["## Figures", ""]
+    recorded = [src for src in record["sources"] if src != "run folder"]
+    if recorded:
+        lines += ["The training curves and the Figure 2 grids need the run folders: they show only the runs read from "
+                  f"their folders; the figures of the runs taken from {', '.join(recorded)} are in that report's "
+                  "folder.", ""]
     for title, name in figures:
         lines.append(f"![{title}]({name})")
         lines.append("")
@@ -416,17 +826,32 @@ def markdown(record, figures):
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder, out=None):
-    """Write ``study.json``, ``report.md`` and the figures for the study in ``folder``; returns the report's path."""
+def write_report(folder, out=None, recorded=()):
+    """Write ``study.json``, ``report.md`` and the figures for the study in ``folder``; returns the report's path.
+
+    ``recorded``: earlier reports' ``study.json`` files whose runs join the
+    folder's (a run in both is an error, :func:`load_runs`).
+    """
     folder = pathlib.Path(folder)
-    runs = load_runs(folder)
+    runs = load_runs(folder, recorded)
+    failed = load_failed(folder)
     out = pathlib.Path(out) if out is not None else folder / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot create {out} ({' '.join(str(exc).split())})") from None
-    record = study_record(folder, runs)
-    figures = [("Cross-entropy on digits 5-9, every run", plot_cross_entropy(runs, out / "cross_entropy.png"))]
+    record = study_record(folder, runs, failed)
+    figures = []
+    analysis = record["analysis"]
+    if analysis is not None:
+        earlier = {r["seed"] for r in runs if r["group"] == study_plan.FIRST and r["source"] != "run folder"}
+        # The earlier study's pairs are marked when they are the first in seed order.
+        lead = next((i for i, s in enumerate(analysis["seeds"]) if s not in earlier), len(analysis["seeds"]))
+        first = lead if lead == sum(s in earlier for s in analysis["seeds"]) else 0
+        running = plot_running_mean(analysis, out / "running_mean.png", first)
+        if running is not None:
+            figures.append(("The paired mean and its 95% CI as the pairs accrue", running))
+    figures.append(("Cross-entropy on digits 5-9, every run", plot_cross_entropy(runs, out / "cross_entropy.png")))
     paired = plot_paired(runs, out / "paired.png")
     if paired is not None:
         figures.append(("M2 to untapped, seed by seed", paired))
@@ -438,6 +863,7 @@ def write_report(folder, out=None):
         figures.append(("Training terms of the untapped variants",
                         plot_curves(runs, out / "curves-variants.png", ([REFERENCE] if REFERENCE in models else []) + variants,
                                     "Training terms of untapped and its variants")))
+    figures = [(title, p) for title, p in figures if p is not None]  # curves need runs read from their folders
     for g in groups(runs):
         grid = plot_figure2(runs, g, folder, out / f"figure2-{g.replace('/', '-')}.png")
         if grid is not None:

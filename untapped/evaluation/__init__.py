@@ -37,7 +37,7 @@ The package, one concept per module:
 * :mod:`~untapped.evaluation.metric`: :func:`cross_entropy`,
   :func:`accuracy` and :func:`discriminative_metric`;
 * :mod:`~untapped.evaluation.readings`: the metric under each reading of
-  the paper's text (:data:`READINGS`, :func:`metric_readings`);
+  the paper's text (:data:`READINGS`, :func:`metric_readings`, :data:`DERIVED`);
 * :mod:`~untapped.evaluation.classifier`: the pre-trained digit classifier
   and its cache (:func:`digit_classifier`, :func:`default_cache_dir`);
 * :mod:`~untapped.evaluation.figure`: Figure 2 (:func:`save_digit_grid`).
@@ -61,8 +61,10 @@ from untapped.evaluation.classifier import (
 from untapped.evaluation.figure import save_digit_grid
 from untapped.evaluation.metric import CE_CLIP, accuracy, cross_entropy, discriminative_metric
 from untapped.evaluation.readings import (
+    DERIVED,
     READINGS,
     UNSEEN,
+    class_averaged_cross_entropy,
     metric_readings,
     renormalised_cross_entropy,
 )
@@ -72,11 +74,13 @@ __all__ = [
     "CACHE_FORMAT",
     "CE_CLIP",
     "CLASSIFIER_SETTINGS",
+    "DERIVED",
     "HUNGARIAN_CLIP",
     "READINGS",
     "UNSEEN",
     "accuracy",
     "assign_permutation",
+    "class_averaged_cross_entropy",
     "cross_entropy",
     "default_cache_dir",
     "digit_classifier",
