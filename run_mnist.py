@@ -185,7 +185,7 @@ def report(folder, out):
     from untapped.report import ReportError, write_report
 
     try:
-        path = write_report(folder, out)
+        path = write_report(folder, out, note=lambda line: click.echo(f"note: {line}", err=True))
     except ReportError as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         sys.exit(EXIT_ERROR)

@@ -17,6 +17,10 @@ writes, into ``<OUT>/report/`` by default:
   variants;
 * ``figure2-<group>.png``: Figure 2 (decoder means at z_bar) of every seed.
 
+Folders that are not finished untapped runs (another tool's ``metrics.json``,
+a damaged one, an unfinished run) are left out, and runs of different
+lengths are compared: the report says so under *Notes*.
+
 Statistics (:mod:`untapped.stats`): per group, mean, sd and 95% t interval
 of the cross-entropy and the accuracy, and how many runs show ten distinct
 digits; per untapped group, the paired comparison with M2 and (for a
@@ -38,6 +42,7 @@ from untapped import stats
 from untapped.evaluation import READINGS
 from untapped.files import atomic_output, jsonable
 from untapped.presets import group_name
+from untapped.run_metrics import MetricsProblem, read_metrics
 
 #: The paper's cross-entropies on digits 5-9 (mean of 10 trials, §3).
 PAPER_CROSS_ENTROPY = OrderedDict(m2=2.30, untapped=2.07)
@@ -47,6 +52,8 @@ BASELINE = "m2"
 REFERENCE = "untapped"
 #: Training terms in plotting order, as ``history.json`` names them.
 CURVE_TERMS = ("labeled_elbo", "unlabeled_elbo", "reverse_elbo", "x_to_y_loss", "y_to_x_loss", "total")
+#: Files that mark a folder as an untapped run's, finished or not.
+_RUN_MARKS = ("config.json", "checkpoint.h5")
 
 
 class ReportError(Exception):
@@ -56,51 +63,89 @@ class ReportError(Exception):
 # ---------------------------------------------------------------- reading a study
 
 
-def _read(path):
+def _read(path, what):
+    """The JSON object in ``path`` ({} if there is none); :class:`MetricsProblem` (damaged) if it is not one."""
     try:
-        return json.loads(pathlib.Path(path).read_text())
+        value = json.loads(pathlib.Path(path).read_text())
     except FileNotFoundError:
-        return None
+        return {}
     except (OSError, ValueError) as exc:
-        raise ReportError(f"cannot read {path} ({' '.join(str(exc).split())})") from None
+        raise MetricsProblem(path.parent / "metrics.json", f"its {what} cannot be read: {' '.join(str(exc).split())}",
+                             damaged=True) from None
+    if not isinstance(value, dict):
+        raise MetricsProblem(path.parent / "metrics.json", f"its {what} is not a JSON object", damaged=True)
+    return value
 
 
-def load_runs(folder):
-    """Every finished run in ``folder``: a list of dicts, sorted by group and seed."""
+def _series(history, key, path):
+    """``history[key]`` as a float array; :class:`MetricsProblem` (damaged) unless it is a list of finite numbers."""
+    values = history.get(key, [])
+    if not isinstance(values, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
+        raise MetricsProblem(path, f"history.json's {key} is not a list of finite numbers", damaged=True)
+    return np.asarray(values, dtype=float)
+
+
+def _load_run(path):
+    """One finished run from its ``metrics.json`` at ``path``, with its config and history; :class:`MetricsProblem` if unusable."""
+    metrics = read_metrics(path)
+    config = _read(path.parent / "config.json", "config.json")
+    history = _read(path.parent / "history.json", "history.json")
+    for key in ("seconds", *(f"train/{t}" for t in CURVE_TERMS)):
+        _series(history, key, path)
+    variant = metrics.get("variant", "code")
+    recognised = [int(d) for d in metrics["recognised"]]
+    return OrderedDict(
+        run=path.parent.name,
+        model=metrics["model"],
+        variant=variant,
+        group=group_name(metrics["model"], variant),
+        seed=int(metrics["seed"]),
+        epochs=int(metrics["epochs"]),
+        cross_entropy=float(metrics["cross_entropy"]),
+        accuracy=float(metrics["accuracy"]),
+        recognised=recognised,
+        distinct_digits=len(set(recognised)),
+        readings=OrderedDict(
+            (k, OrderedDict(cross_entropy=v["cross_entropy"], accuracy=v["accuracy"]))
+            for k, v in metrics.get("readings", {}).items()
+        ),
+        commit=metrics.get("commit"),
+        command=metrics.get("command") or config.get("command"),
+        train_seconds=float(np.sum(history.get("seconds", []))),
+        history=history,
+    )
+
+
+def load_runs(folder, notes=None):
+    """Every finished run in ``folder``: a list of dicts, sorted by group and seed.
+
+    Left out, with a line in ``notes`` (a list) each: a ``metrics.json``
+    that is not an untapped run's or is damaged
+    (:func:`untapped.run_metrics.check_metrics`, and the run's
+    ``config.json`` and ``history.json`` must be JSON objects), and the
+    run folders without one (unfinished runs).
+    """
     folder = pathlib.Path(folder)
+    notes = [] if notes is None else notes
     if not folder.is_dir():
         raise ReportError(f"{folder} is not a folder")
     runs = []
     for path in sorted(folder.glob("*/metrics.json")):
-        metrics = _read(path)
-        config = _read(path.parent / "config.json") or {}
-        history = _read(path.parent / "history.json") or {}
-        variant = metrics.get("variant", "code")
-        recognised = [int(d) for d in metrics["recognised"]]
-        runs.append(
-            OrderedDict(
-                run=path.parent.name,
-                model=metrics["model"],
-                variant=variant,
-                group=group_name(metrics["model"], variant),
-                seed=int(metrics["seed"]),
-                epochs=int(metrics["epochs"]),
-                cross_entropy=float(metrics["cross_entropy"]),
-                accuracy=float(metrics["accuracy"]),
-                recognised=recognised,
-                distinct_digits=len(set(recognised)),
-                readings=OrderedDict(
-                    (k, OrderedDict(cross_entropy=v["cross_entropy"], accuracy=v["accuracy"]))
-                    for k, v in metrics.get("readings", {}).items()
-                ),
-                commit=metrics.get("commit"),
-                command=metrics.get("command") or config.get("command"),
-                train_seconds=float(np.sum(history.get("seconds", []))),
-                history=history,
-            )
-        )
+        try:
+            runs.append(_load_run(path))
+        except MetricsProblem as exc:
+            notes.append("left out " + " ".join(exc.said(path.relative_to(folder)).split()))
+    unfinished = sorted(
+        p.name for p in folder.iterdir()
+        if p.is_dir() and not (p / "metrics.json").exists() and any((p / n).exists() for n in _RUN_MARKS)
+    )
+    if unfinished:
+        notes.append(f"left out {len(unfinished)} unfinished run(s), without metrics.json: {', '.join(unfinished)}")
     if not runs:
-        raise ReportError(f"{folder} holds no finished run (no <run>/metrics.json)")
+        raise ReportError(f"{folder} holds no finished run (no <run>/metrics.json of an untapped run)"
+                          + (f"; {notes[0]}" if notes else ""))
     order = {g: i for i, g in enumerate([BASELINE, REFERENCE])}
     runs.sort(key=lambda r: (order.get(r["group"], 2), r["group"], r["seed"]))
     return runs
@@ -167,8 +212,18 @@ def comparisons(runs):
     return out
 
 
-def study_record(folder, runs):
-    """The machine-readable study (``study.json``): runs without their histories, and the statistics."""
+def length_notes(runs):
+    """A line if the runs differ in their epochs (the tables then compare runs trained for different lengths)."""
+    if len({r["epochs"] for r in runs}) <= 1:
+        return []
+    per_group = "; ".join(
+        f"{g}: {', '.join(str(e) for e in sorted({r['epochs'] for r in runs if r['group'] == g}))}" for g in groups(runs)
+    )
+    return [f"the runs differ in length (epochs per group, {per_group}); the summaries and paired comparisons mix them"]
+
+
+def study_record(folder, runs, notes=()):
+    """The machine-readable study (``study.json``): runs without their histories, the statistics, and ``notes``."""
     commits = sorted({r["commit"] or "unknown" for r in runs})
     return OrderedDict(
         study=str(pathlib.Path(folder).resolve().name),
@@ -179,6 +234,7 @@ def study_record(folder, runs):
         paired=comparisons(runs),
         readings=READINGS,
         paper=PAPER_CROSS_ENTROPY,
+        notes=list(notes),
     )
 
 
@@ -366,6 +422,8 @@ def markdown(record, figures):
     lines = [f"# Study `{record['study']}`", ""]
     lines += [f"Generated {record['generated']}, from {len(record['runs'])} finished runs; "
               f"commit(s): {', '.join('`' + c[:12] + '`' for c in record['commits'])}.", ""]
+    if record.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in record["notes"]] + [""]
     lines += ["## Runs", "", "| group | seed | CE 5-9 | accuracy | digit shown by y = 0..9 | distinct | training s |",
               "|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
@@ -416,16 +474,26 @@ def markdown(record, figures):
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder, out=None):
-    """Write ``study.json``, ``report.md`` and the figures for the study in ``folder``; returns the report's path."""
+def write_report(folder, out=None, note=None):
+    """Write ``study.json``, ``report.md`` and the figures for the study in ``folder``; returns the report's path.
+
+    What the report leaves out or mixes (:func:`load_runs`, :func:`length_notes`)
+    is listed under *Notes* in ``report.md`` and ``study.json``, and each line
+    is passed to ``note`` as well.
+    """
     folder = pathlib.Path(folder)
-    runs = load_runs(folder)
+    notes = []
+    runs = load_runs(folder, notes)
+    notes += length_notes(runs)
+    for line in notes:
+        if note is not None:
+            note(line)
     out = pathlib.Path(out) if out is not None else folder / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot create {out} ({' '.join(str(exc).split())})") from None
-    record = study_record(folder, runs)
+    record = study_record(folder, runs, notes)
     figures = [("Cross-entropy on digits 5-9, every run", plot_cross_entropy(runs, out / "cross_entropy.png"))]
     paired = plot_paired(runs, out / "paired.png")
     if paired is not None:

@@ -16,8 +16,9 @@ import time
 from untapped import checkpoint as ckpt_io
 from untapped.experiment.folder import OutputError, read_json
 from untapped.experiment.spec import ExperimentError, RunSpec, build_model, check_models, check_variant, run_config, run_name
-from untapped.files import jsonable
+from untapped.files import jsonable, one_line
 from untapped.presets import DEFAULT_VARIANT, MAX_SEED, MODELS, upgrade_params
+from untapped.run_metrics import MetricsProblem, read_metrics
 
 #: Settings a resumed run takes from its checkpoint unless the user gives them.
 _RECORDED = ("epochs", "eval_every", "mode", "data_dir")
@@ -126,6 +127,8 @@ def _continued(spec):
         return spec  # with overwrite, prepare_outputs removes the old run's files
     config = read_json(spec.path("config"))
     checkpoint = spec.path("checkpoint")
+    if config is not None and not isinstance(config, dict):
+        raise OutputError(f"{spec.path('config')} is damaged (not a JSON object); choose another --out or pass --overwrite")
     if config is not None:
         wanted = _identity(run_config(spec, build_model(spec), None))
         found = _identity(config)
@@ -134,12 +137,37 @@ def _continued(spec):
             raise OutputError(
                 f"{folder} holds a different run ({', '.join(differ)} differ); choose another --out or pass --overwrite"
             )
-        metrics = read_json(spec.path("metrics")) or {}
+        metrics = _finished_metrics(spec)
         if metrics.get("epochs") == spec.epochs:
             return dataclasses.replace(spec, done=True)
+        if isinstance(metrics.get("epochs"), int) and metrics["epochs"] > spec.epochs:
+            raise _more_epochs(folder, "a finished run", metrics["epochs"], spec.epochs)
     if checkpoint.exists():
+        done = ckpt_io.load(checkpoint).epoch  # an unreadable checkpoint is a one-line CheckpointError
+        if done > spec.epochs:
+            raise _more_epochs(folder, "a run", done, spec.epochs)
         return dataclasses.replace(spec, resume=str(checkpoint))
     return spec
+
+
+def _finished_metrics(spec):
+    """The run's checked ``metrics.json`` ({} if there is none); a damaged one is an :class:`OutputError`."""
+    if not spec.path("metrics").exists():
+        return {}
+    try:
+        return read_metrics(spec.path("metrics"))
+    except MetricsProblem as exc:
+        raise OutputError(
+            f"{one_line(exc)}; remove it to judge the run again from its checkpoint, or pass --overwrite"
+        ) from None
+
+
+def _more_epochs(folder, what, done, asked):
+    """The :class:`OutputError` for a folder whose run has more epochs than ``--epochs`` asks for."""
+    return OutputError(
+        f"{folder} holds {what} of {done} epochs; --epochs {asked} asks for fewer. Give --epochs {done} "
+        "(or more) to keep or continue it, choose another --out, or pass --overwrite"
+    )
 
 
 def _identity(config):

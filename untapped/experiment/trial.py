@@ -54,6 +54,11 @@ def run_trial(spec, classifier=None):
 
 def _run_locked(spec, classifier):
     resume = ckpt_io.load(spec.resume) if spec.resume is not None else None
+    if resume is not None and resume.epoch > spec.epochs:  # refused before anything of the run is written
+        raise OutputError(
+            f"{spec.resume} is at epoch {resume.epoch}, past the {spec.epochs} epochs asked for; "
+            f"give --epochs {resume.epoch} or more"
+        )
     prepare_outputs([spec])
     location = data_location(spec.data_dir)
     split = load_split(location, spec.seed, spec.subset, spec.variant)

@@ -21,7 +21,6 @@ from untapped.experiment.folder import (
     finished_result,
     lock_folder,
     prepare_outputs,
-    read_json,
     result_from_metrics,
     write_json,
 )
@@ -31,6 +30,7 @@ from untapped.experiment.spec import RUN_FILES
 from untapped.experiment.trial import run_trial
 from untapped.files import one_line
 from untapped.presets import DEFAULT_VARIANT, group_name
+from untapped.run_metrics import MetricsProblem, read_metrics
 
 
 def run_request(request, echo=print):
@@ -62,7 +62,7 @@ def run_request(request, echo=print):
         echo(f"digit classifier ready in {time.perf_counter() - began:.1f} s (fitted once, then cached)")
         shared = classifier if request.jobs == 1 or backend == "dask" else None
         results = run_trials(specs, jobs=request.jobs, backend=backend, scheduler=request.scheduler, classifier=shared)
-        return results, write_summary(out_dir, results)
+        return results, write_summary(out_dir, results, note=echo)
 
 
 def _say_what_continues(specs, echo):
@@ -161,26 +161,36 @@ def summary_table(results):
     return "\n".join(lines)
 
 
-def folder_results(out, results=()):
+def folder_results(out, results=(), note=None):
     """``results``, then the finished runs of every other run folder in ``out`` (from their ``metrics.json``).
 
     So a summary holds every run in the folder, whichever command wrote it.
+    A ``metrics.json`` that is not a finished untapped run's (another tool's,
+    or damaged: :func:`untapped.run_metrics.check_metrics`) is left out, and
+    ``note`` receives one line naming it.
     """
     results = list(results)
     seen = {pathlib.Path(r["run_dir"]).resolve() for r in results}
     for path in sorted(pathlib.Path(out).glob(f"*/{RUN_FILES['metrics']}")):
         if path.parent.resolve() in seen:
             continue
-        metrics = read_json(path)
-        if metrics and all(k in metrics for k in ("model", "seed", "cross_entropy", "epochs")):
-            results.append(result_from_metrics(metrics, path.parent))
+        try:
+            metrics = read_metrics(path)
+        except MetricsProblem as exc:
+            if note is not None:
+                note(f"note: left out of the summary: {one_line(exc)}")
+            continue
+        results.append(result_from_metrics(metrics, path.parent))
     return results
 
 
-def write_summary(out, results):
-    """``summary.json`` and ``summary.txt`` in ``out``, of ``results`` and every other finished run there."""
+def write_summary(out, results, note=None):
+    """``summary.json`` and ``summary.txt`` in ``out``, of ``results`` and every other finished run there.
+
+    ``note`` receives a line for each ``metrics.json`` left out (:func:`folder_results`).
+    """
     out = pathlib.Path(out)
-    results = folder_results(out, results)
+    results = folder_results(out, results, note)
     write_json(out / "summary.json", OrderedDict(runs=results, summary=summary(results)))
     table = summary_table(results)
     try:
