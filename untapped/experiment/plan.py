@@ -215,13 +215,14 @@ class Request:
     given: dict = dataclasses.field(default_factory=dict)
 
 
-def plan_request(request):
+def plan_request(request, echo=None):
     """The runs of ``request``, each matched to what its folder holds, and the backend they run on.
 
     Returns ``(specs, backend)``. Raises :class:`ExperimentError` (one line)
     on options that do not go together, before anything is fitted or written.
+    ``echo`` receives the lines of a scheduler's check (:func:`untapped.cluster.check`).
     """
-    backend = _backend(request)
+    backend = _backend(request, echo)
     if request.resume is not None:
         return [_resume_spec(request)], backend
     models = list(MODELS) if request.model == "both" else [request.model]
@@ -255,7 +256,7 @@ def default_out():
     return str(pathlib.Path("results") / "mnist" / time.strftime("%Y-%m-%d-%H-%M-%S"))
 
 
-def _backend(request):
+def _backend(request, echo=None):
     """The request's backend: ``dask`` with a scheduler (checked to answer), else the one asked for."""
     if request.scheduler is None and request.backend != "dask":
         return request.backend
@@ -263,7 +264,7 @@ def _backend(request):
         raise ExperimentError(f"--scheduler runs the trials on Dask; drop --backend {request.backend}")
     from untapped import cluster
 
-    cluster.check(request.scheduler)  # before anything is fitted or written
+    cluster.check(request.scheduler, echo)  # before anything is fitted or written
     return "dask"
 
 

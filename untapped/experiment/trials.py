@@ -45,7 +45,7 @@ def run_request(request, echo=print):
     :class:`untapped.checkpoint.CheckpointError`); Ctrl-C raises
     :class:`untapped.training.TrainingInterrupted` after saving.
     """
-    specs, backend = plan_request(request)
+    specs, backend = plan_request(request, echo)
     if request.resume is None:
         _say_what_continues(specs, echo)
     out_dir = pathlib.Path(specs[0].out).parent
