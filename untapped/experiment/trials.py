@@ -10,7 +10,6 @@ finished run there).
 
 import dataclasses
 import pathlib
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -56,10 +55,8 @@ def run_request(request, echo=print):
     with lock_folder(out_dir):  # one writer at a time
         prepare_outputs(specs)
         echo(f"output: {out_dir}  runs: {', '.join(s.name for s in specs)}")
-        began = time.perf_counter()
-        classifier = digit_classifier(str(location), specs[0].subset, images=images)
+        classifier = digit_classifier(str(location), specs[0].subset, images=images, say=echo)
         del images  # each run reads its own split
-        echo(f"digit classifier ready in {time.perf_counter() - began:.1f} s (fitted once, then cached)")
         shared = classifier if request.jobs == 1 or backend == "dask" else None
         results = run_trials(specs, jobs=request.jobs, backend=backend, scheduler=request.scheduler, classifier=shared)
         return results, write_summary(out_dir, results, note=echo)
