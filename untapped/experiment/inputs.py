@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from untapped import data as data_io
+from untapped.data.split import NUM_UNLABELED
 from untapped.experiment.spec import ExperimentError
 from untapped.presets import DEFAULT_VARIANT, VARIANTS
 
@@ -33,6 +34,24 @@ def load_images(data_dir=None):
     70,000 images as well (another 220 MB while it trains).
     """
     return data_io.load_binarized_mnist(data_location(data_dir), download=False)
+
+
+def check_subset(subset, digits):
+    """Raise :class:`ExperimentError` if ``--subset`` would cut nothing: no smaller than the largest set of the split.
+
+    ``digits`` are the 70,000 images' digits (:func:`load_images`): the
+    labeled set is the digits 0-4, the evaluation set the digits 5-9, and
+    :data:`untapped.data.split.NUM_UNLABELED` images are drawn unlabeled.
+    """
+    if subset is None:
+        return
+    labeled = int(np.isin(digits, data_io.LABELED_DIGITS).sum())
+    sizes = dict(labeled=labeled, evaluation=len(digits) - labeled, unlabeled=NUM_UNLABELED)
+    if int(subset) >= max(sizes.values()):
+        raise ExperimentError(
+            f"--subset {subset} cuts nothing: the largest set has {max(sizes.values())} rows "
+            f"({', '.join(f'{k} {v}' for k, v in sizes.items())}); omit --subset to use all the data"
+        )
 
 
 def subset_split(split, n):

@@ -23,7 +23,7 @@ from untapped.experiment.folder import (
     result_from_metrics,
     write_json,
 )
-from untapped.experiment.inputs import data_location, digit_classifier, load_images
+from untapped.experiment.inputs import check_subset, data_location, digit_classifier, load_images
 from untapped.experiment.plan import plan_request
 from untapped.experiment.spec import RUN_FILES
 from untapped.experiment.trial import run_trial
@@ -52,6 +52,7 @@ def run_request(request, echo=print):
     for line in describe_environment(specs[0].mode, location):
         echo(line)
     images = load_images(str(location))  # read and verify the data before anything is written
+    check_subset(specs[0].subset, images[1])
     with lock_folder(out_dir):  # one writer at a time
         prepare_outputs(specs)
         echo(f"output: {out_dir}  runs: {', '.join(s.name for s in specs)}")
