@@ -43,10 +43,10 @@ load unverified, and those written before attribute checksums (no
 ``attributes_sha256``) with their datasets verified only; the format
 version is the same, since older readers ignore the new attributes.
 
-Writing goes to a temporary file in the target's folder, which is renamed
-over the target only when complete (:func:`os.replace`), so a crash or a
-Ctrl-C never leaves a half-written checkpoint and never destroys the previous
-one; temporary files that a killed write left behind are removed by the
+The file is built in memory, then its bytes go to a temporary file in the
+target's folder, which is renamed over the target only when complete
+(:func:`os.replace`), so a crash, a full disk or a Ctrl-C never leaves a
+half-written checkpoint and never destroys the previous one; temporary files that a killed write left behind are removed by the
 next write of the same checkpoint (:func:`untapped.files.atomic_output`).
 Every failure to read or apply a checkpoint is a :class:`CheckpointError`
 with a one-line message naming the file.
@@ -56,6 +56,7 @@ import copy
 import dataclasses
 import datetime
 import hashlib
+import io
 import json
 import pathlib
 from collections import OrderedDict
@@ -166,9 +167,15 @@ class Checkpoint:
     def save(self, path):
         """Write this checkpoint to ``path`` atomically (temporary file + rename)."""
         path = pathlib.Path(path)
+        # Built in memory, then written as bytes: a full disk or a lost file
+        # system is then one OSError of the write, not HDF5's errors while
+        # it flushes its caches (some of them raised where none can catch them).
+        image = io.BytesIO()
+        with h5py.File(image, "w") as f:
+            self._write(f)
         try:
-            with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-                self._write(f)
+            with atomic_output(path) as tmp:
+                tmp.write_bytes(image.getbuffer())
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot write the checkpoint ({os_reason(exc)})") from None
         self.path = path
