@@ -112,7 +112,10 @@ def continue_runs(specs):
       (``metrics.json``): ``done``, it is not run again;
     * the same run with a checkpoint (interrupted, or finished with fewer
       epochs): it resumes from the checkpoint;
-    * a different run, or one with more epochs than asked: :class:`OutputError`.
+    * a different run, one with more epochs than asked (finished or not), or
+      a damaged ``metrics.json`` (:mod:`untapped.run_metrics`): :class:`OutputError`,
+      before anything is written;
+    * a checkpoint that cannot be read: :class:`untapped.checkpoint.CheckpointError`.
 
     With ``spec.overwrite`` the folder's run files are removed and the run
     starts afresh. Specs that already resume from a given checkpoint are
