@@ -170,10 +170,10 @@ class Checkpoint:
         # Built in memory, then written as bytes: a full disk or a lost file
         # system is then one OSError of the write, not HDF5's errors while
         # it flushes its caches (some of them raised where none can catch them).
-        image = io.BytesIO()
-        with h5py.File(image, "w") as f:
-            self._write(f)
         try:
+            image = io.BytesIO()
+            with h5py.File(image, "w") as f:
+                self._write(f)
             with atomic_output(path) as tmp:
                 tmp.write_bytes(image.getbuffer())
         except OSError as exc:

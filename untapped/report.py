@@ -144,7 +144,7 @@ def load_runs(folder, notes=None):
     if unfinished:
         notes.append(f"left out {len(unfinished)} unfinished run(s), without metrics.json: {', '.join(unfinished)}")
     if not runs:
-        raise ReportError(f"{folder} holds no finished run (no <run>/metrics.json of an untapped run)"
+        raise ReportError(f"{folder} holds no finished run (no <run>/metrics.json)"
                           + (f"; {notes[0]}" if notes else ""))
     order = {g: i for i, g in enumerate([BASELINE, REFERENCE])}
     runs.sort(key=lambda r: (order.get(r["group"], 2), r["group"], r["seed"]))
