@@ -13,6 +13,7 @@ import untapped
 
 untapped.configure_threads()  # before NumPy loads (untapped.threads)
 
+import os  # noqa: E402
 import pathlib  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -35,7 +36,20 @@ class OneLineErrors(commands.OneLineErrors):
 
 
 def _interrupt(signum, frame):
+    """The first Ctrl-C (or a scheduler's SIGTERM): stop at the end of the step, saving; the next one quits at once."""
+    signal.signal(signal.SIGINT, _quit_now)
+    signal.signal(signal.SIGTERM, _quit_now)
     raise KeyboardInterrupt
+
+
+def _quit_now(signum, frame):
+    """A second Ctrl-C while the first is handled, or during the exit handlers: quit now, in one line.
+
+    Nothing is lost that was saved: every file is written whole or not at all
+    (:func:`untapped.files.atomic_output`).
+    """
+    os.write(2, b"interrupted: quitting now; the files on disk are whole\n")
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _show_progress_messages():
@@ -101,13 +115,17 @@ def _version():
     cls=OneLineErrors,
     invoke_without_command=True,
     context_settings=dict(auto_envvar_prefix="UNTAPPED", show_default=True, help_option_names=["-h", "--help"]),
-    epilog="Exit status: 0 done, 1 error, 2 bad option, 3 a run diverged (NaN/inf), 130 interrupted (Ctrl-C).",
+    epilog="Exit status: 0 done; 1 error (data, files, scheduler, and options that contradict each other or the "
+           "run they continue); 2 bad option (unknown, or a value out of its range); 3 a run diverged (NaN/inf); "
+           "130 interrupted (Ctrl-C; a second Ctrl-C quits at once, the checkpoints are written whole).",
 )
 @click.option("--epochs", type=click.IntRange(min=0), default=150, help="Training epochs (the total, when resuming).")
 @click.option("--batch", type=click.IntRange(min=1), default=10000, help="Batch size of every source (labeled, unlabeled, unfeatured).")
 @click.option("--model", "model", type=click.Choice([*MODELS, "both"]), default="both", help="Which model(s) to train.")
 @click.option("--variant", type=click.Choice(list(VARIANTS)), default="code",
-              help="A reading of the paper instead of the original code (docs/fidelity.md): " + "; ".join(f"{k}: {v.description}" for k, v in VARIANTS.items()) + ".")
+              help="A reading of the paper instead of the original code (docs/fidelity.md): " + "; ".join(
+                  f"{k}{'' if v.models == MODELS else ' (' + ', '.join(v.models) + ' only: give --model ' + v.models[0] + ')'}: "
+                  f"{v.description}" for k, v in VARIANTS.items()) + ".")
 @click.option("--trials", type=click.IntRange(min=1), default=1, help="Independent runs per model, with seeds seed .. seed+trials-1.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, help="Runs in parallel (joblib).")
 @click.option("--backend", type=click.Choice(["loky", "multiprocessing", "dask", "sequential"]), default="loky",
@@ -127,7 +145,8 @@ def _version():
 @click.option("--eval-every", type=click.IntRange(min=1), default=10, help="Evaluate all five terms every N epochs (and after the last).")
 @click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, help="Compile mode: c (the C backend with the fast kernels, as Theano ran), plain (the paper layer in stock PyTensor ops only) or numba.")
 @click.option("--subset", type=click.IntRange(min=1), default=None,
-              help="Use only the first N labeled, evaluation and unlabeled rows (quick tests).")
+              help="Use only the first N labeled, evaluation and unlabeled rows (quick tests); N must cut something, "
+                   "less than the largest set's rows (35735 for MNIST).")
 @click.option("--overwrite", is_flag=True, default=False, help="Allow a fresh run to replace an existing run's files in --out.")
 @click.version_option(version=_version(), prog_name="untapped", message="%(prog)s %(version)s")
 @click.pass_context
@@ -143,8 +162,9 @@ def main(ctx, **options):
     e.g. UNTAPPED_EPOCHS=150 or UNTAPPED_DATA_DIR=../shared/data/mnist.
 
     Running the same command again continues it: finished runs are kept, interrupted
-    ones resume from their checkpoints. `run_mnist.py report OUT` turns a results
-    folder into a report."""
+    ones resume from their checkpoints, and a run with more epochs than --epochs is
+    refused before anything is written (--overwrite replaces it). `run_mnist.py
+    report OUT` turns a results folder into a report."""
     if ctx.invoked_subcommand is not None:
         return
     from untapped import experiment
@@ -155,6 +175,7 @@ def main(ctx, **options):
     request = experiment.Request(**options, command=_command_line(ctx), interactive=sys.stderr.isatty(), given=_given(ctx))
     _show_progress_messages()
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
+    previous_sigint = signal.signal(signal.SIGINT, _interrupt)
     try:
         results, table = experiment.run_request(request, echo=click.echo)
     except TrainingInterrupted as exc:
@@ -168,6 +189,7 @@ def main(ctx, **options):
         sys.exit(EXIT_ERROR)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+        signal.signal(signal.SIGINT, previous_sigint)
     click.echo("")
     click.echo(table)
     diverged = experiment.divergence(results)
@@ -188,7 +210,7 @@ def report(folder, out, recorded):
     from untapped.report import ReportError, write_report
 
     try:
-        path = write_report(folder, out, recorded)
+        path = write_report(folder, out, recorded, note=lambda line: click.echo(f"note: {line}", err=True))
     except ReportError as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         sys.exit(EXIT_ERROR)
@@ -196,4 +218,7 @@ def report(folder, out, recorded):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # the exit handlers run next (Dask's, PyTensor's): a Ctrl-C there quits at once, without their traceback
+        signal.signal(signal.SIGINT, _quit_now)

@@ -13,6 +13,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
+def pytest_configure(config):
+    if not any(line.split(":")[0].strip() == "slow" for line in config.getini("markers")):
+        config.addinivalue_line("markers", "slow: a case that takes long (waits out a real timeout); deselect with -m 'not slow'")
+
+
 @pytest.fixture(scope="session")
 def mnist_dir():
     """The folder holding the MNIST IDX files (CI: ../shared/data/mnist)."""

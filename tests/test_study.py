@@ -91,7 +91,7 @@ def test_a_variant_that_does_not_apply_is_refused(cache, tmp_path, mnist_dir):
     result = invoke(TINY + ["--epochs", 1, "--model", "m2", "--variant", "eq17", "--out", tmp_path / "x",
                             "--data-dir", mnist_dir], cache)
     assert result.exit_code == 1
-    assert result.stderr.strip() == "error: --variant eq17 applies to untapped only, not m2"
+    assert result.stderr.strip() == "error: --variant eq17 applies to untapped only, not m2; give --model untapped"
     assert not (tmp_path / "x").exists()
 
 

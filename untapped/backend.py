@@ -22,11 +22,15 @@ import sys
 import warnings
 
 import numpy as np
-import pytensor
-from pytensor.compile.mode import Mode, get_mode
 
-from parmesan_compat.backend import FLOATX, float32
-from untapped.presets import DEFAULT_MODE, MODES
+from untapped.startup import import_pytensor
+
+pytensor = import_pytensor()  # first: a bad PYTENSOR_FLAGS or OMP_NUM_THREADS is a one-line StartupError
+
+from pytensor.compile.mode import Mode, get_mode  # noqa: E402
+
+from parmesan_compat.backend import FLOATX, float32  # noqa: E402
+from untapped.presets import DEFAULT_MODE, MODES  # noqa: E402
 
 __all__ = ["DEFAULT_MODE", "FLOATX", "LINKERS", "MODES", "as_float32", "compile_mode", "compiling", "environment", "float32", "kernels"]
 

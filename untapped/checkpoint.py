@@ -29,19 +29,24 @@ root attributes
     ``config`` (JSON: the model's ``get_params()`` under ``model_params``
     plus the run options), ``versions`` (JSON), ``mode``, ``blas__ldflags``,
     ``environment`` (JSON), ``created`` (UTC, ISO 8601), ``checksums``
-    (``"sha256"``).
+    (``"sha256"``), ``attributes_sha256`` (below).
 
 Every dataset carries the attribute ``sha256``: the SHA-256 of its dtype,
 shape and bytes (of its UTF-8 text for the generator states), verified on
 load, so a damaged byte is a :class:`CheckpointError` naming the dataset,
-never a silently different resume. Checkpoints written before checksums
-(no ``checksums`` attribute) load unverified; the format version is the
-same, since older readers ignore the new attributes.
+never a silently different resume. The root attribute
+``attributes_sha256`` is the SHA-256 of every other attribute of the root
+and the groups (names and values, as sorted JSON), so an edited ``epoch``
+or ``config`` is refused too; and the ``epoch`` must match the history's
+epochs. Checkpoints written before checksums (no ``checksums`` attribute)
+load unverified, and those written before attribute checksums (no
+``attributes_sha256``) with their datasets verified only; the format
+version is the same, since older readers ignore the new attributes.
 
-Writing goes to a temporary file in the target's folder, which is renamed
-over the target only when complete (:func:`os.replace`), so a crash or a
-Ctrl-C never leaves a half-written checkpoint and never destroys the previous
-one; temporary files that a killed write left behind are removed by the
+The file is built in memory, then its bytes go to a temporary file in the
+target's folder, which is renamed over the target only when complete
+(:func:`os.replace`), so a crash, a full disk or a Ctrl-C never leaves a
+half-written checkpoint and never destroys the previous one; temporary files that a killed write left behind are removed by the
 next write of the same checkpoint (:func:`untapped.files.atomic_output`).
 Every failure to read or apply a checkpoint is a :class:`CheckpointError`
 with a one-line message naming the file.
@@ -51,6 +56,7 @@ import copy
 import dataclasses
 import datetime
 import hashlib
+import io
 import json
 import pathlib
 from collections import OrderedDict
@@ -59,12 +65,14 @@ import h5py
 import numpy as np
 
 from untapped.backend import environment
-from untapped.files import atomic_output, jsonable, one_line
+from untapped.files import atomic_output, jsonable, one_line, os_reason
 
 FORMAT = "untapped-checkpoint"
 FORMAT_VERSION = 1
 #: The digest every dataset carries (its attribute of that name), and the root attribute declaring it.
 CHECKSUM = "sha256"
+#: The root attribute holding the digest of every other attribute (:func:`_attributes_digest`).
+ATTRIBUTES_CHECKSUM = "attributes_sha256"
 
 #: Arrays of an :class:`untapped.data.MNISTSplit` stored under ``/data``.
 SPLIT_ARRAYS = ("labeled_index", "eval_index", "unlabeled_index", "unfeatured_y", "unfeatured_z", "eval_unfeatured_z")
@@ -159,11 +167,17 @@ class Checkpoint:
     def save(self, path):
         """Write this checkpoint to ``path`` atomically (temporary file + rename)."""
         path = pathlib.Path(path)
+        # Built in memory, then written as bytes: a full disk or a lost file
+        # system is then one OSError of the write, not HDF5's errors while
+        # it flushes its caches (some of them raised where none can catch them).
         try:
-            with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+            image = io.BytesIO()
+            with h5py.File(image, "w") as f:
                 self._write(f)
+            with atomic_output(path) as tmp:
+                tmp.write_bytes(image.getbuffer())
         except OSError as exc:
-            raise CheckpointError(f"{path}: cannot write the checkpoint ({one_line(exc)})") from None
+            raise CheckpointError(f"{path}: cannot write the checkpoint ({os_reason(exc)})") from None
         self.path = path
         return path
 
@@ -198,6 +212,7 @@ class Checkpoint:
         g.attrs["order"] = json.dumps(list(self.history))
         for name, values in self.history.items():
             _create(g, name, np.asarray(values, dtype=np.float64).reshape(-1))
+        f.attrs[ATTRIBUTES_CHECKSUM] = _attributes_digest(f)
 
 
 def save(path, model, *, epoch, rng=None, split=None, history=None, config=None):
@@ -214,10 +229,16 @@ def load(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
-    if not h5py.is_hdf5(str(path)):
+    try:
+        hdf5 = h5py.is_hdf5(str(path))
+    except OSError as exc:  # unreadable: no permission, an I/O error
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({os_reason(exc)})") from None
+    if not hdf5:
         raise CheckpointError(f"{path}: not an HDF5 file, so not an untapped checkpoint")
     try:
         f = h5py.File(path, "r")
+    except PermissionError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({os_reason(exc)})") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: truncated or corrupt HDF5 file ({one_line(exc)})") from None
     try:
@@ -247,6 +268,9 @@ def _read(f, path):
     if checksums not in (None, CHECKSUM):
         raise CheckpointError(f"{path}: checksums of kind {checksums!r}, this untapped verifies {CHECKSUM!r}")
     verify = checksums is not None
+    stored = _attr(f, ATTRIBUTES_CHECKSUM)
+    if verify and stored is not None and stored != _attributes_digest(f):
+        raise CheckpointError(f"{path}: its attributes (epoch, config ...) were altered (their checksum does not match)")
     params = _read_arrays(f["params"], path, verify)
     optimizer = _read_arrays(f["optimizer"], path, verify)
     for name, value in params.items():
@@ -264,8 +288,14 @@ def _read(f, path):
     config = json.loads(_attr(f, "config", "{}"))
     env = json.loads(_attr(f, "environment", "{}"))
     seed = _attr(f, "seed")
+    epoch = int(_attr(f, "epoch", 0))
+    trained = history.get("epoch")
+    if epoch < 0 or (trained is not None and len(trained) != epoch):
+        raise CheckpointError(
+            f"{path}: epoch {epoch} does not match its history of {len(trained or [])} epochs; the file was altered"
+        )
     return Checkpoint(
-        epoch=int(_attr(f, "epoch", 0)),
+        epoch=epoch,
         params=params,
         optimizer=optimizer,
         rng=rng,
@@ -297,6 +327,17 @@ def _order(group, path):
     if "order" not in group.attrs:
         raise CheckpointError(f"{path}: incomplete checkpoint, /{group.name.strip('/')} has no 'order'")
     return json.loads(_string(group.attrs["order"]))
+
+
+def _attributes_digest(f):
+    """SHA-256 of the attributes of ``f``'s root and groups (but :data:`ATTRIBUTES_CHECKSUM`), as sorted JSON."""
+    attributes = {
+        f"{holder.name}:{name}": _attr(holder, name)
+        for holder in [f, *(f[g] for g in sorted(f) if isinstance(f[g], h5py.Group))]
+        for name in holder.attrs
+        if not (holder is f and name == ATTRIBUTES_CHECKSUM)
+    }
+    return _digest(json.dumps(attributes, sort_keys=True))
 
 
 def _digest(value):

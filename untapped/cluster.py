@@ -44,8 +44,8 @@ RESOURCE = "trial"
 TOPIC = "untapped-trials"
 #: Memory a run may take at batch 10,000 (its peak RSS: ``docs/speed.md``, *Memory*); sizes the local cluster.
 TRIAL_MEMORY = 1.5e9
-#: Seconds to wait for the scheduler to answer.
-CONNECT_TIMEOUT = "10s"
+#: Seconds to wait for the scheduler to answer, the handshake included (:func:`probe`).
+CONNECT_SECONDS = 10.0
 #: Seconds between the client's looks at its trials.
 POLL_SECONDS = 0.5
 
@@ -68,15 +68,63 @@ def require_dask():
         raise ClusterError(MISSING) from None
 
 
-def check(scheduler=None):
-    """Raise :class:`ClusterError` (one line) unless Dask imports and, given its address, the scheduler answers.
+def check(scheduler=None, echo=None):
+    """Raise :class:`ClusterError` (one line) unless Dask imports and, given its address, a scheduler answers there.
 
-    For a command line to call before it fits or writes anything.
+    For a command line to call before it fits or writes anything. ``echo``
+    receives a line before the scheduler is tried and one when it answered.
     """
     require_dask()
     if scheduler:
-        with connect(scheduler):
-            pass
+        say = echo or (lambda line: None)
+        say(f"dask: connecting to the scheduler at {scheduler} (waiting up to {CONNECT_SECONDS:.0f} s)")
+        began = time.perf_counter()
+        probe(scheduler)
+        say(f"dask: the scheduler at {scheduler} answered in {time.perf_counter() - began:.1f} s")
+
+
+def probe(scheduler, seconds=None):
+    """Ask the server at address ``scheduler`` who it is, within ``seconds`` (:data:`CONNECT_SECONDS`) in all.
+
+    ``distributed.Client`` bounds the TCP connection by its ``timeout`` but
+    not the handshake that follows, so a port whose server accepts and never
+    answers as Dask does (an HTTP server, a dashboard) would hold it for as
+    long as that server keeps the connection. Here the connection, the
+    handshake and an ``identity`` request share one deadline. Raises
+    :class:`ClusterError` (one line) on an address that is not one, on no
+    answer in time, and on an answer from something that is not a scheduler;
+    no client exists yet, so nothing is left to close.
+    """
+    import asyncio
+
+    from distributed.comm import connect as open_comm
+
+    seconds = CONNECT_SECONDS if seconds is None else seconds
+
+    async def identity():
+        comm = await open_comm(scheduler, timeout=seconds)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        answer = asyncio.run(asyncio.wait_for(identity(), seconds))
+    except (ValueError, TypeError) as exc:
+        raise ClusterError(f"{scheduler!r} is not a Dask scheduler address like tcp://host:8786 ({one_line(exc)})") from None
+    except TimeoutError:
+        raise ClusterError(
+            f"no Dask scheduler answered at {scheduler} within {seconds:.0f} s: something may hold the port without "
+            "speaking Dask (the dashboard's port? a scheduler listens on 8786 by default)"
+        ) from None
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} ({one_line(exc)})") from None
+    except Exception as exc:  # a server that speaks another protocol: its bytes do not decode
+        raise ClusterError(f"{scheduler} is not a Dask scheduler ({type(exc).__name__}: {one_line(exc)})") from None
+    kind = answer.get("type") if isinstance(answer, dict) else None
+    if kind != "Scheduler":
+        raise ClusterError(f"{scheduler} is a Dask {kind or 'server'}, not a scheduler; give the scheduler's address")
 
 
 # ---------------------------------------------------------------- on a worker
@@ -172,8 +220,9 @@ def connect(scheduler=None, runs=1):
     import distributed
 
     if scheduler:
+        probe(scheduler)  # bounded, and before any client exists: a bad address leaves nothing to close
         try:
-            client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+            client = distributed.Client(scheduler, timeout=f"{CONNECT_SECONDS}s", set_as_default=False)
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} ({one_line(exc)})") from None
         with client:
@@ -293,6 +342,8 @@ def _failure(future, name):
         exc = future.exception()
     except Exception as gone:  # cancelled: the scheduler forgot the task (it restarted)
         exc = gone
+    if exc is None:  # no error recorded: the scheduler lost the task (it died or restarted)
+        return f"{name}: the scheduler lost the task (its state: {future.status})"
     return one_line(exc) if isinstance(exc, TrialError) else f"{name}: {type(exc).__name__}: {one_line(exc)}"
 
 

@@ -9,6 +9,7 @@ import sys
 import click
 
 from untapped.files import one_line
+from untapped.startup import StartupError
 
 
 class OneLineErrors(click.Group):
@@ -17,7 +18,8 @@ class OneLineErrors(click.Group):
     Class attributes set the exit statuses: :attr:`click_exit` for click's
     own errors (``None``: click's status, 2 for a bad option), :attr:`abort_exit`
     for Ctrl-C at a prompt, and :attr:`error_exit` for the library errors
-    listed in :attr:`errors` that reach the group.
+    listed in :attr:`errors` that reach the group, and for PyTensor's start
+    in a bad environment (:class:`untapped.startup.StartupError`).
     """
 
     click_exit = None
@@ -39,7 +41,7 @@ class OneLineErrors(click.Group):
         except click.ClickException as exc:
             click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(self.click_exit or exc.exit_code)
-        except self.errors as exc:
+        except (StartupError, *self.errors) as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(self.error_exit)
         sys.exit(code if isinstance(code, int) else 0)

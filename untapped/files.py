@@ -25,6 +25,17 @@ def one_line(exc):
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def os_reason(exc):
+    """Why an :class:`OSError` happened, in a few words: ``No space left on device``, ``Permission denied``.
+
+    HDF5's errors carry the system's reason deep in a long message (its
+    time, file descriptor and buffer address); the errno's text says it all.
+    """
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return one_line(exc)
+
+
 def same_file(a, b):
     """Whether paths ``a`` and ``b`` name the same existing file or folder (False if either is missing)."""
     try:

@@ -23,6 +23,10 @@ by default:
   variants;
 * ``figure2-<group>.png``: Figure 2 (decoder means at z_bar) of every seed.
 
+Folders that are not finished untapped runs (another tool's ``metrics.json``,
+a damaged one, an unfinished run) are left out, and runs of different
+lengths are compared: the report says so under *Notes*.
+
 Statistics (:mod:`untapped.stats`): per group, mean, sd and 95% t interval
 of the cross-entropy and the accuracy, and how many runs show ten distinct
 digits; per untapped group, the paired comparison with M2 and (for a
@@ -49,6 +53,7 @@ from untapped import stats, study_plan
 from untapped.evaluation import DERIVED, READINGS
 from untapped.files import atomic_output, jsonable
 from untapped.presets import group_name
+from untapped.run_metrics import MetricsProblem, read_metrics
 
 #: The paper's cross-entropies on digits 5-9 (mean of 10 trials, §3).
 PAPER_CROSS_ENTROPY = OrderedDict(m2=2.30, untapped=2.07)
@@ -58,6 +63,8 @@ BASELINE = "m2"
 REFERENCE = "untapped"
 #: Training terms in plotting order, as ``history.json`` names them.
 CURVE_TERMS = ("labeled_elbo", "unlabeled_elbo", "reverse_elbo", "x_to_y_loss", "y_to_x_loss", "total")
+#: Files that mark a folder as an untapped run's, finished or not.
+_RUN_MARKS = ("config.json", "checkpoint.h5")
 
 
 class ReportError(Exception):
@@ -67,13 +74,18 @@ class ReportError(Exception):
 # ---------------------------------------------------------------- reading a study
 
 
-def _read(path):
+def _read(path, what):
+    """The JSON object in ``path`` ({} if there is none); :class:`MetricsProblem` (damaged) if it is not one."""
     try:
-        return json.loads(pathlib.Path(path).read_text())
+        value = json.loads(pathlib.Path(path).read_text())
     except FileNotFoundError:
-        return None
+        return {}
     except (OSError, ValueError) as exc:
-        raise ReportError(f"cannot read {path} ({' '.join(str(exc).split())})") from None
+        raise MetricsProblem(path.parent / "metrics.json", f"its {what} cannot be read: {' '.join(str(exc).split())}",
+                             damaged=True) from None
+    if not isinstance(value, dict):
+        raise MetricsProblem(path.parent / "metrics.json", f"its {what} is not a JSON object", damaged=True)
+    return value
 
 
 #: A run folder's name: ``<model>[-<variant>]-seed<seed>``.
@@ -115,44 +127,69 @@ def _timestamps(run_dir):
     return started, finished
 
 
-def _folder_runs(folder):
+def _series(history, key, path):
+    """``history[key]`` as a float array; :class:`MetricsProblem` (damaged) unless it is a list of finite numbers."""
+    values = history.get(key, [])
+    if not isinstance(values, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
+        raise MetricsProblem(path, f"history.json's {key} is not a list of finite numbers", damaged=True)
+    return np.asarray(values, dtype=float)
+
+
+def _load_run(path):
+    """One finished run from its ``metrics.json`` at ``path``, with its config and history; :class:`MetricsProblem` if unusable."""
+    metrics = read_metrics(path)
+    config = _read(path.parent / "config.json", "config.json")
+    history = _read(path.parent / "history.json", "history.json")
+    for key in ("seconds", *(f"train/{t}" for t in CURVE_TERMS)):
+        _series(history, key, path)
+    variant = metrics.get("variant", "code")
+    recognised = [int(d) for d in metrics["recognised"]]
+    readings = OrderedDict(
+        (k, OrderedDict(cross_entropy=v["cross_entropy"], accuracy=v["accuracy"]))
+        for k, v in metrics.get("readings", {}).items()
+    )
+    derived = _derive_readings(readings)
+    started, finished = _timestamps(path.parent)
+    return OrderedDict(
+        run=path.parent.name,
+        model=metrics["model"],
+        variant=variant,
+        group=group_name(metrics["model"], variant),
+        seed=int(metrics["seed"]),
+        epochs=int(metrics["epochs"]),
+        cross_entropy=float(metrics["cross_entropy"]),
+        accuracy=float(metrics["accuracy"]),
+        recognised=recognised,
+        distinct_digits=len(set(recognised)),
+        readings=readings,
+        readings_derived=derived,
+        commit=metrics.get("commit"),
+        command=metrics.get("command") or config.get("command"),
+        train_seconds=float(np.sum(history.get("seconds", []))),
+        training_terms=training_terms(history),
+        started=started,
+        finished=finished,
+        source="run folder",
+        history=history,
+    )
+
+
+def _folder_runs(folder, notes):
+    """The finished runs of ``folder``'s run folders; what is left out gets a line in ``notes``."""
     runs = []
     for path in sorted(folder.glob("*/metrics.json")):
-        metrics = _read(path)
-        config = _read(path.parent / "config.json") or {}
-        history = _read(path.parent / "history.json") or {}
-        variant = metrics.get("variant", "code")
-        recognised = [int(d) for d in metrics["recognised"]]
-        readings = OrderedDict(
-            (k, OrderedDict(cross_entropy=v["cross_entropy"], accuracy=v["accuracy"]))
-            for k, v in metrics.get("readings", {}).items()
-        )
-        derived = _derive_readings(readings)
-        started, finished = _timestamps(path.parent)
-        runs.append(
-            OrderedDict(
-                run=path.parent.name,
-                model=metrics["model"],
-                variant=variant,
-                group=group_name(metrics["model"], variant),
-                seed=int(metrics["seed"]),
-                epochs=int(metrics["epochs"]),
-                cross_entropy=float(metrics["cross_entropy"]),
-                accuracy=float(metrics["accuracy"]),
-                recognised=recognised,
-                distinct_digits=len(set(recognised)),
-                readings=readings,
-                readings_derived=derived,
-                commit=metrics.get("commit"),
-                command=metrics.get("command") or config.get("command"),
-                train_seconds=float(np.sum(history.get("seconds", []))),
-                training_terms=training_terms(history),
-                started=started,
-                finished=finished,
-                source="run folder",
-                history=history,
-            )
-        )
+        try:
+            runs.append(_load_run(path))
+        except MetricsProblem as exc:
+            notes.append("left out " + " ".join(exc.said(path.relative_to(folder)).split()))
+    unfinished = sorted(
+        p.name for p in folder.iterdir()
+        if p.is_dir() and not (p / "metrics.json").exists() and any((p / n).exists() for n in _RUN_MARKS)
+    )
+    if unfinished:
+        notes.append(f"left out {len(unfinished)} unfinished run(s), without metrics.json: {', '.join(unfinished)}")
     return runs
 
 
@@ -163,9 +200,12 @@ def load_recorded(path):
     are missing (None), and the derived readings are added from the default.
     """
     path = pathlib.Path(path)
-    record = _read(path)
-    if record is None:
-        raise ReportError(f"{path} does not exist")
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot read {path} ({' '.join(str(exc).split())})") from None
     if not isinstance(record, dict) or not isinstance(record.get("runs"), list):
         raise ReportError(f"{path} is not a report's study.json (no runs list)")
     runs = []
@@ -193,15 +233,21 @@ def load_recorded(path):
     return runs
 
 
-def load_runs(folder, recorded=()):
+def load_runs(folder, recorded=(), notes=None):
     """Every finished run in ``folder`` and in the earlier ``study.json`` files ``recorded``, sorted by group and seed.
 
     A run (group and seed) found twice is an error: each run is reported once.
+    Left out, with a line in ``notes`` (a list) each: a ``metrics.json``
+    that is not an untapped run's or is damaged
+    (:func:`untapped.run_metrics.check_metrics`, and the run's
+    ``config.json`` and ``history.json`` must be JSON objects), and the
+    run folders without one (unfinished runs).
     """
     folder = pathlib.Path(folder)
+    notes = [] if notes is None else notes
     if not folder.is_dir():
         raise ReportError(f"{folder} is not a folder")
-    runs = _folder_runs(folder)
+    runs = _folder_runs(folder, notes)
     where = {(r["group"], r["seed"]): str(folder) for r in runs}
     for path in recorded:
         for r in load_recorded(path):
@@ -212,7 +258,8 @@ def load_runs(folder, recorded=()):
             where[key] = str(path)
             runs.append(r)
     if not runs:
-        raise ReportError(f"{folder} holds no finished run (no <run>/metrics.json)")
+        raise ReportError(f"{folder} holds no finished run (no <run>/metrics.json)"
+                          + (f"; {notes[0]}" if notes else ""))
     order = {g: i for i, g in enumerate([BASELINE, REFERENCE])}
     runs.sort(key=lambda r: (order.get(r["group"], 2), r["group"], r["seed"]))
     return runs
@@ -222,7 +269,10 @@ def load_failed(folder):
     """The run folders in ``folder`` without a ``metrics.json``: ``diverged`` (its log says so) or ``unfinished``."""
     out = []
     for run_dir in sorted(p for p in pathlib.Path(folder).iterdir() if p.is_dir() and not (p / "metrics.json").exists()):
-        config = _read(run_dir / "config.json") or {}
+        try:
+            config = _read(run_dir / "config.json", "config.json")
+        except MetricsProblem:
+            config = {}
         name = _RUN_NAME.match(run_dir.name)
         if not config and name is None:
             continue  # not a run folder (the report's own, for one)
@@ -350,8 +400,19 @@ def wall_time(runs):
     return out
 
 
-def study_record(folder, runs, failed=()):
-    """The machine-readable study (``study.json``): runs without their histories, and the statistics."""
+
+def length_notes(runs):
+    """A line if the runs differ in their epochs (the tables then compare runs trained for different lengths)."""
+    if len({r["epochs"] for r in runs}) <= 1:
+        return []
+    per_group = "; ".join(
+        f"{g}: {', '.join(str(e) for e in sorted({r['epochs'] for r in runs if r['group'] == g}))}" for g in groups(runs)
+    )
+    return [f"the runs differ in length (epochs per group, {per_group}); the summaries and paired comparisons mix them"]
+
+
+def study_record(folder, runs, failed=(), notes=()):
+    """The machine-readable study (``study.json``): runs without their histories, the statistics, and ``notes``."""
     commits = sorted({r["commit"] or "unknown" for r in runs})
     summary = summarise(runs)
     return OrderedDict(
@@ -369,6 +430,7 @@ def study_record(folder, runs, failed=()):
         paper_verdicts=OrderedDict((name, paper_verdict(summary, name)) for name in READINGS),
         paper=PAPER_CROSS_ENTROPY,
         wall_time=wall_time(runs),
+        notes=list(notes),
     )
 
 
@@ -773,11 +835,10 @@ def markdown(record, figures):
               f"commit(s): {', '.join('`' + c[:12] + '`' for c in record['commits'])}; "
               f"runs from: {', '.join(record['sources'])}.", ""]
     diverged = [f for f in record.get("not_finished", []) if f["status"] == "diverged"]
-    unfinished = [(f["group"], f["seed"]) for f in record.get("not_finished", []) if f["status"] != "diverged"]
     if diverged:
         lines += ["Diverged runs (no result): " + "; ".join(f"{f['run']} ({f['message']})" for f in diverged) + ".", ""]
-    if unfinished:
-        lines += [f"Run folders without a result yet (not started, running or interrupted): {_by_group(unfinished)}.", ""]
+    if record.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in record["notes"]] + [""]
     lines += analysis_lines(record) + per_seed_lines(record)
     lines += ["## Runs", "", "| group | seed | CE 5-9 | accuracy | digit shown by y = 0..9 | distinct | training s |",
               "|---|---|---|---|---|---|---|"]
@@ -826,21 +887,29 @@ def markdown(record, figures):
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder, out=None, recorded=()):
+def write_report(folder, out=None, recorded=(), note=None):
     """Write ``study.json``, ``report.md`` and the figures for the study in ``folder``; returns the report's path.
 
     ``recorded``: earlier reports' ``study.json`` files whose runs join the
-    folder's (a run in both is an error, :func:`load_runs`).
+    folder's (a run in both is an error, :func:`load_runs`). What the report
+    leaves out or mixes (:func:`load_runs`, :func:`length_notes`) is listed
+    under *Notes* in ``report.md`` and ``study.json``, and each line is
+    passed to ``note`` as well.
     """
     folder = pathlib.Path(folder)
-    runs = load_runs(folder, recorded)
+    notes = []
+    runs = load_runs(folder, recorded, notes)
     failed = load_failed(folder)
+    notes += length_notes(runs)
+    for line in notes:
+        if note is not None:
+            note(line)
     out = pathlib.Path(out) if out is not None else folder / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot create {out} ({' '.join(str(exc).split())})") from None
-    record = study_record(folder, runs, failed)
+    record = study_record(folder, runs, failed, notes)
     figures = []
     analysis = record["analysis"]
     if analysis is not None:

@@ -134,9 +134,9 @@ def fit(
     """
     schedule = _schedule(model, epochs, batch_size, eval_every, checkpoint_every)
     run = _begin(model, split, schedule, resume, config, log, checkpoint_path, evaluation)
-    if run.epochs > run.start:
-        _compile(run)
     bar = _progress_bar(progress, (run.epochs - run.start) * run.steps, label)
+    if run.epochs > run.start:
+        _compile(run, bar)
     epoch = run.start
     try:
         for epoch in range(run.start + 1, run.epochs + 1):
@@ -307,13 +307,24 @@ def _restore(model, split, resume, shuffles, schedule):
     return resume, history, start
 
 
-def _compile(run):
-    """Compile before the clock starts, so epoch times are training times, compile times apart."""
-    for name in ("train", "evaluate") if run.evaluation else ("train",):
+def _compile(run, bar=None):
+    """Compile before the clock starts, so epoch times are training times (compile times apart).
+
+    A cold compile takes minutes: a line says so before it (and the progress
+    bar shows it), and the line after gives its time.
+    """
+    names = ("train", "evaluate") if run.evaluation else ("train",)
+    run.log(f"compiling {', '.join(names)} (minutes when PyTensor's compile cache is cold, seconds when warm)")
+    if bar is not None:
+        bar.current_item = "compiling"
+        bar.render_progress()
+    for name in names:
         began = time.perf_counter()
         run.model.graph.function(name)
         run.model.compile_seconds_[name] = time.perf_counter() - began
     run.log("compiled in " + ", ".join(f"{k} {v:.1f} s" for k, v in run.model.compile_seconds_.items()))
+    if bar is not None:
+        bar.start = bar.last_eta = time.time()  # the ETA counts training steps, not the compile
 
 
 def _train_epoch(run, epoch, bar):
@@ -397,6 +408,8 @@ def _progress_bar(progress, length, label):
     def show(item):
         if item is None:
             return ""
+        if isinstance(item, str):  # a phase before the first step
+            return item
         epoch, epochs, total = item
         return f"epoch {epoch}/{epochs} total={total:.3f}"
 

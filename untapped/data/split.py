@@ -24,6 +24,8 @@ from untapped.data.source import MIRRORS, load_binarized_mnist
 
 #: The digits whose labels the task gives (the rest are the evaluation set).
 LABELED_DIGITS = (0, 1, 2, 3, 4)
+#: Unlabeled images drawn with replacement from all 70,000 (the original's ``20000``).
+NUM_UNLABELED = 20_000
 #: The box of the unfeatured z draws, z_u ~ U(-1.5, 1.5)^2 (the code's and the paper's p(z), App. D).
 UNFEATURED_Z_BOX = (-1.5, 1.5)
 
@@ -123,7 +125,7 @@ def make_split(
     digits,
     *,
     seed,
-    num_unlabeled=20_000,
+    num_unlabeled=NUM_UNLABELED,
     unfeatured="corners",
     num_unfeatured=NUM_CLASSES,
     corner_peak=0.95,
@@ -202,7 +204,7 @@ def load_split(
     *,
     seed=1234,
     unfeatured="corners",
-    num_unlabeled=20_000,
+    num_unlabeled=NUM_UNLABELED,
     num_unfeatured=NUM_CLASSES,
     corner_peak=0.95,
     cache_dir=None,

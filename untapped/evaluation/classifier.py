@@ -70,7 +70,7 @@ def _save_classifier(clf, path, data_hash, settings):
         f["n_iter"] = clf.n_iter_
 
 
-def digit_classifier(images, labels, cache_dir=None):
+def digit_classifier(images, labels, cache_dir=None, on_fit=None):
     """The logistic-regression digit classifier of paper §3, fitted once and cached.
 
     The paper scores canonical images with "a logistic regression classifier
@@ -115,7 +115,9 @@ def digit_classifier(images, labels, cache_dir=None):
     refitted and replaced, with a :class:`RuntimeWarning`; a cache directory
     that cannot be written only costs the caching, also with a warning.
 
-    ``cache_dir`` defaults to :func:`default_cache_dir`.
+    ``cache_dir`` defaults to :func:`default_cache_dir`. ``on_fit``, if
+    given, is called with the number of images just before a fit (not when
+    the cache serves), so a caller can say that minutes of work begin.
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -139,6 +141,8 @@ def digit_classifier(images, labels, cache_dir=None):
                 stacklevel=2,
             )
 
+    if on_fit is not None:
+        on_fit(len(images))
     # float64: the binary pixels are exact and L-BFGS then converges the same
     # way whatever dtype the caller's images come in.
     clf = LogisticRegression(**CLASSIFIER_SETTINGS).fit(images.astype(np.float64), labels)

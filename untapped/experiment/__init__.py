@@ -42,6 +42,7 @@ from untapped.experiment.folder import (
     write_json,
 )
 from untapped.experiment.inputs import (
+    check_subset,
     classifier_data,
     data_location,
     digit_classifier,
@@ -82,6 +83,7 @@ __all__ = [
     "canonical_images",
     "check_models",
     "check_spec",
+    "check_subset",
     "check_variant",
     "classifier_data",
     "continue_runs",

@@ -16,8 +16,9 @@ import time
 from untapped import checkpoint as ckpt_io
 from untapped.experiment.folder import OutputError, read_json
 from untapped.experiment.spec import ExperimentError, RunSpec, build_model, check_models, check_variant, run_config, run_name
-from untapped.files import jsonable
+from untapped.files import jsonable, one_line
 from untapped.presets import DEFAULT_VARIANT, MAX_SEED, MODELS, upgrade_params
+from untapped.run_metrics import MetricsProblem, read_metrics
 
 #: Settings a resumed run takes from its checkpoint unless the user gives them.
 _RECORDED = ("epochs", "eval_every", "mode", "data_dir")
@@ -111,7 +112,10 @@ def continue_runs(specs):
       (``metrics.json``): ``done``, it is not run again;
     * the same run with a checkpoint (interrupted, or finished with fewer
       epochs): it resumes from the checkpoint;
-    * a different run, or one with more epochs than asked: :class:`OutputError`.
+    * a different run, one with more epochs than asked (finished or not), or
+      a damaged ``metrics.json`` (:mod:`untapped.run_metrics`): :class:`OutputError`,
+      before anything is written;
+    * a checkpoint that cannot be read: :class:`untapped.checkpoint.CheckpointError`.
 
     With ``spec.overwrite`` the folder's run files are removed and the run
     starts afresh. Specs that already resume from a given checkpoint are
@@ -126,6 +130,8 @@ def _continued(spec):
         return spec  # with overwrite, prepare_outputs removes the old run's files
     config = read_json(spec.path("config"))
     checkpoint = spec.path("checkpoint")
+    if config is not None and not isinstance(config, dict):
+        raise OutputError(f"{spec.path('config')} is damaged (not a JSON object); choose another --out or pass --overwrite")
     if config is not None:
         wanted = _identity(run_config(spec, build_model(spec), None))
         found = _identity(config)
@@ -134,12 +140,37 @@ def _continued(spec):
             raise OutputError(
                 f"{folder} holds a different run ({', '.join(differ)} differ); choose another --out or pass --overwrite"
             )
-        metrics = read_json(spec.path("metrics")) or {}
+        metrics = _finished_metrics(spec)
         if metrics.get("epochs") == spec.epochs:
             return dataclasses.replace(spec, done=True)
+        if isinstance(metrics.get("epochs"), int) and metrics["epochs"] > spec.epochs:
+            raise _more_epochs(folder, "a finished run", metrics["epochs"], spec.epochs)
     if checkpoint.exists():
+        done = ckpt_io.load(checkpoint).epoch  # an unreadable checkpoint is a one-line CheckpointError
+        if done > spec.epochs:
+            raise _more_epochs(folder, "a run", done, spec.epochs)
         return dataclasses.replace(spec, resume=str(checkpoint))
     return spec
+
+
+def _finished_metrics(spec):
+    """The run's checked ``metrics.json`` ({} if there is none); a damaged one is an :class:`OutputError`."""
+    if not spec.path("metrics").exists():
+        return {}
+    try:
+        return read_metrics(spec.path("metrics"))
+    except MetricsProblem as exc:
+        raise OutputError(
+            f"{one_line(exc)}; remove it to judge the run again from its checkpoint, or pass --overwrite"
+        ) from None
+
+
+def _more_epochs(folder, what, done, asked):
+    """The :class:`OutputError` for a folder whose run has more epochs than ``--epochs`` asks for."""
+    return OutputError(
+        f"{folder} holds {what} of {done} epochs; --epochs {asked} asks for fewer. Give --epochs {done} "
+        "(or more) to keep or continue it, choose another --out, or pass --overwrite"
+    )
 
 
 def _identity(config):
@@ -187,13 +218,14 @@ class Request:
     given: dict = dataclasses.field(default_factory=dict)
 
 
-def plan_request(request):
+def plan_request(request, echo=None):
     """The runs of ``request``, each matched to what its folder holds, and the backend they run on.
 
     Returns ``(specs, backend)``. Raises :class:`ExperimentError` (one line)
     on options that do not go together, before anything is fitted or written.
+    ``echo`` receives the lines of a scheduler's check (:func:`untapped.cluster.check`).
     """
-    backend = _backend(request)
+    backend = _backend(request, echo)
     if request.resume is not None:
         return [_resume_spec(request)], backend
     models = list(MODELS) if request.model == "both" else [request.model]
@@ -227,7 +259,7 @@ def default_out():
     return str(pathlib.Path("results") / "mnist" / time.strftime("%Y-%m-%d-%H-%M-%S"))
 
 
-def _backend(request):
+def _backend(request, echo=None):
     """The request's backend: ``dask`` with a scheduler (checked to answer), else the one asked for."""
     if request.scheduler is None and request.backend != "dask":
         return request.backend
@@ -235,7 +267,7 @@ def _backend(request):
         raise ExperimentError(f"--scheduler runs the trials on Dask; drop --backend {request.backend}")
     from untapped import cluster
 
-    cluster.check(request.scheduler)  # before anything is fitted or written
+    cluster.check(request.scheduler, echo)  # before anything is fitted or written
     return "dask"
 
 

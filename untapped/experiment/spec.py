@@ -90,6 +90,7 @@ def check_variant(variant, models):
     if wrong:
         raise ExperimentError(
             f"--variant {variant} applies to {', '.join(VARIANTS[variant].models)} only, not {', '.join(wrong)}"
+            + (f"; give --model {VARIANTS[variant].models[0]}" if len(VARIANTS[variant].models) == 1 else "")
         )
 
 

@@ -22,6 +22,7 @@ so the next run in the process trains without it.
 """
 
 import json
+import sys
 import time
 from collections import OrderedDict
 
@@ -54,6 +55,11 @@ def run_trial(spec, classifier=None):
 
 def _run_locked(spec, classifier):
     resume = ckpt_io.load(spec.resume) if spec.resume is not None else None
+    if resume is not None and resume.epoch > spec.epochs:  # refused before anything of the run is written
+        raise OutputError(
+            f"{spec.resume} is at epoch {resume.epoch}, past the {spec.epochs} epochs asked for; "
+            f"give --epochs {resume.epoch} or more"
+        )
     prepare_outputs([spec])
     location = data_location(spec.data_dir)
     split = load_split(location, spec.seed, spec.subset, spec.variant)
@@ -70,8 +76,11 @@ def _run_locked(spec, classifier):
         if diverged is not None:
             return _result(spec, status="diverged", message=str(diverged), epochs=diverged.epoch)
         if classifier is None:
-            classifier = digit_classifier(location, spec.subset, spec.classifier_cache)
+            classifier = digit_classifier(location, spec.subset, spec.classifier_cache, say=log.phase)
+        log.phase("judging: Figure 2 and the metric on digits 5-9")
+        began = time.perf_counter()
         metrics = _judge_and_record(spec, model, split, classifier, config, resume, log)
+        log.phase(f"judged in {time.perf_counter() - began:.1f} s")
         return result_from_metrics(metrics, spec.out)
     finally:
         log.close()
@@ -85,7 +94,11 @@ def _result(spec, status, message, **more):
 
 
 class _Log:
-    """Appends lines to the run's ``log.txt`` and, with ``echo``, prints them prefixed with the run's name."""
+    """Appends lines to the run's ``log.txt`` and, with ``echo``, prints them prefixed with the run's name.
+
+    :meth:`phase` lines (a phase begins or ends) are also printed under a
+    progress bar, on stderr, as the bar is not showing then.
+    """
 
     def __init__(self, spec):
         self.spec = spec
@@ -98,6 +111,11 @@ class _Log:
         self.file.write(line + "\n")
         if self.spec.echo and echo:
             print(f"[{self.spec.name}] {line}", flush=True)
+
+    def phase(self, line):
+        self(line)
+        if self.spec.progress and not self.spec.echo:
+            print(f"[{self.spec.name}] {line}", file=sys.stderr, flush=True)
 
     def close(self):
         self.file.close()

@@ -10,7 +10,6 @@ finished run there).
 
 import dataclasses
 import pathlib
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -21,16 +20,16 @@ from untapped.experiment.folder import (
     finished_result,
     lock_folder,
     prepare_outputs,
-    read_json,
     result_from_metrics,
     write_json,
 )
-from untapped.experiment.inputs import data_location, digit_classifier, load_images
+from untapped.experiment.inputs import check_subset, data_location, digit_classifier, load_images
 from untapped.experiment.plan import plan_request
 from untapped.experiment.spec import RUN_FILES
 from untapped.experiment.trial import run_trial
 from untapped.files import one_line
 from untapped.presets import DEFAULT_VARIANT, group_name
+from untapped.run_metrics import MetricsProblem, read_metrics
 
 
 def run_request(request, echo=print):
@@ -45,7 +44,7 @@ def run_request(request, echo=print):
     :class:`untapped.checkpoint.CheckpointError`); Ctrl-C raises
     :class:`untapped.training.TrainingInterrupted` after saving.
     """
-    specs, backend = plan_request(request)
+    specs, backend = plan_request(request, echo)
     if request.resume is None:
         _say_what_continues(specs, echo)
     out_dir = pathlib.Path(specs[0].out).parent
@@ -53,16 +52,15 @@ def run_request(request, echo=print):
     for line in describe_environment(specs[0].mode, location):
         echo(line)
     images = load_images(str(location))  # read and verify the data before anything is written
+    check_subset(specs[0].subset, images[1])
     with lock_folder(out_dir):  # one writer at a time
         prepare_outputs(specs)
         echo(f"output: {out_dir}  runs: {', '.join(s.name for s in specs)}")
-        began = time.perf_counter()
-        classifier = digit_classifier(str(location), specs[0].subset, images=images)
+        classifier = digit_classifier(str(location), specs[0].subset, images=images, say=echo)
         del images  # each run reads its own split
-        echo(f"digit classifier ready in {time.perf_counter() - began:.1f} s (fitted once, then cached)")
         shared = classifier if request.jobs == 1 or backend == "dask" else None
         results = run_trials(specs, jobs=request.jobs, backend=backend, scheduler=request.scheduler, classifier=shared)
-        return results, write_summary(out_dir, results)
+        return results, write_summary(out_dir, results, note=echo)
 
 
 def _say_what_continues(specs, echo):
@@ -161,26 +159,36 @@ def summary_table(results):
     return "\n".join(lines)
 
 
-def folder_results(out, results=()):
+def folder_results(out, results=(), note=None):
     """``results``, then the finished runs of every other run folder in ``out`` (from their ``metrics.json``).
 
     So a summary holds every run in the folder, whichever command wrote it.
+    A ``metrics.json`` that is not a finished untapped run's (another tool's,
+    or damaged: :func:`untapped.run_metrics.check_metrics`) is left out, and
+    ``note`` receives one line naming it.
     """
     results = list(results)
     seen = {pathlib.Path(r["run_dir"]).resolve() for r in results}
     for path in sorted(pathlib.Path(out).glob(f"*/{RUN_FILES['metrics']}")):
         if path.parent.resolve() in seen:
             continue
-        metrics = read_json(path)
-        if metrics and all(k in metrics for k in ("model", "seed", "cross_entropy", "epochs")):
-            results.append(result_from_metrics(metrics, path.parent))
+        try:
+            metrics = read_metrics(path)
+        except MetricsProblem as exc:
+            if note is not None:
+                note(f"note: left out of the summary: {one_line(exc)}")
+            continue
+        results.append(result_from_metrics(metrics, path.parent))
     return results
 
 
-def write_summary(out, results):
-    """``summary.json`` and ``summary.txt`` in ``out``, of ``results`` and every other finished run there."""
+def write_summary(out, results, note=None):
+    """``summary.json`` and ``summary.txt`` in ``out``, of ``results`` and every other finished run there.
+
+    ``note`` receives a line for each ``metrics.json`` left out (:func:`folder_results`).
+    """
     out = pathlib.Path(out)
-    results = folder_results(out, results)
+    results = folder_results(out, results, note)
     write_json(out / "summary.json", OrderedDict(runs=results, summary=summary(results)))
     table = summary_table(results)
     try:
