@@ -476,6 +476,11 @@ def finite_difference_gradients(params, batch, noise, entries, step=1e-5, dtype=
 
     ``entries`` maps a parameter name to a list of index tuples into that
     parameter; returns ``name -> array`` of derivatives in the same order.
+    The step is relative to the entry: ``h = step * max(1, |theta|)``. The
+    difference of two totals carries their rounding, ``|L| * 1e-16`` in
+    float64, so the quotient carries ``|L| * 1e-16 / h``: in the reference
+    bundles' edge section ``|L|`` is in the hundreds and the encoder's std
+    head has gradients of 1e-5 to 1e-4, held to a few 1e-9.
     The Bernoulli samples x^ are recomputed at every evaluation, so choose the
     noise (e.g. with :func:`separate_bernoulli_noise`) such that none flips
     under a perturbation of size ``step``. One evaluation at the unperturbed
@@ -493,14 +498,15 @@ def finite_difference_gradients(params, batch, noise, entries, step=1e-5, dtype=
             for index in indices:
                 index = tuple(np.atleast_1d(index))
                 saved = base[name][index]
-                base[name][index] = saved + step
+                h = step * max(1.0, abs(float(saved)))
+                base[name][index] = saved + h
                 _STOPPED["next"] = 0
                 plus = total(base, batch, noise, dtype=dtype, **options)
-                base[name][index] = saved - step
+                base[name][index] = saved - h
                 _STOPPED["next"] = 0
                 minus = total(base, batch, noise, dtype=dtype, **options)
                 base[name][index] = saved
-                values.append((plus - minus) / (2.0 * step))
+                values.append((plus - minus) / (2.0 * h))
             out[name] = np.array(values, dtype=dtype)
     finally:
         _STOPPED = None
