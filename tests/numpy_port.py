@@ -214,8 +214,14 @@ def softplus(a):
 
 
 def gumbel(u):
-    """Gumbel(0, 1) noise from U(0, 1) with the original's guard: ``-log(-log(u + 1e-4) + 1e-4)``."""
-    return -np.log(-np.log(u + GUMBEL_EPS) + GUMBEL_EPS)
+    """Gumbel(0, 1) noise from U(0, 1) with the original's guard: ``-log(-log(u + 1e-4) + 1e-4)``.
+
+    ``u + 1e-4`` is a float32 sum in any ``dtype`` (reference_format.md §7.2): near u = 1 the inner
+    ``-log(u + 1e-4) + 1e-4`` is about ``1 - u``, so the sum's rounding moves g by up to 6e-8 / (1 - u),
+    beyond the Concrete sample's tolerance, and a float64 port must round as the float32 ones do.
+    """
+    inner = (u + GUMBEL_EPS).astype(np.float32).astype(u.dtype)
+    return -np.log(-np.log(inner) + GUMBEL_EPS)
 
 
 def flow(z_tilde, low=Z_LOW, high=Z_HIGH):

@@ -1,22 +1,31 @@
 """A seed sweep of the reference tolerances (``docs/reference_format.md`` §6.2).
 
-At every seed, untapped's float32 export (the export's own code, at one
-compiled model per preset whose initial parameters are set to the seed's)
-is compared, dataset by dataset and with the tolerances the export stores,
-with the independent NumPy port in float32 and in float64 (cast to float32),
-and its gradients with the port's float64 central differences at chosen
-entries. Every dataset must use less than half its tolerance: a correct port
-that rounds differently from untapped then still passes, and a failure
-means a bug. The seeds cover both models, synthetic and MNIST inputs, and
-1 to 1,000 rows; the optimiser steps are left out (their gradients are
-the initial gradients' computation at other parameters, their updates the
-update cases').
+Two sweeps, over both models, synthetic and MNIST inputs, and 1 to 1,000
+rows, each dataset held to the tolerances an export stores for it; every
+dataset must use less than half its tolerance, so that a correct port that
+rounds differently still passes and a failure means a bug:
 
-The quick tier runs :data:`QUICK_SEEDS`; the slow tier (``-m slow``, run by
-CI) :data:`SWEEP_SEEDS`. ``-s`` prints the worst ``used`` per group, the
+- the export sweep: untapped's float32 export (the export's own code, at one
+  compiled model per preset whose initial parameters are set to each seed's)
+  against the independent NumPy port in float32 and in float64 (cast to
+  float32), and its gradients against the port's float64 central differences
+  at chosen entries (:data:`EDGE_ENTRIES`, :data:`MAIN_ENTRIES`). A compiled
+  call costs tens of milliseconds, so it runs at :data:`EXPORT_SEEDS`; it
+  leaves out the optimiser steps (their gradients are the initial gradients'
+  computation at other parameters, their updates the update cases');
+- the port sweep: the NumPy port in float32 (standing for the export, which
+  it matches: the export sweep) against itself in float64, on the same
+  inputs, noise and edge section, made by ``untapped.reference``'s own
+  recipes: the forward passes, terms, totals and update cases, at
+  :data:`PORT_SEEDS`, many more seeds for the same time.
+
+The quick tier runs the seeds of :data:`NAMED` through the export and
+:data:`QUICK_PORT_SEEDS` through the port; the slow tier (``@pytest.mark.slow``,
+which CI runs) the rest. ``-s`` prints the worst ``used`` per group, the
 figures of §6.2.
 """
 
+import functools
 from collections import OrderedDict, defaultdict
 
 import numpy as np
@@ -26,12 +35,15 @@ from threadpoolctl import threadpool_limits
 import numpy_port
 from test_reference import MUTATIONS, mutate
 from untapped.reference import EDGE_UPDATES, comparing, exporting, kind_of, tolerance
-from untapped.reference.inputs import draw_noise, generators, make_inputs
+from untapped.reference.edge import edge_inputs, edge_params, edge_update_gradients
+from untapped.reference.inputs import draw_noise, generators, make_inputs, separate_bernoulli_uniforms
 
 MODELS = ("untapped", "m2")
 SOURCES = ("synthetic", "mnist")
-QUICK_SEEDS = (99, 7, 11, 1, 2, 3)
-SWEEP_SEEDS = tuple(range(1000, 1240))
+EXPORT_SEEDS = tuple(range(1000, 1024))
+QUICK_PORT_SEEDS = (1, 2, 3, 4)
+PORT_SEEDS = tuple(range(2000, 2200))
+DIMS = dict(n_features=784, n_classes=10, n_latent=2)
 #: The port's central differences: step 1e-4 times max(1, |entry|), as ``foreign_port.FD_STEP``.
 FD_STEP = 1e-4
 #: Gradient entries checked at every seed; the encoder's heads and the biases at the guards first.
@@ -65,6 +77,16 @@ def case(seed):
         return NAMED[seed]
     rows = int(round(10 ** np.random.default_rng([seed, 24]).uniform(0.0, 3.0)))
     return MODELS[seed % 2], SOURCES[(seed // 2) % 2], rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mnist_read_once():
+    """MNIST read from its files once for the module, not once per seed (``untapped.data`` keeps no copy)."""
+    from untapped import data
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data, "load_binarized_mnist", functools.lru_cache(maxsize=1)(data.load_binarized_mnist))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +163,6 @@ def gradient_entries(values, options):
     return out
 
 
-def group_of(name):
-    """The group a dataset's ``used`` is reported under: its kind, and ``edge`` for the edge section."""
-    kind = kind_of(name)
-    kind = "update" if kind in ("param", "moment", "counter") else kind
-    return f"edge {kind}" if name.startswith("edge/") else kind
-
-
 def sweep_one(exporters, seed, data_dir):
     """``{(port, dataset): used}`` at one seed, for the port in float32, in float64, and its central differences."""
     model, inputs, rows = case(seed)
@@ -173,6 +188,67 @@ def sweep_one(exporters, seed, data_dir):
     return used
 
 
+# ---------------------------------------------------------------------------
+# The port sweep: the NumPy port in float32 against itself in float64
+
+
+PORT_COEFFICIENTS = dict(untapped=numpy_port.UNTAPPED_COEFFICIENTS, m2=numpy_port.M2_COEFFICIENTS)
+
+
+def port_inputs(seed, rows, inputs, data_dir, model):
+    """What an export of ``seed`` holds as given data, by the export's recipes, with the port's float32 means.
+
+    ``{'': (params, batch, noise), 'edge/': (...)}`` and the update cases' gradients.
+    """
+    options = dict(coefficients=PORT_COEFFICIENTS[model])
+    inputs_rng, noise_rng, edge_rng = generators(seed)
+    batch, _ = make_inputs(inputs_rng, rows, inputs, data_dir)
+    params = numpy_port.initial_params(seed=seed)
+    sections = {}
+    for prefix, p, b, raw in (("", params, batch, draw_noise(noise_rng, rows, DIMS)),
+                              ("edge/", edge_params(params), *edge_inputs(edge_rng, DIMS))):
+        means = numpy_port.trace(p, b, raw, dtype=np.float32, **options)
+        sections[prefix] = (p, b, separate_bernoulli_uniforms(raw, means)[0])
+    return sections, edge_update_gradients(edge_rng, params), options
+
+
+def port_sweep_one(seed, data_dir):
+    """``{('float64', dataset): used}``: the port in float64 against the port in float32 as the expected bundle."""
+    model, inputs, rows = case(seed)
+    used = {}
+    with threadpool_limits(1), np.errstate(all="ignore"):
+        sections, updates, options = port_inputs(seed, rows, inputs, data_dir, model)
+        results = {}
+        for dtype in (np.float32, np.float64):
+            out = results[dtype] = {}
+            for prefix, (params, batch, noise) in sections.items():
+                for key, value in numpy_port.trace(params, batch, noise, dtype=dtype, **options).items():
+                    term = key.startswith("terms/") or key == "total"
+                    out[f"{prefix}{key}" if term else f"{prefix}forward/{key}"] = np.asarray(value).astype(np.float32)
+            params = sections[""][0]
+            for case_name, given in updates.items():
+                updated, state = numpy_port.original_update(params, given, learning_rate=0.01, dtype=dtype)
+                out.update({f"edge/updates/{case_name}/params/{n}": v for n, v in updated.items()})
+                out.update({f"edge/updates/{case_name}/{k}": v for k, v in state.items()})
+    for name, expected in results[np.float32].items():
+        expected = np.asarray(expected, dtype=np.float32)
+        actual = np.asarray(results[np.float64][name], dtype=np.float32)
+        tol = tolerance(name, expected)
+        used["float64", name] = comparing._errors(actual, expected, tol["rtol"], tol["atol"])[2]
+    return used
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+
+
+def group_of(name):
+    """The group a dataset's ``used`` is reported under: its kind, and ``edge`` for the edge section."""
+    kind = kind_of(name)
+    kind = "update" if kind in ("param", "moment", "counter") else kind
+    return f"edge {kind}" if name.startswith("edge/") else kind
+
+
 def worst_by_group(results):
     """``{(port, group): (used, dataset, seed)}``, the worst over all seeds."""
     worst = defaultdict(lambda: (-1.0, None, None))
@@ -191,8 +267,8 @@ def report(results):
     return "\n".join(lines)
 
 
-def run_sweep(exporters, seeds, data_dir):
-    results = {seed: sweep_one(exporters, seed, data_dir) for seed in seeds}
+def run_sweep(one, seeds, data_dir, *args):
+    results = {seed: one(*args, seed, data_dir) for seed in seeds}
     print("\n" + report(results))
     return results
 
@@ -203,29 +279,43 @@ def assert_below_bound(results):
 
 
 def test_the_cases_cover_both_models_both_sources_and_1_to_1000_rows():
-    cases = [case(seed) for seed in SWEEP_SEEDS]
-    assert len(cases) >= 200
-    assert {c[:2] for c in cases} == {(m, s) for m in MODELS for s in SOURCES}
-    rows = [c[2] for c in cases]
-    assert min(rows) == 1 and max(rows) >= 900 and sum(r <= 10 for r in rows) > 40 and sum(r >= 100 for r in rows) > 40
+    for seeds in (PORT_SEEDS, EXPORT_SEEDS):
+        cases = [case(seed) for seed in seeds]
+        assert {c[:2] for c in cases} == {(m, s) for m in MODELS for s in SOURCES}
+        rows = [c[2] for c in cases]
+        assert min(rows) <= 2 and max(rows) >= 500 and sum(r <= 10 for r in rows) >= len(rows) // 5
+    rows = [case(seed)[2] for seed in PORT_SEEDS]
+    assert len(PORT_SEEDS) >= 200 and min(rows) == 1 and max(rows) >= 900
 
 
-def test_quick_seeds_use_under_half_of_every_tolerance(exporters, mnist_dir):
-    results = run_sweep(exporters, QUICK_SEEDS, mnist_dir)
+def test_export_at_the_named_seeds_uses_under_half_of_every_tolerance(exporters, mnist_dir):
+    results = run_sweep(sweep_one, NAMED, mnist_dir, exporters)
     assert_below_bound(results)
     # everything was checked: every group, and the gradients at the edge's std head
     groups = {key for key in worst_by_group(results)}
     assert {("differences", "edge gradient"), ("float32", "edge forward"), ("float64", "edge loss"),
             ("float32", "edge update"), ("differences", "gradient"), ("float32", "forward")} <= groups
+    assert all(("differences", "edge/gradients/encoder/std/b") in used for used in results.values())
+
+
+def test_port_at_quick_seeds_uses_under_half_of_every_tolerance(mnist_dir):
+    results = run_sweep(port_sweep_one, QUICK_PORT_SEEDS, mnist_dir)
+    assert_below_bound(results)
+    assert {group_of(name) for _, name in results[QUICK_PORT_SEEDS[0]]} >= {"forward", "loss", "edge forward", "edge loss",
+                                                                            "edge update"}
 
 
 @pytest.mark.slow
-def test_sweep_uses_under_half_of_every_tolerance(exporters, mnist_dir):
-    results = run_sweep(exporters, SWEEP_SEEDS, mnist_dir)
-    assert_below_bound(results)
+def test_export_sweep_uses_under_half_of_every_tolerance(exporters, mnist_dir):
+    assert_below_bound(run_sweep(sweep_one, EXPORT_SEEDS, mnist_dir, exporters))
 
 
-#: Bugs of ``test_reference.MUTATIONS`` that the sweep must catch at every seed it runs them at.
+@pytest.mark.slow
+def test_port_sweep_uses_under_half_of_every_tolerance(mnist_dir):
+    assert_below_bound(run_sweep(port_sweep_one, PORT_SEEDS, mnist_dir))
+
+
+#: Bugs of ``test_reference.MUTATIONS`` that the export sweep must catch at the seeds it runs them at.
 SWEEP_MUTATIONS = ("no 1e-5 on the standard deviation of log N", "straight-through gradient through the Bernoulli sample",
                    "x->y loss: the Concrete sample unclipped", "the other reading of the flow's log-det")
 
@@ -234,7 +324,7 @@ SWEEP_MUTATIONS = ("no 1e-5 on the standard deviation of log N", "straight-throu
 def test_the_sweep_fails_a_one_line_bug_in_the_port(name, exporters, mnist_dir, monkeypatch):
     _, function, old, new, pointer = next(m for m in MUTATIONS if m[0] == name)
     mutate(monkeypatch, function, old, new)
-    for seed in QUICK_SEEDS[:2]:
+    for seed in (99, 7):
         used = sweep_one(exporters, seed, mnist_dir)
         over = {key[1] for key, u in used.items() if not u < 1.0}
         assert pointer in over, (name, seed, sorted(over)[:10])
