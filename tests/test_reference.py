@@ -194,6 +194,14 @@ def test_tolerance_policy_is_stored_per_dataset(contents):
     for name, (rtol, atol) in policy.items():
         attrs = datasets[name][1]
         assert (attrs["rtol"], attrs["atol"]) == (rtol, atol), name
+    # a total's atol scales with its weighted terms, which cancel (the reverse bound against the unlabeled one)
+    root, _ = contents
+    coefficients = json.loads(root["coefficients"])
+    for prefix in ("", "edge/"):
+        parts = sum(abs(c * float(datasets[f"{prefix}terms/{t}"][0])) for t, c in coefficients.items())
+        assert parts > 1 and datasets[f"{prefix}total"][1]["rtol"] == 1e-5
+        assert datasets[f"{prefix}total"][1]["atol"] == pytest.approx(1e-5 * parts, rel=1e-6), prefix
+    assert all(datasets[f"steps/{k}/total"][1]["atol"] > 1e-5 for k in (1, 2))
     for name, rtol, factor in (
         ("forward/labeled/logits", 1e-5, 1e-5),
         ("gradients/decoder/mean/W", 1e-4, 1e-5),

@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 import numpy_port
 from test_reference import MUTATIONS, mutate
 from untapped.reference import EDGE_UPDATES, comparing, exporting, kind_of, tolerance
+from untapped.reference.tolerances import is_total, total_parts
 from untapped.reference.edge import edge_inputs, edge_params, edge_update_gradients
 from untapped.reference.inputs import draw_noise, generators, make_inputs, separate_bernoulli_uniforms
 
@@ -109,11 +110,11 @@ def untapped_datasets(ex, seed, rows, inputs, data_dir):
     """The datasets ``export`` writes (without the optimiser steps), computed by ``exporting``'s own code."""
     inputs_rng, noise_rng, edge_rng = generators(seed)
     batch, _ = make_inputs(inputs_rng, rows, inputs, data_dir)
-    out = exporting._Datasets(ex.param_names)
+    out = exporting._Datasets(ex.param_names, ex.model.coefficients)
     exporting._put_initial(out, ex, batch, draw_noise(noise_rng, rows, ex.dims))
     exporting._put_edge(out, ex, edge_rng, float(ex.model.learning_rate))
     ex.reset()
-    return out.values
+    return out.values, out.with_tolerances()
 
 
 def _section(values, prefix):
@@ -167,7 +168,7 @@ def sweep_one(exporters, seed, data_dir):
     """``{(port, dataset): used}`` at one seed, for the port in float32, in float64, and its central differences."""
     model, inputs, rows = case(seed)
     ex = exporter_for(exporters, model, seed)
-    values = untapped_datasets(ex, seed, rows, inputs, data_dir)
+    values, attrs = untapped_datasets(ex, seed, rows, inputs, data_dir)
     options = port_options(ex)
     used = {}
     with threadpool_limits(1), np.errstate(all="ignore"):
@@ -177,12 +178,10 @@ def sweep_one(exporters, seed, data_dir):
         grads = gradient_entries(values, options)
     for port, datasets in ports.items():
         for name, actual in datasets.items():
-            expected = values[name]
-            tol = tolerance(name, expected)
-            used[port, name] = comparing._errors(np.asarray(actual), np.asarray(expected), tol["rtol"], tol["atol"])[2]
+            tol = attrs[name]  # the tolerances the export stores
+            used[port, name] = comparing._errors(np.asarray(actual), np.asarray(values[name]), tol["rtol"], tol["atol"])[2]
     for name, (indices, actual) in grads.items():
-        expected = values[name]
-        tol = tolerance(name, expected)
+        expected, tol = values[name], attrs[name]
         picked = np.array([expected[i] for i in indices], dtype=np.float32)
         used["differences", name] = comparing._errors(actual, picked, tol["rtol"], tol["atol"])[2]
     return used
@@ -230,10 +229,13 @@ def port_sweep_one(seed, data_dir):
                 updated, state = numpy_port.original_update(params, given, learning_rate=0.01, dtype=dtype)
                 out.update({f"edge/updates/{case_name}/params/{n}": v for n, v in updated.items()})
                 out.update({f"edge/updates/{case_name}/{k}": v for k, v in state.items()})
+    expected_terms = results[np.float32]
     for name, expected in results[np.float32].items():
         expected = np.asarray(expected, dtype=np.float32)
         actual = np.asarray(results[np.float64][name], dtype=np.float32)
-        tol = tolerance(name, expected)
+        prefix = name[:-len("total")]
+        terms = {t: expected_terms[f"{prefix}terms/{t}"] for t in numpy_port.TERMS} if is_total(name) else None
+        tol = tolerance(name, expected, total_parts(terms, options["coefficients"]) if terms else None)
         used["float64", name] = comparing._errors(actual, expected, tol["rtol"], tol["atol"])[2]
     return used
 
