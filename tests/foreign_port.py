@@ -10,8 +10,9 @@ What it computes, and how (the page's section in brackets):
 
 - the forward pass, the five terms and the total in float32, from the
   bundle's inputs, noise and initial parameters (§7.2-7.4);
-- gradients by central differences in float64 (step 1e-5) for a handful of
-  entries of every parameter, written as gradient entries (§6.3): NumPy has no
+- gradients by central differences in float64 (step 1e-4 times max(1, |entry|))
+  for a handful of entries of every parameter, written as gradient entries
+  (§6.3): NumPy has no
   automatic differentiation, and differences of the full 571,948 parameters
   would take hours;
 - the optimiser steps, each from the expected state after the previous step
@@ -36,6 +37,10 @@ FORMAT = "untapped-reference"
 FORMAT_VERSION = 2
 PRODUCER = "untapped tests/foreign_port.py (NumPy)"
 #: The sizes of the original model; the port's initialiser only covers these.
+#: The central differences' step, relative to the entry (``numpy_port.finite_difference_gradients``): their
+#: rounding, |total| 1e-16 / step, is then a few hundredths of the smallest gradient tolerance of edge/, and
+#: a step moves no decoder mean by nearly the 1e-3 that would flip a Bernoulli sample.
+FD_STEP = 1e-4
 DEFAULT_SIZES = dict(n_features=784, n_classes=10, n_latent=2, classifier_hidden=[50, 50], encoder_hidden=[10, 10],
                      decoder_hidden=[250, 500])
 
@@ -119,7 +124,7 @@ def pick_entries(params, rng, per_param):
 
 def gradient_entries(params, batch, noise, entries, options):
     """Central differences in float64 -> ``{name: ('entries', index (n, ndim), value float32 (n,))}``."""
-    fd = port.finite_difference_gradients(params, batch, noise, entries, step=1e-5, dtype=np.float64, **options)
+    fd = port.finite_difference_gradients(params, batch, noise, entries, step=FD_STEP, dtype=np.float64, **options)
     out = {}
     for name, indices in entries.items():
         index = np.array(indices, dtype=np.int64).reshape(len(indices), np.ndim(params[name]))

@@ -217,8 +217,14 @@ def softplus(a):
 
 
 def gumbel(u):
-    """Gumbel(0, 1) noise from U(0, 1) with the original's guard: ``-log(-log(u + 1e-4) + 1e-4)``."""
-    return -np.log(-np.log(u + GUMBEL_EPS) + GUMBEL_EPS)
+    """Gumbel(0, 1) noise from U(0, 1) with the original's guard: ``-log(-log(u + 1e-4) + 1e-4)``.
+
+    ``u + 1e-4`` is a float32 sum in any ``dtype`` (reference_format.md §7.2): near u = 1 the inner
+    ``-log(u + 1e-4) + 1e-4`` is about ``1 - u``, so the sum's rounding moves g by up to 6e-8 / (1 - u),
+    beyond the Concrete sample's tolerance, and a float64 port must round as the float32 ones do.
+    """
+    inner = (u + GUMBEL_EPS).astype(np.float32).astype(u.dtype)
+    return -np.log(-np.log(inner) + GUMBEL_EPS)
 
 
 def flow(z_tilde, low=Z_LOW, high=Z_HIGH):
@@ -479,6 +485,11 @@ def finite_difference_gradients(params, batch, noise, entries, step=1e-5, dtype=
 
     ``entries`` maps a parameter name to a list of index tuples into that
     parameter; returns ``name -> array`` of derivatives in the same order.
+    The step is relative to the entry: ``h = step * max(1, |theta|)``. The
+    difference of two totals carries their rounding, ``|L| * 1e-16`` in
+    float64, so the quotient carries ``|L| * 1e-16 / h``: in the reference
+    bundles' edge section ``|L|`` is in the hundreds and the encoder's std
+    head has gradients of 1e-5 to 1e-4, held to a few 1e-9.
     The Bernoulli samples x^ are recomputed at every evaluation, so choose the
     noise (e.g. with :func:`separate_bernoulli_noise`) such that none flips
     under a perturbation of size ``step``. One evaluation at the unperturbed
@@ -496,14 +507,15 @@ def finite_difference_gradients(params, batch, noise, entries, step=1e-5, dtype=
             for index in indices:
                 index = tuple(np.atleast_1d(index))
                 saved = base[name][index]
-                base[name][index] = saved + step
+                h = step * max(1.0, abs(float(saved)))
+                base[name][index] = saved + h
                 _STOPPED["next"] = 0
                 plus = total(base, batch, noise, dtype=dtype, **options)
-                base[name][index] = saved - step
+                base[name][index] = saved - h
                 _STOPPED["next"] = 0
                 minus = total(base, batch, noise, dtype=dtype, **options)
                 base[name][index] = saved
-                values.append((plus - minus) / (2.0 * step))
+                values.append((plus - minus) / (2.0 * h))
             out[name] = np.array(values, dtype=dtype)
     finally:
         _STOPPED = None

@@ -28,7 +28,7 @@ from untapped.reference.inputs import (
     make_inputs,
     separate_bernoulli_uniforms,
 )
-from untapped.reference.tolerances import tolerance
+from untapped.reference.tolerances import tolerance, total_parts
 
 DEFAULT_SEED = 1234
 DEFAULT_ROWS = 16
@@ -116,9 +116,12 @@ def exporter(model="untapped", seed=DEFAULT_SEED, mode=DEFAULT_MODE):
 class _Datasets:
     """Datasets by name in the order they are put, with their attributes (``order``, ``moved``, ...)."""
 
-    def __init__(self, param_names):
+    def __init__(self, param_names, coefficients):
         self.values, self.attrs = OrderedDict(), OrderedDict()
         self.order = {name: i for i, name in enumerate(param_names)}
+        self.coefficients = dict(coefficients)
+        #: total's name -> the size of its weighted terms (:func:`total_parts`), which its atol scales with.
+        self.parts = {}
 
     def put(self, name, value, **extra):
         self.values[name] = np.asarray(value)
@@ -145,6 +148,12 @@ class _Datasets:
         for key, value in trace.items():
             term = key.startswith("terms/") or key == "total"
             self.put(f"{prefix}{key}" if term else f"{prefix}forward/{key}", value)
+        self.note_parts(f"{prefix}total", trace)
+
+    def note_parts(self, name, trace):
+        """Remember the size of the weighted terms of ``trace`` as the parts of the total ``name``."""
+        terms = {k.split("/", 1)[1]: v for k, v in trace.items() if k.startswith("terms/")}
+        self.parts[name] = total_parts(terms, self.coefficients)
 
     def put_optimizer(self, prefix, model):
         """The parameters and Adam's state of ``model``: ``prefix/params/<param>``, ``prefix/adam/...``."""
@@ -155,7 +164,7 @@ class _Datasets:
 
     def with_tolerances(self):
         """Every dataset's attributes with its tolerances (:func:`tolerance`) first."""
-        return OrderedDict((name, OrderedDict(**tolerance(name, value), **self.attrs[name]))
+        return OrderedDict((name, OrderedDict(**tolerance(name, value, self.parts.get(name)), **self.attrs[name]))
                            for name, value in self.values.items())
 
 
@@ -178,6 +187,7 @@ def _put_initial(out, ex, batch, raw_noise):
 def _put_step(out, ex, k, batch, raw_noise, learning_rate):
     """Optimiser step ``k`` from the current state, with its own noise (§7.6)."""
     noise, moved = _separated(ex, batch, raw_noise)
+    out.note_parts(f"steps/{k}/total", ex.trace(batch, noise))
     total, grads = ex.step(batch, noise, learning_rate)
     out.put_noise(f"steps/{k}/noise", noise, moved)
     out.put(f"steps/{k}/total", total)
@@ -269,7 +279,7 @@ def compute(model="untapped", seed=DEFAULT_SEED, rows=DEFAULT_ROWS, steps=DEFAUL
     ex.reset()
     noise_sets = [draw_noise(noise_rng, rows, ex.dims) for _ in range(steps + 1)]
     learning_rate = float(ex.model.learning_rate)
-    out = _Datasets(ex.param_names)
+    out = _Datasets(ex.param_names, ex.model.coefficients)
     _put_initial(out, ex, batch, noise_sets[0])
     for k in range(1, steps + 1):
         _put_step(out, ex, k, batch, noise_sets[k], learning_rate)

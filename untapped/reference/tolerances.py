@@ -6,6 +6,7 @@ name has a *kind* (:func:`kind_of`); the kind sets its ``rtol`` and ``atol``
 (:data:`TOLERANCES`), and whether a port's bundle must contain it.
 """
 
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -28,7 +29,7 @@ TOLERANCES = OrderedDict(
     # Forward intermediates: float32 reassociation. Entries near zero come out of
     # cancellations of O(max) operands, hence an absolute part scaled by the array.
     forward=(1e-5, 1e-5, True, True),
-    # The five terms, the total, and each step's total.
+    # The five terms, the total, and each step's total. A total's atol is scaled by its parts (:func:`tolerance`).
     loss=(1e-5, 1e-5, False, True),
     # Gradients: longer chains of float32 rounding, cancellation within sums.
     gradient=(1e-4, 1e-5, True, True),
@@ -105,8 +106,25 @@ def _step_kind(parts):
     return None
 
 
-def tolerance(name, expected):
-    """``{'kind', 'rtol', 'atol', 'required'}`` for dataset ``name`` with expected values ``expected``."""
+def is_total(name):
+    """Whether ``name`` is a weighted total of the terms: ``total``, ``edge/total`` or ``steps/<k>/total``."""
+    parts = name.split("/")
+    return name in ("total", "edge/total") or (len(parts) == 3 and parts[0] == "steps" and parts[2] == "total")
+
+
+def total_parts(terms, coefficients):
+    """The size of a total's parts: ``sum_t |c_t term_t|`` over ``terms`` (term name -> value)."""
+    return float(sum(abs(float(coefficients.get(t, 0.0)) * float(v)) for t, v in terms.items()))
+
+
+def tolerance(name, expected, parts=None):
+    """``{'kind', 'rtol', 'atol', 'required'}`` for dataset ``name`` with expected values ``expected``.
+
+    ``parts``, for a total (:func:`is_total`), is the size of the weighted
+    terms it sums (:func:`total_parts`): its atol is ``1e-5 * max(1, parts)``.
+    The reverse bound is about minus the unlabeled one, so a total of 1
+    can be the sum of weighted terms of 50, and carries their rounding.
+    """
     kind = kind_of(name)
     if kind is None:
         raise BundleError(f"{name}: not a dataset of the reference format")
@@ -115,4 +133,6 @@ def tolerance(name, expected):
         values = np.abs(np.asarray(expected, dtype=np.float64))
         finite = values[np.isfinite(values)]
         atol = max(ATOL_FLOOR, atol * float(finite.max())) if finite.size else ATOL_FLOOR
+    elif parts is not None and is_total(name) and math.isfinite(parts):
+        atol = atol * max(1.0, parts)
     return dict(kind=kind, rtol=float(rtol), atol=float(atol), required=int(required))
