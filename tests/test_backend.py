@@ -233,6 +233,17 @@ def test_outside_the_range_a_broken_speed_layer_falls_back_to_the_plain_mode(unt
     model.free_graph()  # not pooled: no other test gets this plain graph for the C mode
 
 
+def test_outside_the_range_a_c_mode_that_computes_otherwise_falls_back(untested_pytensor, monkeypatch):
+    from untapped import backend
+    from untapped.fast.kernels import FastKernels
+
+    # A speed layer that compiles but draws zeros for its uniforms: every sample is 1.
+    monkeypatch.setattr(FastKernels, "uniform", staticmethod(lambda rng, size: (rng, pt.zeros(size, dtype="float32"))))
+    assert backend.resolve_mode("c") == "plain"
+    (line,) = [r.getMessage() for r in untested_pytensor.records]
+    assert "its C mode fails (a sample differs from the plain mode's), so the plain mode is used" in line
+
+
 def test_deprecations_in_untapped_code_fail_the_tests():
     """tests/conftest.py turns the deprecations untapped's own code triggers into errors; other packages' stay warnings."""
     import warnings

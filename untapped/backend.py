@@ -13,9 +13,10 @@ The C mode is the one the original Theano code ran on (its backend), with
 our speed work; ``plain`` is the reference reading of the graph, and
 ``numba`` PyTensor 3's default backend, for comparison. :func:`kernels`
 gives the kernels a graph is built with, :func:`compile_mode` the mode it
-is compiled in, :func:`resolve_mode` the mode a model runs in (the C mode
-but where its speed layer fails on an untested PyTensor). Nothing here changes PyTensor's global configuration: we
-compile inside :func:`compiling`, a scoped ``config.change_flags``.
+is compiled in, :func:`resolve_mode` the mode a model runs in (the plain
+mode instead of a C mode whose speed layer fails on an untested PyTensor).
+Nothing here changes PyTensor's global configuration: we compile inside
+:func:`compiling`, a scoped ``config.change_flags``.
 """
 
 import functools
@@ -119,9 +120,9 @@ def _speed_layer_mismatch():
             with compiling(mode):
                 f = pytensor.function([rows], outputs, mode=compile_mode(mode))
         results[mode] = f(np.array([0, 2, 2, 5], dtype="int64"))
-    for name, c_value, plain_value in zip(["value", "sample"] + ["gradients"] * 4, results["c"], results["plain"]):
+    for name, c_value, plain_value in zip(["value", "sample"] + ["gradient"] * 4, results["c"], results["plain"]):
         if not np.allclose(c_value, plain_value, rtol=1e-4, atol=1e-5):
-            return f"its {name} differ from the plain mode's"
+            return f"a {name} differs from the plain mode's"
     return None
 
 
