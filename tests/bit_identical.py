@@ -1,7 +1,7 @@
 """Train small full-size models and digest what they end with, to prove a refactor changed no bit.
 
 ``python tests/bit_identical.py --record`` (run at the commit *before* a
-change) writes ``tests/data/bit_identical.json``; ``tests/test_bit_identical.py``
+change) writes ``tests/data/bit_identical.json`` (:data:`RECORD`); ``tests/test_bit_identical.py``
 runs the same training after the change and compares digest for digest.
 
 Each configuration trains the paper's full-size networks (784-50-50-10,
@@ -10,10 +10,17 @@ for nine steps of batch 200 (three epochs' worth) in the C mode, then evaluates 
 The results depend on the thread count (the OpenMP row ops and OpenBLAS
 split their work by thread), so each recording names the count it ran at,
 fixed through ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` before NumPy loads.
+
+They also depend on the NumPy release, which brings its own OpenBLAS:
+PyTensor 3.0.7 on Python 3.11 and PyTensor 3.3.8 on Python 3.12 give the
+same bits with NumPy 2.4.6, while NumPy 2.5.5 moves some last bits. So each
+lock has its own recording (:func:`record_path`): ``bit_identical.json`` for
+``requirements.txt``'s NumPy, ``bit_identical-numpy-<version>.json`` for another.
 """
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -21,7 +28,17 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-RECORD = HERE / "data" / "bit_identical.json"
+#: The NumPy of the lock, ``requirements.txt``, whose recording is ``bit_identical.json``.
+LOCK_NUMPY = "2.4.6"
+
+
+def record_path(numpy_version):
+    """The recording of the training's digests with NumPy ``numpy_version``."""
+    name = "bit_identical.json" if numpy_version == LOCK_NUMPY else f"bit_identical-numpy-{numpy_version}.json"
+    return HERE / "data" / name
+
+
+RECORD = record_path(importlib.metadata.version("numpy"))
 THREAD_COUNTS = (1, 2)
 #: The thread counts the suite checks (each a full-size compile of four graphs, ~2 min): one by
 #: default, a count fixed whatever the machine's cores; ``UNTAPPED_BIT_IDENTICAL_THREADS=1,2`` for both.

@@ -13,11 +13,15 @@ The C mode is the one the original Theano code ran on (its backend), with
 our speed work; ``plain`` is the reference reading of the graph, and
 ``numba`` PyTensor 3's default backend, for comparison. :func:`kernels`
 gives the kernels a graph is built with, :func:`compile_mode` the mode it
-is compiled in. Nothing here changes PyTensor's global configuration: we
-compile inside :func:`compiling`, a scoped ``config.change_flags``.
+is compiled in, :func:`resolve_mode` the mode a model runs in (the plain
+mode instead of a C mode whose speed layer fails on an untested PyTensor).
+Nothing here changes PyTensor's global configuration: we compile inside
+:func:`compiling`, a scoped ``config.change_flags``.
 """
 
+import functools
 import importlib.metadata
+import logging
 import sys
 import warnings
 
@@ -32,7 +36,10 @@ from pytensor.compile.mode import Mode, get_mode  # noqa: E402
 from parmesan_compat.backend import FLOATX, float32  # noqa: E402
 from untapped.presets import DEFAULT_MODE, MODES  # noqa: E402
 
-__all__ = ["DEFAULT_MODE", "FLOATX", "LINKERS", "MODES", "as_float32", "compile_mode", "compiling", "environment", "float32", "kernels"]
+__all__ = [
+    "DEFAULT_MODE", "FLOATX", "LINKERS", "MODES", "as_float32", "compile_mode", "compiling", "environment", "float32",
+    "kernels", "resolve_mode",
+]
 
 #: Each mode's PyTensor linker.
 LINKERS = {"c": "cvm", "plain": "cvm", "numba": "numba"}
@@ -53,6 +60,74 @@ def kernels(mode=DEFAULT_MODE):
     from untapped.paper.kernels import PLAIN
 
     return PLAIN
+
+
+def resolve_mode(name=DEFAULT_MODE):
+    """The mode a model asked to run in ``name`` runs in: ``name``, or 'plain' for a C mode that fails.
+
+    On a PyTensor inside the tested range (:mod:`untapped.fast.compat`) that is
+    ``name``. On one outside it, the C mode is first tried on a small graph
+    (:func:`speed_layer_failure`); one line on the ``untapped`` logger names
+    the tested range and says whether the C mode is kept or the plain mode
+    is used instead, so the speed layer never ends a run with a traceback.
+    """
+    _check(name)
+    if name != "c":
+        return name
+    return "c" if speed_layer_failure() is None else "plain"
+
+
+@functools.cache
+def speed_layer_failure():
+    """None when the C mode can be used, else the one line that says why not (checked once a process)."""
+    from untapped.fast import compat
+
+    message = compat.untested_message()
+    if message is None:
+        return None
+    try:
+        failure = _speed_layer_mismatch()
+    except Exception as exc:  # whatever a new PyTensor breaks in the speed layer
+        failure = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    if failure is None:
+        logging.getLogger("untapped").warning(f"{message}; its C mode passed a self-check and is used")
+        return None
+    line = f"{message}; its C mode fails ({failure}), so the plain mode is used"
+    logging.getLogger("untapped").warning(line)
+    return line
+
+
+def _speed_layer_mismatch():
+    """Compile a small graph through every fast kernel and rewrite in the C and plain modes; None if they agree."""
+    import pytensor.tensor as pt
+    from pytensor.tensor.special import log_softmax
+
+    from untapped.fast.kernels import FAST
+    from untapped.paper.kernels import PLAIN
+
+    rng = np.random.default_rng(0)
+    data = (rng.random((6, 5)) > 0.5).astype(FLOATX)
+    weights = [rng.standard_normal(shape).astype(FLOATX) for shape in ((5, 4), (4,), (4, 5), (5,))]
+    results = {}
+    for mode, kernels in (("c", FAST), ("plain", PLAIN)):
+        with float32():
+            x = pytensor.shared(data, name="x")
+            W, b, V, c = (pytensor.shared(w) for w in weights)
+            rows = pt.vector("rows", dtype="int64")
+            batch = x[rows]
+            hidden = kernels.dense([batch], (5,), W, b, kernels.tanh)
+            mean = kernels.dense([hidden], (4,), V, c, pt.sigmoid)
+            next_rng, u = kernels.uniform(pytensor.shared(np.random.default_rng(1)), batch.shape)
+            sample = pt.cast(u < mean, FLOATX)
+            total = kernels.bernoulli_log_lik_rows(batch, mean).sum() + log_softmax(hidden, axis=-1)[:, 0].sum()
+            outputs = [total, sample, *pytensor.grad(total, [W, b, V, c])]
+            with compiling(mode):
+                f = pytensor.function([rows], outputs, mode=compile_mode(mode))
+        results[mode] = f(np.array([0, 2, 2, 5], dtype="int64"))
+    for name, c_value, plain_value in zip(["value", "sample"] + ["gradient"] * 4, results["c"], results["plain"]):
+        if not np.allclose(c_value, plain_value, rtol=1e-4, atol=1e-5):
+            return f"a {name} differs from the plain mode's"
+    return None
 
 
 #: C compiler flags for the modules of our graphs, before the user's own
@@ -133,16 +208,25 @@ def environment(mode=DEFAULT_MODE):
         name: _version(name)
         for name in ("pytensor", "Lasagne", "numpy", "scipy", "scikit-learn", "h5py", "click")
     }
+    ran = resolve_mode(mode)
     return {
         "python": sys.version.split()[0],
         "versions": versions,
-        "mode": mode,
-        "linker": LINKERS[mode],
+        "mode": ran,
+        "pytensor_tested": _pytensor_tested(),
+        "linker": LINKERS[ran],
         "blas__ldflags": blas_ldflags(),
         "cxxflags": _cxxflags(),
-        "vector_math": _vector_math(mode),
+        "vector_math": _vector_math(ran),
         "floatX": FLOATX,
     }
+
+
+def _pytensor_tested():
+    """Whether the imported PyTensor is inside untapped's tested range, and that range."""
+    from untapped.fast import compat
+
+    return {"in_range": compat.in_tested_range(), "range": compat.TESTED_RANGE}
 
 
 def _version(dist):

@@ -56,10 +56,10 @@ class ModelGraph:
         # No reference to the estimator: a graph outlives it in the pool (untapped.graph_pool).
         self.dims = dict(est.dims)
         self.unfeatured_z = est.unfeatured_z
-        self.mode_name = est.mode
-        self.kernels = backend.kernels(est.mode)
-        self.mode = backend.compile_mode(est.mode)
-        self.train_mode = backend.compile_mode(est.mode, keep_buffers=True)
+        self.mode_name = backend.resolve_mode(est.mode)
+        self.kernels = backend.kernels(self.mode_name)
+        self.mode = backend.compile_mode(self.mode_name)
+        self.train_mode = backend.compile_mode(self.mode_name, keep_buffers=True)
         self._functions = {}
         #: True once the parameters were trained or set (``SSDGM.__sklearn_is_fitted__``).
         self.fitted = False

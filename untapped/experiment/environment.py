@@ -35,7 +35,7 @@ def describe_environment(mode=DEFAULT_MODE, location=None):
     lines = [
         f"untapped {untapped.__version__}, python {env['python']} ({sys.executable})",
         f"versions: {versions}",
-        f"mode: {mode} (linker {env['linker']}, floatX {env['floatX']}, compiledir {pytensor.config.compiledir})",
+        f"mode: {env['mode']} (linker {env['linker']}, floatX {env['floatX']}, compiledir {pytensor.config.compiledir})",
         f"blas__ldflags: {env['blas__ldflags'] or '(empty: PyTensor calls NumPy BLAS)'}",
         f"C flags: {env['cxxflags']}; vector math: {', '.join(env['vector_math'] or []) or 'none (scalar expf/logf)'}",
     ]

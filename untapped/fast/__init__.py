@@ -17,6 +17,7 @@ concept a module:
 - :mod:`~untapped.fast.patterns` - the one graph pattern the kernels match;
 - :mod:`~untapped.fast.rewrites` - the rewrites the C mode adds to ``fast_run``;
 - :mod:`~untapped.fast.precompiled_header` - a precompiled Python.h for faster C compiles;
+- :mod:`~untapped.fast.compat` - what differs between the PyTensor versions it runs on;
 - :mod:`~untapped.fast.kernels` - :data:`~untapped.fast.kernels.FAST`, the kernels a
   C-mode graph is built with.
 

@@ -17,6 +17,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
+from untapped.fast import compat
 from untapped.fast.codegen import RowOp, column_sums_begin, column_sums_end, contiguous_rows
 from untapped.fast.patterns import sigmoid_input
 
@@ -47,7 +48,8 @@ class BernoulliSampleLogits(RowOp):
     def pullback(self, inputs, outputs, output_grads):
         return [pt.zeros_like(v) for v in inputs]
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [shapes[1]]
 
     def c_code(self, node, name, inputs, outputs, sub):
@@ -170,7 +172,8 @@ class BernoulliLogLikRows(_BernoulliLogLik):
         self._check(x, a, b)
         return Apply(self, [x, a, b], [pt.vector(dtype="float32", shape=(a.type.shape[0],))])
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [(shapes[1][0],)]
 
     def perform(self, node, inputs, outputs):
@@ -207,7 +210,8 @@ class BernoulliLogLikRowsGrad(_BernoulliLogLik):
         self._check(x, a, g, b)
         return Apply(self, [x, a, g, b], [a.type(), pt.vector(dtype="float32", shape=(a.type.shape[1],))])
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [shapes[1], (shapes[1][1],)]
 
     def perform(self, node, inputs, outputs):
@@ -240,7 +244,8 @@ class BernoulliLogLikRowsAndGrad(_BernoulliLogLik):
         gradient = BernoulliLogLikRowsGrad(self.eps).make_node(x, a, g, b)
         return Apply(self, gradient.inputs, [out.type() for out in value.outputs + gradient.outputs])
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [(shapes[1][0],), shapes[1], (shapes[1][1],)]
 
     def perform(self, node, inputs, outputs):

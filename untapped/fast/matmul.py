@@ -5,6 +5,8 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from untapped.fast import compat
+
 
 class Matmul(Op):
     """``x @ y`` for float32 matrices, computed as ``(y.T @ x.T).T`` when the result is wide.
@@ -35,7 +37,8 @@ class Matmul(Op):
             z = np.dot(x, y)
         outputs[0][0] = z.astype(node.outputs[0].type.dtype, copy=False)
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [(shapes[0][0], shapes[1][1])]
 
     def pullback(self, inputs, outputs, output_grads):

@@ -25,7 +25,8 @@ Two run after elementwise fusion (positions 49.05 and 49.06), on what fusion lef
 - :func:`parallel_matrix_sums`: a float32 matrix's row or column sum
   (float64 accumulator) runs on all threads (:class:`untapped.fast.rows.MatrixSum`).
 - :func:`parallel_row_gathers`: a batch's rows picked from the data
-  (``x[index]``, float32) are copied on all threads
+  (``x[index]``, float32; PyTensor's op for it depends on its version,
+  :mod:`untapped.fast.compat`) are copied on all threads
   (:class:`untapped.fast.rows.GatherRows`) instead of in PyTensor's one-thread loop.
   A negative row, which NumPy would count from the end, raises instead.
 
@@ -48,8 +49,8 @@ from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.math import Sum
 from pytensor.tensor.rewriting.ofg import inline_ofg_node
 from pytensor.tensor.special import LogSoftmax, Softmax
-from pytensor.tensor.subtensor import AdvancedSubtensor1
 
+from untapped.fast import compat
 from untapped.fast.bernoulli import (
     BernoulliLogLikRows,
     BernoulliLogLikRowsAndGrad,
@@ -107,10 +108,13 @@ def parallel_matrix_sums(fgraph, node):
     return [MatrixSum(axis[0])(x)]
 
 
-@node_rewriter([AdvancedSubtensor1])
+@node_rewriter(list(compat.ROW_GATHER_OPS))
 def parallel_row_gathers(fgraph, node):
-    """``AdvancedSubtensor1`` (``x[rows]``) of a float32 matrix by int64 rows -> ``GatherRows(x, rows)``."""
-    x, rows = node.inputs
+    """The gather ``x[rows]`` of a float32 matrix by int64 rows -> ``GatherRows(x, rows)``."""
+    operands = compat.row_gather_operands(node)
+    if operands is None:
+        return None
+    x, rows = operands
     if x.ndim != 2 or x.type.dtype != "float32" or rows.ndim != 1 or rows.type.dtype != "int64":
         return None
     return [gather_rows(x, rows)]

@@ -12,6 +12,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.gradient import DisconnectedType
 
+from untapped.fast import compat
 from untapped.fast.codegen import MATRIX_VIEW, RowOp, column_sums_begin, column_sums_end, int64_vector_view
 
 
@@ -26,8 +27,9 @@ class GatherRows(RowOp):
     """``a[rows]``: the rows of a float32 matrix picked by an int64 index, copied on all threads.
 
     Its gradient is :class:`ScatterAddRows`. PyTensor's own gather has the
-    same values; its gradient (``AdvancedIncSubtensor1``) runs ``np.add.at``
-    in Python, on the decoder's 10,000 x 784 pre-activation.
+    same values; its gradient, an advanced increment, runs on one thread
+    (on PyTensor 3.0 as ``np.add.at`` in Python), on the decoder's
+    10,000 x 784 pre-activation.
     """
 
     def make_node(self, a, rows):
@@ -42,7 +44,8 @@ class GatherRows(RowOp):
         _check_rows(rows, a.shape[0], "GatherRows")
         outputs[0][0] = np.ascontiguousarray(a[rows])
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [(shapes[1][0], shapes[0][1])]
 
     def connection_pattern(self, node):
@@ -95,7 +98,7 @@ class ScatterAddRows(RowOp):
 
     Each thread owns a band of columns and adds the rows in index order, so
     every sum is accumulated in float32 in the same order as NumPy's
-    ``np.add.at`` (PyTensor's ``AdvancedIncSubtensor1``): the same values.
+    ``np.add.at`` (PyTensor's advanced increment): the same values.
     """
 
     def make_node(self, g, rows, n):
@@ -113,7 +116,8 @@ class ScatterAddRows(RowOp):
         np.add.at(z, rows, g)
         outputs[0][0] = z
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [(node.inputs[2], shapes[0][1])]
 
     def connection_pattern(self, node):
@@ -199,7 +203,8 @@ class MatrixSum(RowOp):
     def perform(self, node, inputs, outputs):
         outputs[0][0] = inputs[0].sum(axis=self.axis, dtype=np.float64).astype(np.float32)
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [(shapes[0][1 - self.axis],)]
 
     def pullback(self, inputs, outputs, output_grads):

@@ -17,6 +17,7 @@ from pytensor.graph.basic import Apply
 from pytensor.scalar.basic import UnaryScalarOp, float_types, upgrade_to_float
 from pytensor.tensor.elemwise import Elemwise
 
+from untapped.fast import compat
 from untapped.fast.codegen import TANH_SUPPORT, RowOp
 
 
@@ -82,7 +83,8 @@ class BiasTanh(RowOp):
         g_a, g_b = tanh_grad(g, t)
         return [g_a, g_b]
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [shapes[0]]
 
     def c_code(self, node, name, inputs, outputs, sub):
@@ -118,7 +120,8 @@ class TanhGrad(RowOp):
         outputs[0][0] = g_a
         outputs[1][0] = g_a.sum(axis=0, dtype=np.float64).astype(np.float32)
 
-    def infer_shape(self, fgraph, node, shapes):
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
         return [shapes[1], shapes[1][1:]]
 
     def c_code(self, node, name, inputs, outputs, sub):
