@@ -9,7 +9,8 @@ Each configuration trains the paper's full-size networks (784-50-50-10,
 for nine steps of batch 200 (three epochs' worth) in the C mode, then evaluates the five terms.
 The results depend on the thread count (the OpenMP row ops and OpenBLAS
 split their work by thread), so each recording names the count it ran at,
-fixed through ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` before NumPy loads.
+fixed through ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` before NumPy loads,
+and on OpenBLAS's kernels, fixed through ``OPENBLAS_CORETYPE`` (:data:`BLAS_KERNELS`).
 
 They also depend on the NumPy release, which brings its own OpenBLAS:
 PyTensor 3.0.7 on Python 3.11 and PyTensor 3.3.8 on Python 3.12 give the
@@ -28,6 +29,12 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
+#: The OpenBLAS kernels the recordings were made with. OpenBLAS picks its
+#: kernels by processor (AVX2's Haswell kernels, AVX-512's SkylakeX kernels,
+#: ...), and they round the matrix products' sums differently, so a
+#: recording holds for one set of kernels only. The Haswell kernels run on
+#: every x86-64 processor with AVX2 (the variable means nothing elsewhere).
+BLAS_KERNELS = {"OPENBLAS_CORETYPE": "Haswell"}
 #: The NumPy of the lock, ``requirements.txt``, whose recording is ``bit_identical.json``.
 LOCK_NUMPY = "2.4.6"
 
@@ -122,7 +129,7 @@ def run_all(mnist_dir):
 
 def in_subprocess(threads, mnist_dir):
     """:func:`run_all` in a fresh interpreter with ``threads`` OpenMP / OpenBLAS threads."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), **BLAS_KERNELS)
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import bit_identical; "
         "print(json.dumps(bit_identical.run_all(sys.argv[2])))"
