@@ -98,10 +98,17 @@ def probe(scheduler, seconds=None):
     import asyncio
 
     from distributed.comm import connect as open_comm
+    from distributed.comm.addressing import parse_address, parse_host_port
 
     seconds = CONNECT_SECONDS if seconds is None else seconds
 
     async def identity():
+        protocol, location = parse_address(scheduler)
+        if protocol in ("tcp", "tls"):
+            # Dask retries a refused connection until its deadline; one plain
+            # attempt first tells "nothing listens there" at once.
+            _, writer = await asyncio.open_connection(*parse_host_port(location))
+            writer.close()
         comm = await open_comm(scheduler, timeout=seconds)
         try:
             await comm.write({"op": "identity", "reply": True})
