@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from untapped import stats
-from untapped.report import load_runs, summarise
+from untapped.study import stats
+from untapped.study.report import load_runs, summarise
 
 from cli_helpers import REPO, SCRIPT, load_cli, params, sha
 TINY = ["--batch", "64", "--subset", "200"]

@@ -27,12 +27,12 @@ Folders that are not finished untapped runs (another tool's ``metrics.json``,
 a damaged one, an unfinished run) are left out, and runs of different
 lengths are compared: the report says so under *Notes*.
 
-Statistics (:mod:`untapped.stats`): per group, mean, sd and 95% t interval
+Statistics (:mod:`untapped.study.stats`): per group, mean, sd and 95% t interval
 of the cross-entropy and the accuracy, and how many runs show ten distinct
 digits; per untapped group, the paired comparison with M2 and (for a
 variant) with the code's untapped, over the seeds both have, with p-values
 also adjusted over all these comparisons (Benjamini-Hochberg). Then the
-pre-stated analysis of untapped against M2 (:mod:`untapped.study_plan`,
+pre-stated analysis of untapped against M2 (:mod:`untapped.study.analysis`,
 ``docs/study-plan.md``): primary, equivalence, the one conclusion,
 secondaries, failed runs. And whether each reading of the metric could give
 the paper's 2.30 and 2.07 together (:func:`paper_verdict`).
@@ -49,11 +49,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from untapped import stats, study_plan
-from untapped.evaluation import DERIVED, READINGS
+from untapped.evaluation.readings import DERIVED, READINGS
+from untapped.study import analysis as study_plan
+from untapped.study import stats
 from untapped.files import atomic_output, jsonable
 from untapped.presets import group_name
-from untapped.run_metrics import MetricsProblem, read_metrics
+from untapped.study.run_metrics import MetricsProblem, read_metrics
 
 #: The paper's cross-entropies on digits 5-9 (mean of 10 trials, §3).
 PAPER_CROSS_ENTROPY = OrderedDict(m2=2.30, untapped=2.07)
@@ -239,7 +240,7 @@ def load_runs(folder, recorded=(), notes=None):
     A run (group and seed) found twice is an error: each run is reported once.
     Left out, with a line in ``notes`` (a list) each: a ``metrics.json``
     that is not an untapped run's or is damaged
-    (:func:`untapped.run_metrics.check_metrics`, and the run's
+    (:func:`untapped.study.run_metrics.check_metrics`, and the run's
     ``config.json`` and ``history.json`` must be JSON objects), and the
     run folders without one (unfinished runs).
     """
@@ -327,7 +328,7 @@ def comparisons(runs):
 
     Every non-M2 group against M2, and every untapped variant against the code's untapped.
     The cross-entropy's p-values are also given adjusted over all these comparisons
-    (``t_p_adjusted``, ``wilcoxon_p_adjusted``; Benjamini-Hochberg, :func:`untapped.stats.adjust`).
+    (``t_p_adjusted``, ``wilcoxon_p_adjusted``; Benjamini-Hochberg, :func:`untapped.study.stats.adjust`).
     """
     pairs = [(g, BASELINE) for g in groups(runs) if g != BASELINE]
     pairs += [(g, REFERENCE) for g in groups(runs) if g.startswith(REFERENCE + "/")]
@@ -507,7 +508,7 @@ def plot_paired(runs, path):
 def plot_running_mean(analysis, path, recorded_pairs=0):
     """The paired mean difference and its 95% interval against the number of pairs, in seed order.
 
-    Marks 0, the plan's margin +-:data:`untapped.study_plan.MARGIN`, and (when
+    Marks 0, the plan's margin +-:data:`untapped.study.analysis.MARGIN`, and (when
     some pairs come from an earlier study) where the earlier study's pairs end.
     """
     steps = [s for s in analysis["running_mean"] if s["ci"] is not None]
