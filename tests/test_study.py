@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from untapped.study import stats
-from untapped.study.report import load_runs, summarise
+from untapped.study.record import summarise
+from untapped.study.runs import load_study
 
 from cli_helpers import REPO, SCRIPT, load_cli, params, sha
 TINY = ["--batch", "64", "--subset", "200"]
@@ -134,9 +135,9 @@ def test_report_of_an_empty_folder_is_one_line(tmp_path, cache):
     assert result.stderr.strip() == f"error: {tmp_path} holds no finished run (no <run>/metrics.json)"
 
 
-def test_summaries_match_load_runs(study):
+def test_summaries_match_load_study(study):
     out, _ = study
-    runs = load_runs(out)
+    runs = load_study(out).runs
     summary = summarise(runs)
     assert summary["untapped"]["cross_entropy"] == stats.describe([r["cross_entropy"] for r in runs if r["group"] == "untapped"])
 
