@@ -1,4 +1,4 @@
-"""The C mode's reverse pass on distinct (y, z) pairs (the kernel ``unfeatured_pass``): the values and gradients of the paper's pass, with the decoder run once a pair."""
+"""The C mode's kernel ``unfeatured_pass``: the paper's reverse pass, values and gradients, with the decoder run once a pair."""
 
 import numpy as np
 import pytensor

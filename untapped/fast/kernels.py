@@ -70,8 +70,6 @@ class FastKernels:
 
     @staticmethod
     def unfeatured_pass(nets, y, z, noise, pairs, encode_generated=False):
-        if pairs is None:
-            return PLAIN.unfeatured_pass(nets, y, z, noise, pairs, encode_generated)
         return distinct.unfeatured_pass(nets, y, z, noise, pairs, encode_generated)
 
     @staticmethod

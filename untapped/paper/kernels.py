@@ -23,7 +23,7 @@ A kernels object has:
   the distinct pairs of a batch;
 - ``unfeatured_pass(nets, y, z, noise, pairs, encode_generated)``: the
   reverse pass of Alg. 1 (:func:`untapped.paper.passes.unfeatured_pass`),
-  given the distinct pairs of its rows or None.
+  given the distinct pairs of its rows if ``decode_distinct_pairs``, else None.
 """
 
 import numpy as np
@@ -113,7 +113,7 @@ class PlainKernels:
         pairs : tuple of TensorVariable, or None
             ``(y_distinct, z_distinct, rows)`` with ``y = y_distinct[rows]`` and
             ``z = z_distinct[rows]``, or None (unused here; the fast kernel
-            decodes each distinct pair once).
+            decodes each distinct pair once, and needs them).
 
         Returns
         -------
