@@ -207,7 +207,7 @@ def main(ctx, **options):
                    "training terms are then missing). Repeatable. A run (model, variant, seed) in both is an error.")
 def report(folder, out, recorded):
     """Turn the results folder FOLDER (runs written by this command) into report.md, study.json and PNG figures."""
-    from untapped.report import ReportError, write_report
+    from untapped.study.report import ReportError, write_report
 
     try:
         path = write_report(folder, out, recorded, note=lambda line: click.echo(f"note: {line}", err=True))

@@ -42,7 +42,7 @@ def cache(tmp_path_factory):
 def cluster():
     """A LocalCluster of two single-threaded worker processes, and a client of it; both closed afterwards."""
     distributed = pytest.importorskip("distributed", reason=NO_DASK)
-    from untapped.cluster import kept_environment
+    from untapped.experiment.scheduler import kept_environment
 
     with kept_environment(), \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local, \
@@ -137,7 +137,7 @@ def test_a_worker_lost_mid_trial(study, cluster, mnist_dir, cache, tmp_path):
 
 
 def test_a_worker_that_cannot_write_fails_its_trial_in_one_line(cluster, tmp_path):
-    from untapped import cluster as dask_trials
+    from untapped.experiment import cluster as dask_trials
     from untapped.experiment import RunSpec
 
     blocker = tmp_path / "a-file"
@@ -195,21 +195,21 @@ def test_a_scheduler_with_another_backend_is_refused(tmp_path, cache, mnist_dir)
 ])
 def test_local_cluster_size(runs, cpus, memory, size):
     pytest.importorskip("psutil", reason=NO_DASK)  # a dependency of distributed
-    from untapped.cluster import local_cluster_size
+    from untapped.experiment.scheduler import local_cluster_size
 
     assert local_cluster_size(runs, cpus, memory) == size
 
 
 @pytest.mark.parametrize("nthreads, resources, threads", [(1, {}, 1), (4, {}, 1), (8, {"trial": 1}, 8), (8, {"trial": 2}, 4)])
 def test_trial_threads(nthreads, resources, threads):
-    from untapped.cluster import trial_threads
+    from untapped.experiment.cluster import trial_threads
 
     assert trial_threads(nthreads, resources) == threads
 
 
 def test_a_local_cluster_leaves_the_environment_as_it_was():
     distributed = pytest.importorskip("distributed", reason=NO_DASK)
-    from untapped.cluster import kept_environment
+    from untapped.experiment.scheduler import kept_environment
 
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     before = {k: os.environ.get(k) for k in names}

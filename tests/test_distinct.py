@@ -1,4 +1,4 @@
-"""The fast reverse pass on distinct (y, z) pairs: the values and gradients of the paper's pass, with the decoder run once a pair."""
+"""The C mode's kernel ``unfeatured_pass``: the paper's reverse pass, values and gradients, with the decoder run once a pair."""
 
 import numpy as np
 import pytensor
@@ -9,7 +9,8 @@ from untapped.fast import distinct
 from untapped.fast import matmul as fast_matmul
 from untapped.fast import rows as fast_rows
 from untapped.fast.kernels import FAST
-from untapped.paper import passes, terms
+from untapped.paper import terms
+from untapped.paper.kernels import PLAIN
 from untapped.paper.networks import Networks
 
 
@@ -18,10 +19,9 @@ def _pass_and_gradients(nets, on_distinct_pairs):
     y_d, z_d, rows, u = pt.matrix("y_distinct"), pt.matrix("z_distinct"), pt.vector("rows", dtype="int64"), pt.matrix("u")
     y, z = y_d[rows], z_d[rows]
     noise = {"unfeatured/bernoulli_uniform": u}
-    if on_distinct_pairs:
-        out = distinct.unfeatured_pass(nets, y, z, noise, (y_d, z_d, rows))
-    else:
-        out = passes.unfeatured_pass(nets, y, z, noise)
+    # The kernel of the C mode against its plain twin, the paper's pass on every row.
+    kernels = FAST if on_distinct_pairs else PLAIN
+    out = kernels.unfeatured_pass(nets, y, z, noise, (y_d, z_d, rows))
     bound = terms.reverse_elbo(y, out, kernels=FAST)
     decoder_params = nets.params_by_net["decoder"]
     grads = pytensor.grad(bound, decoder_params)

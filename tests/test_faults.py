@@ -167,15 +167,15 @@ def http_port():
 @pytest.mark.parametrize("server", ["silent_port", "http_port"])
 def test_a_server_that_is_not_a_scheduler_is_given_up_on_in_time(server, request, monkeypatch):
     pytest.importorskip("distributed", reason=NO_DASK)
-    from untapped import cluster
+    from untapped.experiment import scheduler
 
     port = request.getfixturevalue(server)
-    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1.0, raising=False)
+    monkeypatch.setattr(scheduler, "CONNECT_SECONDS", 1.0, raising=False)
     raised = []
 
     def check():
         try:
-            cluster.check(f"tcp://127.0.0.1:{port}")
+            scheduler.check(f"tcp://127.0.0.1:{port}")
         except Exception as exc:
             raised.append(exc)
 
@@ -183,7 +183,7 @@ def test_a_server_that_is_not_a_scheduler_is_given_up_on_in_time(server, request
     waiting.start()
     waiting.join(timeout=5)
     assert not waiting.is_alive(), "still waiting for the handshake after 5 s"
-    assert len(raised) == 1 and isinstance(raised[0], cluster.ClusterError), raised
+    assert len(raised) == 1 and isinstance(raised[0], scheduler.ClusterError), raised
     assert str(raised[0]).startswith(f"no Dask scheduler answered at tcp://127.0.0.1:{port} within 1 s")
 
 
@@ -446,7 +446,7 @@ def test_a_subset_that_cuts_nothing_is_refused(tmp_path, cache, mnist_dir):
 
 
 def test_a_task_the_scheduler_lost_says_so():
-    from untapped import cluster
+    from untapped.experiment import cluster
 
     class Lost:  # what a future of a dead scheduler gives: no exception recorded
         status = "cancelled"

@@ -1,6 +1,6 @@
 """The committed study results (docs/results/*/study.json): their statistics recomputed from their runs.
 
-Independent of untapped.stats: NumPy for means and standard deviations, the t
+Independent of untapped.study.stats: NumPy for means and standard deviations, the t
 quantile for the intervals, SciPy's tests called directly.
 """
 
@@ -126,7 +126,7 @@ MARGIN = 0.13  # docs/study-plan.md
 
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory):
-    from untapped.report import write_report
+    from untapped.study.report import write_report
 
     empty = tmp_path_factory.mktemp("empty")
     out = tmp_path_factory.mktemp("report")

@@ -1,4 +1,4 @@
-"""untapped.stats against closed forms and textbook values."""
+"""untapped.study.stats against closed forms and textbook values."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from untapped import stats
+from untapped.study import stats
 
 
 def test_describe_matches_the_t_interval_formula():

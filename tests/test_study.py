@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from untapped import stats
-from untapped.report import load_runs, summarise
+from untapped.study import stats
+from untapped.study.record import summarise
+from untapped.study.runs import load_study
 
 from cli_helpers import REPO, SCRIPT, load_cli, params, sha
 TINY = ["--batch", "64", "--subset", "200"]
@@ -134,11 +135,39 @@ def test_report_of_an_empty_folder_is_one_line(tmp_path, cache):
     assert result.stderr.strip() == f"error: {tmp_path} holds no finished run (no <run>/metrics.json)"
 
 
-def test_summaries_match_load_runs(study):
+def test_summaries_match_load_study(study):
     out, _ = study
-    runs = load_runs(out)
+    runs = load_study(out).runs
     summary = summarise(runs)
     assert summary["untapped"]["cross_entropy"] == stats.describe([r["cross_entropy"] for r in runs if r["group"] == "untapped"])
+
+
+def test_one_pass_over_the_run_folders_tells_finished_diverged_unfinished_and_left_out(tmp_path):
+    """Every run folder without a result is in ``not_finished`` and in the note, once; the rest is not a run's."""
+    def put(name, **files):
+        (tmp_path / name).mkdir()
+        for file, text in files.items():
+            (tmp_path / name / file.replace("_", ".")).write_text(text)
+
+    metrics = dict(model="untapped", seed=1, epochs=2, cross_entropy=1.5, accuracy=0.5,
+                   recognised=list(range(10)), labels=list(range(10)))
+    put("untapped-seed1", metrics_json=json.dumps(metrics))
+    put("untapped-seed2", config_json=json.dumps(dict(model="untapped", seed=2)))
+    put("m2-seed1", config_json=json.dumps(dict(model="m2", seed=1)), log_txt="diverged: the total is nan\n")
+    put("untapped-eq17-seed3", log_txt="")  # named as a run, nothing else written yet
+    put("odd", checkpoint_h5="", config_json="{")  # a run's, but neither its config nor its name says which
+    put("report", report_md="")  # not a run's
+    put(".cache", metrics_json="{")  # hidden: not read
+    study = load_study(tmp_path)
+    assert [r["run"] for r in study.runs] == ["untapped-seed1"]
+    assert [(r["run"], r["group"], r["seed"], r["status"], r["message"]) for r in study.not_finished] == [
+        ("m2-seed1", "m2", 1, "diverged", "the total is nan"),
+        ("untapped-eq17-seed3", "untapped/eq17", 3, "unfinished", None),
+        ("untapped-seed2", "untapped", 2, "unfinished", None),
+    ]
+    assert study.notes == [
+        "left out 4 unfinished run(s), without metrics.json: m2-seed1, odd, untapped-eq17-seed3, untapped-seed2"
+    ]
 
 
 def _wait_for(predicate, process, timeout):

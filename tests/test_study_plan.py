@@ -1,4 +1,4 @@
-"""untapped.study_plan: the rules of docs/study-plan.md, failed runs, and the analysis against SciPy directly."""
+"""untapped.study.analysis: the rules of docs/study-plan.md, failed runs, and the analysis against SciPy directly."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from untapped import stats, study_plan
-from untapped.study_plan import MARGIN, analyse, conclude, pairing, sensitivity
+from untapped.study import analysis, stats
+from untapped.study.analysis import MARGIN, analyse, conclude, pairing, sensitivity
 
 
 def _conclusion(d):
@@ -32,7 +32,7 @@ def test_each_rule_of_the_plan(centre, spread, n, rule):
     d = centre + spread * z / z.std(ddof=1)
     got, text = _conclusion(d)
     assert got == rule
-    assert text.startswith(study_plan.RULES[rule][0].upper() + study_plan.RULES[rule][1:] + ":")
+    assert text.startswith(analysis.RULES[rule][0].upper() + analysis.RULES[rule][1:] + ":")
     low, high = scipy_stats.ttest_1samp(d, 0).confidence_interval(0.95)
     assert f"95% CI {low:+.3f} to {high:+.3f}" in text and f"over {n} pairs" in text
     assert text.count(".") >= 1 and text.endswith(".")
@@ -85,7 +85,7 @@ def test_more_than_three_failed_pairs_give_the_power_left():
             runs.append(_run("untapped", s, 1.3 + rng.normal(0, 0.2)))
     out = analyse(runs, failed)
     assert out["planned"]["failed_pairs"] == 4 and not out["planned"]["reached"]
-    assert out["planned"]["power_at_margin"] == pytest.approx(stats.paired_t_power(8, MARGIN, study_plan.PLANNING_SD))
+    assert out["planned"]["power_at_margin"] == pytest.approx(stats.paired_t_power(8, MARGIN, analysis.PLANNING_SD))
     three = analyse(runs, failed[:3])
     assert three["planned"]["reached"] and three["planned"]["power_at_margin"] is None
 

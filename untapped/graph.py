@@ -123,11 +123,8 @@ class ModelGraph:
         self.noise = samplers.symbolic_noise()
         nets, b, n = self.networks, self.batch, self.noise
         encode_generated = est.reverse_elbo_variant == "eq17"
-        unfeatured = passes.unfeatured_pass
-        self.unfeatured_distinct = None
+        self.unfeatured_distinct = pairs = None
         if self.kernels.decode_distinct_pairs:
-            from untapped.fast import distinct
-
             # The distinct unfeatured (y, z) pairs of a batch and the pair of
             # each row, for the decoder to run once a pair. Here every row is
             # its own pair; the training step substitutes the distinct pairs
@@ -138,14 +135,10 @@ class ModelGraph:
                 rows=pt.arange(b["unfeatured_y"].shape[0], dtype="int64"),
             )
             pairs = tuple(self.unfeatured_distinct.values())
-
-            def unfeatured(nets, y, z, noise, encode_generated):
-                return distinct.unfeatured_pass(nets, y, z, noise, pairs, encode_generated)
-
         self.passes = OrderedDict(
             labeled=passes.labeled_pass(nets, b["labeled_x"], b["labeled_y"], n),
             unlabeled=passes.unlabeled_pass(nets, b["unlabeled_x"], n),
-            unfeatured=unfeatured(nets, b["unfeatured_y"], b["unfeatured_z"], n, encode_generated),
+            unfeatured=self.kernels.unfeatured_pass(nets, b["unfeatured_y"], b["unfeatured_z"], n, pairs, encode_generated),
         )
         self.terms = terms.all_terms(
             b,
@@ -262,7 +255,7 @@ class ModelGraph:
         )
 
     def _distinct_pairs(self, data):
-        """Givens of the distinct unfeatured pairs of a training batch (:mod:`untapped.fast.distinct`)."""
+        """Givens of the distinct unfeatured pairs of a training batch, for the kernels' ``unfeatured_pass``."""
         distinct = self.unfeatured_distinct
         if self.unfeatured_z == "prior":
             # Every pair is distinct.

@@ -21,9 +21,12 @@ The package, in the order a command uses it:
 * :mod:`~untapped.experiment.trial`: one run, trained and judged (:func:`run_trial`);
 * :mod:`~untapped.experiment.trials`: many runs and their summary
   (:func:`run_trials`, and :func:`run_request`, a whole command);
-* :mod:`~untapped.experiment.environment`: the commit, versions and threads a run records.
+* :mod:`~untapped.experiment.environment`: the commit, versions and threads a run records;
+* :mod:`~untapped.experiment.cluster`: the trials as Dask tasks (``--backend dask``), and
+  :mod:`~untapped.experiment.scheduler`: reaching Dask.
 
-Every name is importable from ``untapped.experiment`` itself. Every failure a
+Every name of the first seven is importable from ``untapped.experiment`` itself
+(the package's own modules import each other by name, never through here). Every failure a
 user can cause (data, checkpoint, output folder, option conflicts) is an
 :class:`ExperimentError`, :class:`untapped.data.DataError`,
 :class:`untapped.checkpoint.CheckpointError` or

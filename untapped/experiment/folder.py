@@ -15,7 +15,7 @@ from collections import OrderedDict
 from untapped.experiment.spec import RUN_FILES, ExperimentError
 from untapped.files import FolderLock, FolderLocked, atomic_output, jsonable, one_line, same_file
 from untapped.presets import DEFAULT_VARIANT
-from untapped.run_metrics import MetricsProblem, read_metrics
+from untapped.study.run_metrics import MetricsProblem, read_metrics
 
 
 class OutputError(ExperimentError):
@@ -95,7 +95,7 @@ def remove_run_files(folder):
 
 
 def finished_result(spec):
-    """The result of a run that finished earlier, read from its ``metrics.json`` (checked: :mod:`untapped.run_metrics`)."""
+    """The result of a run that finished earlier, read from its ``metrics.json`` (checked: :mod:`untapped.study.run_metrics`)."""
     try:
         metrics = read_metrics(spec.path("metrics"))
     except MetricsProblem as exc:

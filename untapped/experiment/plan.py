@@ -14,11 +14,12 @@ import pathlib
 import time
 
 from untapped import checkpoint as ckpt_io
+from untapped.experiment import scheduler
 from untapped.experiment.folder import OutputError, read_json
 from untapped.experiment.spec import ExperimentError, RunSpec, build_model, check_models, check_variant, run_config, run_name
 from untapped.files import jsonable, one_line
 from untapped.presets import DEFAULT_VARIANT, MAX_SEED, MODELS, upgrade_params
-from untapped.run_metrics import MetricsProblem, read_metrics
+from untapped.study.run_metrics import MetricsProblem, read_metrics
 
 #: Settings a resumed run takes from its checkpoint unless the user gives them.
 _RECORDED = ("epochs", "eval_every", "mode", "data_dir")
@@ -113,7 +114,7 @@ def continue_runs(specs):
     * the same run with a checkpoint (interrupted, or finished with fewer
       epochs): it resumes from the checkpoint;
     * a different run, one with more epochs than asked (finished or not), or
-      a damaged ``metrics.json`` (:mod:`untapped.run_metrics`): :class:`OutputError`,
+      a damaged ``metrics.json`` (:mod:`untapped.study.run_metrics`): :class:`OutputError`,
       before anything is written;
     * a checkpoint that cannot be read: :class:`untapped.checkpoint.CheckpointError`.
 
@@ -223,7 +224,7 @@ def plan_request(request, echo=None):
 
     Returns ``(specs, backend)``. Raises :class:`ExperimentError` (one line)
     on options that do not go together, before anything is fitted or written.
-    ``echo`` receives the lines of a scheduler's check (:func:`untapped.cluster.check`).
+    ``echo`` receives the lines of a scheduler's check (:func:`untapped.experiment.scheduler.check`).
     """
     backend = _backend(request, echo)
     if request.resume is not None:
@@ -265,9 +266,7 @@ def _backend(request, echo=None):
         return request.backend
     if request.backend != "dask" and "backend" in request.given:
         raise ExperimentError(f"--scheduler runs the trials on Dask; drop --backend {request.backend}")
-    from untapped import cluster
-
-    cluster.check(request.scheduler, echo)  # before anything is fitted or written
+    scheduler.check(request.scheduler, echo)  # before anything is fitted or written
     return "dask"
 
 

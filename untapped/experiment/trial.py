@@ -155,7 +155,8 @@ def _train(spec, model, split, resume, config, log):
 
 def save_curves(spec, history):
     """The run's ``curves.png``: every term per epoch, training and evaluation."""
-    from untapped.report import ReportError, save_run_curves
+    from untapped.study.figures import save_run_curves
+    from untapped.study.runs import ReportError
 
     try:
         save_run_curves(history, spec.path("curves"), f"{spec.name}: the five terms and the total per epoch")

@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from untapped.experiment import cluster
 from untapped.experiment.environment import describe_environment
 from untapped.experiment.folder import (
     OutputError,
@@ -29,7 +30,7 @@ from untapped.experiment.spec import RUN_FILES
 from untapped.experiment.trial import run_trial
 from untapped.files import one_line
 from untapped.presets import DEFAULT_VARIANT, group_name
-from untapped.run_metrics import MetricsProblem, read_metrics
+from untapped.study.run_metrics import MetricsProblem, read_metrics
 
 
 def run_request(request, echo=print):
@@ -79,12 +80,10 @@ def run_trials(specs, jobs=1, backend="loky", classifier=None, scheduler=None):
     run: its result is read from its ``metrics.json``. ``backend`` is any
     joblib backend name (``loky``, ``multiprocessing``, ...), or ``dask``: one
     Dask task per run on the scheduler at ``scheduler``, else on a local
-    cluster, whatever ``jobs`` is (:func:`untapped.cluster.run_trials`).
+    cluster, whatever ``jobs`` is (:func:`untapped.experiment.cluster.run_trials`).
     Returns the results in the order of ``specs``.
     """
     if backend == "dask":
-        from untapped import cluster
-
         return cluster.run_trials(specs, scheduler=scheduler, classifier=classifier)
     results = {i: finished_result(spec) for i, spec in enumerate(specs) if spec.done}
     todo = [(i, spec) for i, spec in enumerate(specs) if not spec.done]
@@ -164,7 +163,7 @@ def folder_results(out, results=(), note=None):
 
     So a summary holds every run in the folder, whichever command wrote it.
     A ``metrics.json`` that is not a finished untapped run's (another tool's,
-    or damaged: :func:`untapped.run_metrics.check_metrics`) is left out, and
+    or damaged: :func:`untapped.study.run_metrics.check_metrics`) is left out, and
     ``note`` receives one line naming it.
     """
     results = list(results)

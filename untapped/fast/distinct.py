@@ -7,8 +7,9 @@ distinct pair and gathers its output pre-activation to the rows
 in C), then finishes the pass as the paper layer does
 (:func:`untapped.paper.passes.unfeatured_values`). Each row's mean is the
 same function of its pair; the sample still draws one uniform per row.
-The graph builder chooses it when the kernels allow it
-(``kernels.decode_distinct_pairs``), with the distinct pairs given at compile time.
+It is :data:`untapped.fast.kernels.FAST`'s ``unfeatured_pass``; the graph
+builder gives it the distinct pairs of a batch at compile time
+(``kernels.decode_distinct_pairs``).
 """
 
 import pytensor.tensor as pt

@@ -21,12 +21,14 @@ kernel computes the same formula as its plain twin to float32 rounding
   sum in one pass, value and gradient (:mod:`untapped.fast.bernoulli`);
 - ``uniform``: the same float32 numbers, a large draw on all cores
   (:mod:`untapped.fast.noise`);
-- ``decode_distinct_pairs``: the unfeatured pass decodes each distinct
-  (y, z) pair once (:mod:`untapped.fast.distinct`).
+- ``unfeatured_pass``: the reverse pass decodes each distinct (y, z) pair
+  once, given the pairs (:mod:`untapped.fast.distinct`;
+  ``decode_distinct_pairs`` tells the graph builder to give them).
 """
 
 import numpy as np
 
+from untapped.fast import distinct
 from untapped.fast.bernoulli import bernoulli_log_lik_rows
 from untapped.fast.matmul import matmul
 from untapped.fast.noise import uniform_float32
@@ -65,6 +67,10 @@ class FastKernels:
     def bernoulli_log_lik_rows(x, mean):
         fused = bernoulli_log_lik_rows(x, mean)
         return PLAIN.bernoulli_log_lik_rows(x, mean) if fused is None else fused
+
+    @staticmethod
+    def unfeatured_pass(nets, y, z, noise, pairs, encode_generated=False):
+        return distinct.unfeatured_pass(nets, y, z, noise, pairs, encode_generated)
 
     @staticmethod
     def uniform(rng, size):

@@ -18,14 +18,19 @@ A kernels object has:
 - ``bernoulli_log_lik_rows(x, mean)``: ``sum_d log Bern(x_d; clip(mean_d))``
   per row (eq. 1);
 - ``uniform(rng, size)``: ``(next_rng, u)``, a float32 U[0, 1) draw;
-- ``decode_distinct_pairs``: whether the graph builder may decode each
-  distinct unfeatured (y, z) pair once (:mod:`untapped.fast.distinct`).
+- ``decode_distinct_pairs``: whether ``unfeatured_pass`` decodes each
+  distinct unfeatured (y, z) pair once, so that the graph builder gives it
+  the distinct pairs of a batch;
+- ``unfeatured_pass(nets, y, z, noise, pairs, encode_generated)``: the
+  reverse pass of Alg. 1 (:func:`untapped.paper.passes.unfeatured_pass`),
+  given the distinct pairs of its rows if ``decode_distinct_pairs``, else None.
 """
 
 import numpy as np
 import pytensor.tensor as pt
 
 from parmesan_compat.distributions import log_bernoulli
+from untapped.paper import passes
 
 #: NumPy's float32 uniforms are 24-bit integers times 2**-24.
 UNIFORM_BITS = 24
@@ -44,7 +49,7 @@ class PlainKernels:
     tanh : callable
         The hidden layers' nonlinearity, ``pt.tanh``.
     decode_distinct_pairs : bool
-        ``False``: the unfeatured pass decodes every row.
+        ``False``: :meth:`unfeatured_pass` decodes every row.
     """
 
     name = "plain"
@@ -96,6 +101,26 @@ class PlainKernels:
             Each row's log-likelihood.
         """
         return pt.sum(log_bernoulli(x, mean), axis=-1)
+
+    @staticmethod
+    def unfeatured_pass(nets, y, z, noise, pairs, encode_generated=False):
+        """The reverse pass of Alg. 1 on every row: :func:`untapped.paper.passes.unfeatured_pass`.
+
+        Parameters
+        ----------
+        nets, y, z, noise, encode_generated
+            As for :func:`untapped.paper.passes.unfeatured_pass`.
+        pairs : tuple of TensorVariable, or None
+            ``(y_distinct, z_distinct, rows)`` with ``y = y_distinct[rows]`` and
+            ``z = z_distinct[rows]``, or None (unused here; the fast kernel
+            decodes each distinct pair once, and needs them).
+
+        Returns
+        -------
+        UnfeaturedPass
+            The pass's values, one row per row of ``y``.
+        """
+        return passes.unfeatured_pass(nets, y, z, noise, encode_generated)
 
     @staticmethod
     def uniform(rng, size):

@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from untapped import stats
+from untapped.study import stats
 
 #: The equivalence margin in nats, fixed by the plan from the first ten pairs (10% of M2's 1.306).
 MARGIN = 0.13
@@ -54,8 +54,8 @@ def _signed(x):
 def conclude(primary, equivalence):
     """The rule of ``docs/study-plan.md`` that applies, and the one sentence that states it with its figures.
 
-    ``primary`` is :func:`untapped.stats.paired` of the cross-entropies (95%
-    interval), ``equivalence`` :func:`untapped.stats.tost` of their differences.
+    ``primary`` is :func:`untapped.study.stats.paired` of the cross-entropies (95%
+    interval), ``equivalence`` :func:`untapped.study.stats.tost` of their differences.
     Returns ``(rule, sentence)``.
     """
     n, mean = primary["n"], primary["mean_difference"]
