@@ -90,7 +90,7 @@ def test_a_different_run_in_the_folder_is_refused(study, cache, mnist_dir):
 
 @pytest.mark.parametrize("batch, differ", [(64, None), (32, "(batch_size differ)")])
 def test_a_config_json_of_the_old_names_is_read_as_the_run_it_records(batch, differ, tmp_path):
-    """``config.json`` as written before the batch size was ``batch_size`` everywhere: ``batch``, and an old coefficient name."""
+    """``config.json`` as written before the batch size was ``batch_size`` everywhere: ``batch``, an old coefficient."""
     from untapped import experiment
 
     (spec,) = experiment.plan_runs(["m2"], [3], tmp_path, epochs=2, batch_size=64, subset=200)
@@ -283,7 +283,8 @@ def test_a_conflict_from_the_environment_says_so(variable, value, recorded, stud
     result = CliRunner().invoke(MAIN, ["--resume", str(checkpoint), "--epochs", "3"], env=env)
     line = one_line_error(result)
     assert line == (
-        f"error: {variable}={value} (from the environment) conflicts with the checkpoint's {recorded}; omit it when resuming"
+        f"error: {variable}={value} (from the environment) conflicts with the checkpoint's {recorded}; "
+        "omit it when resuming"
     )
 
 

@@ -1,4 +1,4 @@
-"""The names and defaults a run is made of, stated once: terms, coefficients, models, seeds, sizes, schedule, variants and compile modes.
+"""The names and defaults a run is made of, stated once: terms, coefficients, models, seed, sizes, schedule, modes.
 
 Plain Python (no PyTensor), so that a command line can list its choices
 without loading the numerical stack.
@@ -90,7 +90,7 @@ def upgrade_params(params):
 
 
 def upgrade_config(config):
-    """A run's recorded configuration with the names of :data:`RENAMED_SETTINGS` and of its ``model_params`` brought up to date.
+    """A run's recorded configuration, its old names brought up to date (:data:`RENAMED_SETTINGS`, ``model_params``).
 
     A configuration that holds an old name beside its new one (a checkpoint
     wrote ``batch`` and ``batch_size``) keeps the new one's value.

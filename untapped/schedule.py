@@ -73,7 +73,7 @@ def learning_rate(epoch, base=0.01, factor=0.9995, anneal_epoch=500):
 
 
 def shuffle_seeds(seed):
-    """The seed sequences of the ``shuffle/train`` and ``shuffle/evaluate`` generators (:data:`untapped.streams.STREAMS`)."""
+    """The seed sequences of the ``shuffle/train`` and ``shuffle/evaluate`` generators (:mod:`untapped.streams`)."""
     seeds = streams(seed)
     return OrderedDict((name, seeds[name]) for name in SHUFFLES)
 

@@ -240,7 +240,7 @@ class _Training:
 
 
 def _schedule(model, epochs, eval_every, checkpoint_every):
-    """``epochs``, ``eval_every`` (the model's where None), the model's ``batch_size`` and ``checkpoint_every``, checked."""
+    """``epochs``, ``eval_every`` (the model's if None), the model's ``batch_size``, ``checkpoint_every``: checked."""
     epochs = int(model.epochs if epochs is None else epochs)
     batch_size = int(model.batch_size)
     eval_every = int(model.eval_every if eval_every is None else eval_every)

@@ -199,8 +199,8 @@ def _identity(config):
 class Request:
     """What one ``run_mnist.py`` command asks for: its options, and which of them the user gave.
 
-    The fields are the command's options (``model`` may be ``both``;
-    ``out`` None is ``results/mnist/<timestamp>``). ``given`` maps each
+    The fields are the command's options (``batch_size`` is ``--batch``;
+    ``model`` may be ``both``; ``out`` None is ``results/mnist/<timestamp>``). ``given`` maps each
     option the user set, typed or from the environment, to how they said it
     (``--seed 5``, ``UNTAPPED_SEED=5 (from the environment)``): a resumed run
     takes its settings from the checkpoint, and only the given options

@@ -125,7 +125,7 @@ class _Log:
 
 
 def _train(spec, model, split, resume, config, log):
-    """Train with a checkpoint every epoch and write the history; the :class:`TrainingDiverged` if it diverged, else None.
+    """Train, checkpointing every epoch, and write the history; the :class:`TrainingDiverged` if it diverged, else None.
 
     The schedule is the model's (:func:`untapped.experiment.build_model` gave it the spec's).
     """
