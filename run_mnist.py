@@ -22,7 +22,17 @@ import click  # noqa: E402
 
 from untapped import commands  # noqa: E402
 from untapped.files import one_line  # noqa: E402
-from untapped.presets import DEFAULT_MODE, MAX_SEED, MODELS, MODES, VARIANTS  # noqa: E402
+from untapped.presets import (  # noqa: E402
+    BATCH_SIZE,
+    DEFAULT_MODE,
+    DEFAULT_SEED,
+    EPOCHS,
+    EVAL_EVERY,
+    MAX_SEED,
+    MODELS,
+    MODES,
+    VARIANTS,
+)
 
 EXIT_ERROR = 1
 EXIT_DIVERGED = 3
@@ -69,14 +79,16 @@ def _given(ctx):
     from click.core import ParameterSource
 
     given = {}
-    for name, value in ctx.params.items():
-        source = ctx.get_parameter_source(name)
-        if source in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+    for param in ctx.command.params:
+        name = param.name
+        source = ctx.get_parameter_source(name) if name in ctx.params else None
+        if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
             continue
+        value = ctx.params[name]
         if source == ParameterSource.ENVIRONMENT:
-            given[name] = f"UNTAPPED_{name.upper()}={value} (from the environment)"
+            given[name] = f"{param.envvar or 'UNTAPPED_' + name.upper()}={value} (from the environment)"
         else:
-            given[name] = f"--{name.replace('_', '-')} {value}"
+            given[name] = f"{param.opts[0]} {value}"
     return given
 
 
@@ -119,8 +131,9 @@ def _version():
            "run they continue); 2 bad option (unknown, or a value out of its range); 3 a run diverged (NaN/inf); "
            "130 interrupted (Ctrl-C; a second Ctrl-C quits at once, the checkpoints are written whole).",
 )
-@click.option("--epochs", type=click.IntRange(min=0), default=150, help="Training epochs (the total, when resuming).")
-@click.option("--batch", type=click.IntRange(min=1), default=10000, help="Batch size of every source (labeled, unlabeled, unfeatured).")
+@click.option("--epochs", type=click.IntRange(min=0), default=EPOCHS, help="Training epochs (the total, when resuming).")
+@click.option("--batch", "batch_size", envvar="UNTAPPED_BATCH", type=click.IntRange(min=1), default=BATCH_SIZE,
+              help="Batch size of every source (labeled, unlabeled, unfeatured).")
 @click.option("--model", "model", type=click.Choice([*MODELS, "both"]), default="both", help="Which model(s) to train.")
 @click.option("--variant", type=click.Choice(list(VARIANTS)), default="code",
               help="A reading of the paper instead of the original code (docs/fidelity.md): " + "; ".join(
@@ -135,14 +148,14 @@ def _version():
               help="A running dask.distributed scheduler (tcp://host:8786) to run the trials on (implies --backend "
                    "dask; --jobs does not apply, the workers' threads decide). Every worker must reach --out and the data folder at the "
                    "same absolute paths.")
-@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=1234, help="Seed of the first run: data split, weights, noise, shuffles.")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=DEFAULT_SEED, help="Seed of the first run: data split, weights, noise, shuffles.")
 @click.option("--data-dir", type=click.Path(path_type=pathlib.Path), default=None,
               help="Folder with the MNIST IDX files (or mnist.pkl.gz); default: the user cache, downloading if needed.")
 @click.option("--out", type=click.Path(path_type=pathlib.Path), default=None, show_default="results/mnist/<timestamp>",
               help="Output folder; each run writes to <out>/<model>-seed<seed>/.")
 @click.option("--resume", type=click.Path(path_type=pathlib.Path), default=None,
               help="Continue the run saved in this checkpoint (.h5) up to --epochs.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=10, help="Evaluate all five terms every N epochs (and after the last).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=EVAL_EVERY, help="Evaluate all five terms every N epochs (and after the last).")
 @click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, help="Compile mode: c (the C backend with the fast kernels, as Theano ran), plain (the paper layer in stock PyTensor ops only) or numba.")
 @click.option("--subset", type=click.IntRange(min=1), default=None,
               help="Use only the first N labeled, evaluation and unlabeled rows (quick tests); N must cut something, "

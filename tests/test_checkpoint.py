@@ -386,3 +386,27 @@ def test_temporaries_of_older_writers_are_removed_once_old(model, tmp_path):
         os.utime(p, (long_ago, long_ago))
     checkpoint.save(path, model, epoch=0)
     assert _temporaries(tmp_path) == sorted([recent.name, other.name])  # another target's files are not ours
+
+
+@pytest.mark.parametrize("names", [("batch",), ("batch", "batch_size")])
+def test_a_checkpoint_of_the_old_names_loads_and_resumes_with_the_new(names, saved, tmp_path):
+    """A run's configuration written before the batch size was ``batch_size`` everywhere (``batch``, or both)."""
+    path = tmp_path / "old-names.h5"
+    path.write_bytes(saved.read_bytes())
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["config"])
+        params = config["model_params"]
+        params["coeff_x_to_y"] = params.pop("coeff_x_to_y_loss")
+        config.update(model="untapped", seed=1234, **{name: 64 for name in names})
+        if "batch_size" not in names:
+            del config["batch_size"]
+        f.attrs["config"] = json.dumps(config, sort_keys=True)
+        f.attrs[checkpoint.ATTRIBUTES_CHECKSUM] = checkpoint._attributes_digest(f)  # as its writer signed it
+    loaded = checkpoint.load(path).config
+    assert loaded["batch_size"] == 64 and "batch" not in loaded
+    assert loaded["model_params"]["coeff_x_to_y_loss"] == 1.0 and "coeff_x_to_y" not in loaded["model_params"]
+    spec = experiment.plan_resume(path, epochs=2)
+    assert spec.batch_size == 64 and spec.resume == str(path)
+    model = experiment.build_model(spec, checkpoint.load(path))
+    assert model.batch_size == 64 and model.coeff_x_to_y_loss == 1.0 and model.epochs == 2
+    assert experiment.run_config(spec, model, None)["batch_size"] == 64

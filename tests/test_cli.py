@@ -145,7 +145,7 @@ def test_a_fresh_run_does_not_overwrite_a_saved_run(smoke, mnist_dir):
 @pytest.mark.parametrize(
     "extra, fragment",
     [(["--seed", 7], "--seed 7 conflicts"), (["--trials", 2], "--trials"), (["--epochs", 0], "asks for fewer"),
-     (["--model", "untapped"], "conflicts")],
+     (["--model", "untapped"], "conflicts"), (["--batch", 32], "--batch 32 conflicts with the checkpoint's 64")],
 )
 def test_resume_with_conflicting_options(smoke, mnist_dir, extra, fragment):
     out, _ = smoke

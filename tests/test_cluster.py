@@ -142,7 +142,7 @@ def test_a_worker_that_cannot_write_fails_its_trial_in_one_line(cluster, tmp_pat
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a folder cannot be made inside a file, even by root
-    spec = RunSpec(model="m2", seed=1, epochs=1, batch=64, subset=200, out=str(blocker / "m2-seed1"))
+    spec = RunSpec(model="m2", seed=1, epochs=1, batch_size=64, subset=200, out=str(blocker / "m2-seed1"))
     with pytest.raises(dask_trials.ClusterError) as caught:
         dask_trials.run_trials([spec], scheduler=cluster[0], echo=lambda line: None)
     message = str(caught.value)

@@ -115,7 +115,7 @@ def test_fewer_epochs_on_an_interrupted_run_is_refused_too(study, cache, mnist_d
 def test_a_trial_continuing_a_checkpoint_past_its_epochs_writes_nothing(study, tmp_path):
     from untapped.experiment import OutputError, RunSpec, run_trial
 
-    spec = RunSpec(model="untapped", subset=200, batch=64, epochs=1, out=str(tmp_path / "elsewhere"),
+    spec = RunSpec(model="untapped", subset=200, batch_size=64, epochs=1, out=str(tmp_path / "elsewhere"),
                    resume=str(study / NAME / "checkpoint.h5"))
     with pytest.raises(OutputError, match="is at epoch 2, past the 1 epochs asked for"):
         run_trial(spec)

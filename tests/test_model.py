@@ -701,6 +701,36 @@ def test_sklearn_params_clone_and_rebuild():
     assert [samplers.noise_key(s) for s in samplers.NOISE] == [n for n, *_ in port.NOISE]
 
 
+def test_every_default_is_the_one_presets_states():
+    """The estimator's, the networks', a run's, the split's and a bundle's defaults: presets' values, the original's."""
+    import inspect
+
+    from untapped.data import load_split
+    from untapped.experiment import RunSpec
+    from untapped.paper.networks import Networks
+    from untapped.reference.exporting import compute
+
+    # The original's MNIST model and the paper's schedule, written out here as the test's own statement.
+    sizes = dict(n_features=784, n_classes=10, n_latent=2, classifier_hidden=(50, 50), encoder_hidden=(10, 10),
+                 decoder_hidden=(250, 500))
+    schedule = dict(seed=1234, batch_size=10_000, epochs=150, eval_every=10)
+    assert {k: getattr(presets, k.upper()) for k in sizes} == sizes
+    assert (presets.DEFAULT_SEED, presets.BATCH_SIZE, presets.EPOCHS, presets.EVAL_EVERY) == tuple(schedule.values())
+    assert dict(presets.CODE_COEFFICIENTS) == dict(
+        labeled_elbo=0.1, unlabeled_elbo=0.1, reverse_elbo=0.1, x_to_y_loss=1.0, y_to_x_loss=0.01
+    )
+    params = SSDGM().get_params()
+    assert {k: params[k] for k in {**sizes, **schedule}} == {**sizes, **schedule}
+    assert SSDGM().coefficients == presets.CODE_COEFFICIENTS
+    assert SSDGM.m2().coefficients == presets.PRESETS["m2"]
+    networks = inspect.signature(Networks).parameters
+    assert {k: networks[k].default for k in sizes} == sizes and networks["seed"].default == schedule["seed"]
+    spec = RunSpec()
+    assert (spec.seed, spec.batch_size, spec.epochs, spec.eval_every) == tuple(schedule.values())
+    for function in (load_split, compute):
+        assert inspect.signature(function).parameters["seed"].default == schedule["seed"]
+
+
 # ---------------------------------------------------------------------------
 # 8. The paper's unfeatured data: one-hot y scored by log Cat, a fresh z ~ p(z) per step
 

@@ -7,6 +7,7 @@ test runs the command as a subprocess and sends it SIGINT, as Ctrl-C would.
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -84,8 +85,27 @@ def test_a_different_run_in_the_folder_is_refused(study, cache, mnist_dir):
                      "--model", "m2"], cache)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "holds a different run (batch differ)" in lines[0] and "--overwrite" in lines[0]
+    assert len(lines) == 1 and "holds a different run (batch_size differ)" in lines[0] and "--overwrite" in lines[0]
     assert run_hashes(out) == before
+
+
+@pytest.mark.parametrize("batch, differ", [(64, None), (32, "(batch_size differ)")])
+def test_a_config_json_of_the_old_names_is_read_as_the_run_it_records(batch, differ, tmp_path):
+    """``config.json`` as written before the batch size was ``batch_size`` everywhere: ``batch``, an old coefficient."""
+    from untapped import experiment
+
+    (spec,) = experiment.plan_runs(["m2"], [3], tmp_path, epochs=2, batch_size=64, subset=200)
+    config = experiment.run_config(spec, experiment.build_model(spec), None)
+    config["batch"] = config.pop("batch_size")
+    config["model_params"]["coeff_x_to_y"] = config["model_params"].pop("coeff_x_to_y_loss")
+    config["batch"] = config["model_params"]["batch_size"] = batch
+    pathlib.Path(spec.out).mkdir(parents=True)
+    experiment.write_json(spec.path("config"), config)
+    if differ is None:
+        assert experiment.continue_runs([spec]) == [spec]  # the same run, not started yet: a fresh start
+    else:
+        with pytest.raises(experiment.OutputError, match=re.escape(differ)):
+            experiment.continue_runs([spec])
 
 
 def test_a_variant_that_does_not_apply_is_refused(cache, tmp_path, mnist_dir):
@@ -284,13 +304,17 @@ def test_seeds_past_32_bits_are_refused_before_anything_runs(args, fragment, tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_a_conflict_from_the_environment_says_so(study, cache):
+@pytest.mark.parametrize("variable, value, recorded", [("UNTAPPED_SEED", "5", "1234"), ("UNTAPPED_BATCH", "32", "64")])
+def test_a_conflict_from_the_environment_says_so(variable, value, recorded, study, cache):
     out, _ = study
     checkpoint = out / "m2-seed1234" / "checkpoint.h5"
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "XDG_CACHE_HOME": str(cache), "UNTAPPED_SEED": "5"}
+    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "XDG_CACHE_HOME": str(cache), variable: value}
     result = CliRunner().invoke(MAIN, ["--resume", str(checkpoint), "--epochs", "3"], env=env)
     line = one_line_error(result)
-    assert line == "error: UNTAPPED_SEED=5 (from the environment) conflicts with the checkpoint's 1234; omit it when resuming"
+    assert line == (
+        f"error: {variable}={value} (from the environment) conflicts with the checkpoint's {recorded}; "
+        "omit it when resuming"
+    )
 
 
 def test_a_data_dir_missing_a_file_names_it(tmp_path, cache, mnist_dir):

@@ -203,7 +203,9 @@ def test_fit_rejects_bad_settings():
     with pytest.raises(ValueError, match="eval_every"):
         training.fit(RecordingModel(), TinySplit(), eval_every=0)
     with pytest.raises(ValueError, match="batch_size"):
-        training.fit(RecordingModel(), TinySplit(), batch_size=0)
+        training.fit(RecordingModel(batch_size=0), TinySplit())
+    with pytest.raises(TypeError, match="batch_size"):  # the model's hyperparameter alone, never a fit keyword
+        training.fit(RecordingModel(), TinySplit(), batch_size=4)
 
 
 def test_ctrl_c_saves_the_last_completed_epoch(tmp_path, monkeypatch):

@@ -27,7 +27,8 @@ Layout (format ``untapped-checkpoint``, :data:`FORMAT_VERSION`):
 root attributes
     ``format``, ``format_version``, ``epoch`` (epochs completed), ``seed``,
     ``config`` (JSON: the model's ``get_params()`` under ``model_params``
-    plus the run options), ``versions`` (JSON), ``mode``, ``blas__ldflags``,
+    plus the run options; read with older names brought up to date,
+    :func:`untapped.presets.upgrade_config`), ``versions`` (JSON), ``mode``, ``blas__ldflags``,
     ``environment`` (JSON), ``created`` (UTC, ISO 8601), ``checksums``
     (``"sha256"``), ``attributes_sha256`` (below).
 
@@ -66,6 +67,7 @@ import numpy as np
 
 from untapped.backend import environment
 from untapped.files import atomic_output, jsonable, one_line, os_reason
+from untapped.presets import upgrade_config
 
 FORMAT = "untapped-checkpoint"
 FORMAT_VERSION = 1
@@ -285,7 +287,7 @@ def _read(f, path):
         rng[name] = json.loads(_read_dataset(f["rng"], name, path, verify, text=True))
     data = _read_arrays(f["data"], path, verify)
     history = OrderedDict((k, [float(x) for x in v]) for k, v in _read_arrays(f["history"], path, verify).items())
-    config = json.loads(_attr(f, "config", "{}"))
+    config = upgrade_config(json.loads(_attr(f, "config", "{}")))
     env = json.loads(_attr(f, "environment", "{}"))
     seed = _attr(f, "seed")
     epoch = int(_attr(f, "epoch", 0))

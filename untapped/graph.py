@@ -32,6 +32,7 @@ from untapped import backend, updates
 from untapped.data import UNFEATURED_Z_BOX
 from untapped.paper import passes, samplers, terms
 from untapped.paper.networks import Networks
+from untapped.streams import streams
 
 REVERSE_ELBO_VARIANTS = ("code", "eq17")
 #: Where the training step's unfeatured z come from: the split's fixed draws
@@ -172,15 +173,14 @@ class ModelGraph:
         self.index = OrderedDict((source, pt.vector(f"{source}_index", dtype="int64")) for source in passes.SOURCE_ROWS)
         # One generator per noise array, for training and for evaluation, all
         # derived from the seed, so every draw is reproducible and can be resumed.
-        train_seeds, eval_seeds = np.random.SeedSequence(est.seed).spawn(2)
+        seeds = streams(est.seed)
+        train_seeds, eval_seeds = seeds["train"], seeds["evaluate"]
         self.rngs = OrderedDict()
         self.train_noise = self._random_noise(train_seeds, "train", lambda s: self.index[s].shape[0])
         self.eval_noise = self._random_noise(eval_seeds, "evaluate", lambda s: self.batch[passes.SOURCE_ROWS[s]].shape[0])
         if est.unfeatured_z == "prior":
-            # A stream of its own (the fifth child of the seed; the shuffles
-            # take the third and fourth), so the other draws stay as they are.
-            seed = np.random.SeedSequence(est.seed).spawn(5)[4]
-            rng = shared_rng(np.random.default_rng(seed), name="train/unfeatured/prior_z")
+            name = "train/unfeatured/prior_z"
+            rng = shared_rng(np.random.default_rng(seeds[name]), name=name)
             self.rngs[rng.name] = rng
             next_rng, u = samplers.draw(rng, "uniform", (self.index["unfeatured"].shape[0], self.dims["n_latent"]), self.kernels)
             low, high = (np.float32(b) for b in UNFEATURED_Z_BOX)

@@ -32,8 +32,9 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     """Semi-supervised deep generative model with the reverse ("untapped") bound.
 
     Hyperparameters only; nothing is built until first use. Defaults are the
-    original code's MNIST configuration (``DEMO_mnist.py:50-92``); ``m2()`` /
-    ``from_preset('m2')`` give the M2 baseline (reverse bound off).
+    original code's MNIST configuration (``DEMO_mnist.py:50-92``), stated in
+    :mod:`untapped.presets`; ``m2()`` / ``from_preset('m2')`` give the M2
+    baseline (reverse bound off).
 
     A scikit-learn classifier in the ``sklearn.semi_supervised`` convention:
     ``fit(X, y)`` with ``y = -1`` on unlabeled rows, then ``predict``,
@@ -43,7 +44,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_features, n_classes, n_latent : sizes of x, y and z (784, 10, 2).
+    n_features, n_classes, n_latent : sizes of x, y and z (``presets.N_FEATURES`` ...).
         ``n_features=None`` / ``n_classes=None`` take them from the data of
         ``fit`` (the width of X, the number of classes).
     classifier_hidden, encoder_hidden, decoder_hidden : tanh hidden layer sizes.
@@ -68,7 +69,7 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         it (epsilon on the uncorrected sqrt(v); :func:`untapped.updates.adam`).
     batch_size, epochs, eval_every : the training schedule (``training.fit``).
     seed : initial weights (``RandomState(seed)``, as the original), noise
-        generators and data shuffles.
+        generators and data shuffles (:mod:`untapped.streams`).
     mode : 'c' (PyTensor's C backend with the fast kernels, default), 'plain'
         (the paper layer in stock PyTensor ops, C backend) or 'numba'
         (``presets.MODES``; ``docs/architecture.md``).
@@ -85,12 +86,12 @@ class SSDGM(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_features=784,
-        n_classes=10,
-        n_latent=2,
-        classifier_hidden=(50, 50),
-        encoder_hidden=(10, 10),
-        decoder_hidden=(250, 500),
+        n_features=presets.N_FEATURES,
+        n_classes=presets.N_CLASSES,
+        n_latent=presets.N_LATENT,
+        classifier_hidden=presets.CLASSIFIER_HIDDEN,
+        encoder_hidden=presets.ENCODER_HIDDEN,
+        decoder_hidden=presets.DECODER_HIDDEN,
         concrete_temperature=1.0,
         z_low=-np.pi / 2,
         z_high=np.pi / 2,
@@ -98,11 +99,11 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         reverse_elbo_variant="code",
         unfeatured_z="fixed",
         reverse_y_density="concrete",
-        coeff_labeled_elbo=0.1,
-        coeff_unlabeled_elbo=0.1,
-        coeff_reverse_elbo=0.1,
-        coeff_x_to_y_loss=1.0,
-        coeff_y_to_x_loss=0.01,
+        coeff_labeled_elbo=presets.CODE_COEFFICIENTS["labeled_elbo"],
+        coeff_unlabeled_elbo=presets.CODE_COEFFICIENTS["unlabeled_elbo"],
+        coeff_reverse_elbo=presets.CODE_COEFFICIENTS["reverse_elbo"],
+        coeff_x_to_y_loss=presets.CODE_COEFFICIENTS["x_to_y_loss"],
+        coeff_y_to_x_loss=presets.CODE_COEFFICIENTS["y_to_x_loss"],
         learning_rate=0.01,
         anneal_lr_factor=0.9995,
         anneal_lr_epoch=500,
@@ -111,10 +112,10 @@ class SSDGM(ClassifierMixin, BaseEstimator):
         adam_beta1=0.9,
         adam_beta2=0.999,
         adam_epsilon=1e-4,
-        batch_size=10000,
-        epochs=150,
-        eval_every=10,
-        seed=1234,
+        batch_size=presets.BATCH_SIZE,
+        epochs=presets.EPOCHS,
+        eval_every=presets.EVAL_EVERY,
+        seed=presets.DEFAULT_SEED,
         mode=DEFAULT_MODE,
     ):
         self.n_features = n_features
@@ -375,7 +376,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
             as :func:`untapped.data.make_split` draws them.
         **options
             Options of :func:`untapped.training.fit` (``epochs``,
-            ``batch_size``, ``checkpoint_path``, ``progress``, ``log``, ...).
+            ``eval_every``, ``checkpoint_path``, ``progress``, ``log``, ...);
+            the batch size is the hyperparameter ``batch_size``.
 
         Returns
         -------

@@ -1,4 +1,4 @@
-"""The names a run is made of, stated once: terms, coefficients, models, seeds, variants and compile modes.
+"""The names and defaults a run is made of, stated once: terms, coefficients, models, seed, sizes, schedule, modes.
 
 Plain Python (no PyTensor), so that a command line can list its choices
 without loading the numerical stack.
@@ -7,7 +7,9 @@ Each term of the loss has a coefficient hyperparameter named after it,
 ``coeff_<term>`` (:func:`coefficient_param`). Two were named differently
 before (``coeff_x_to_y``, ``coeff_y_to_x``); :data:`RENAMED_PARAMS` maps
 them, so that checkpoints and run configurations written then still load
-(:func:`upgrade_params`).
+(:func:`upgrade_params`). A run's recorded settings called the batch size
+``batch`` before; :func:`upgrade_config` brings a whole recorded
+configuration up to date.
 """
 
 import dataclasses
@@ -49,11 +51,30 @@ MODELS = tuple(PRESETS)
 #: Titles of Figure 2, as the original's ``make_plots`` (``plotting_mnist.py:151-156``).
 TITLES = {"untapped": "Labels Untapped", "m2": "M2"}
 
+#: The seed of a run that names none: the original's, which gives its initial weights bit for bit
+#: (the weights, the split and the random streams of a seed: :mod:`untapped.streams`).
+DEFAULT_SEED = 1234
 #: The largest seed: seeds are 32-bit, as NumPy's legacy RandomState (the original's initialiser) takes them.
 MAX_SEED = 2**32 - 1
 
+#: The original's MNIST model (``DEMO_mnist.py:50-80``): the widths of x, y and z, and each network's tanh layers.
+N_FEATURES = 784
+N_CLASSES = 10
+N_LATENT = 2
+CLASSIFIER_HIDDEN = (50, 50)
+ENCODER_HIDDEN = (10, 10)
+DECODER_HIDDEN = (250, 500)
+
+#: The schedule of a run that names none: 10,000 rows of every source a batch (the original's), the paper's
+#: 150 epochs (the original's demo ran 1,000), the five terms evaluated every 10 epochs and after the last.
+BATCH_SIZE = 10_000
+EPOCHS = 150
+EVAL_EVERY = 10
+
 #: Hyperparameters renamed since version 0.1.0: old name -> new name.
 RENAMED_PARAMS = {"coeff_x_to_y": "coeff_x_to_y_loss", "coeff_y_to_x": "coeff_y_to_x_loss"}
+#: A run's recorded settings (``config.json``, a checkpoint's ``config``) renamed since version 0.1.0: old -> new.
+RENAMED_SETTINGS = {"batch": "batch_size"}
 
 
 def preset_params(model):
@@ -66,6 +87,22 @@ def preset_params(model):
 def upgrade_params(params):
     """``params`` (a dict of hyperparameters) with the names of :data:`RENAMED_PARAMS` brought up to date."""
     return {RENAMED_PARAMS.get(k, k): v for k, v in params.items()}
+
+
+def upgrade_config(config):
+    """A run's recorded configuration, its old names brought up to date (:data:`RENAMED_SETTINGS`, ``model_params``).
+
+    A configuration that holds an old name beside its new one (a checkpoint
+    wrote ``batch`` and ``batch_size``) keeps the new one's value.
+    """
+    upgraded = {}
+    for key, value in config.items():
+        new = RENAMED_SETTINGS.get(key, key)
+        if new == key or new not in config:
+            upgraded[new] = value
+    if isinstance(upgraded.get("model_params"), dict):
+        upgraded["model_params"] = upgrade_params(upgraded["model_params"])
+    return upgraded
 
 
 #: Compile modes by name: ``c``, PyTensor's C backend with our kernels and

@@ -31,8 +31,12 @@ from collections import OrderedDict
 
 import numpy as np
 
+from untapped.streams import streams
+
 #: The order in which the sources are shuffled and batched.
 SOURCES = ("labeled", "unlabeled", "unfeatured")
+#: The shuffles' generators: the training epochs' and the evaluations' (streams of :mod:`untapped.streams`).
+SHUFFLES = ("shuffle/train", "shuffle/evaluate")
 
 
 def steps_per_epoch(sizes, batch_size):
@@ -69,13 +73,9 @@ def learning_rate(epoch, base=0.01, factor=0.9995, anneal_epoch=500):
 
 
 def shuffle_seeds(seed):
-    """The seed sequences of the ``shuffle/train`` and ``shuffle/evaluate`` generators.
-
-    The model derives its noise generators from ``SeedSequence(seed).spawn(2)``;
-    the shuffles take the next two children, so all streams are independent.
-    """
-    children = np.random.SeedSequence(seed).spawn(4)
-    return OrderedDict([("shuffle/train", children[2]), ("shuffle/evaluate", children[3])])
+    """The seed sequences of the ``shuffle/train`` and ``shuffle/evaluate`` generators (:mod:`untapped.streams`)."""
+    seeds = streams(seed)
+    return OrderedDict((name, seeds[name]) for name in SHUFFLES)
 
 
 def new_shuffle_generators(seed):

@@ -92,7 +92,6 @@ def fit(
     split,
     *,
     epochs=None,
-    batch_size=None,
     eval_every=None,
     checkpoint_path=None,
     checkpoint_every=1,
@@ -107,8 +106,11 @@ def fit(
 
     Parameters
     ----------
-    epochs, batch_size, eval_every : default to the model's hyperparameters.
-        ``epochs`` is the total, counting epochs done before a resume.
+    epochs, eval_every : default to the model's hyperparameters.
+        ``epochs`` is the total, counting epochs done before a resume. The
+        batch size is the model's ``batch_size`` alone: it makes the run
+        what it is, where these only say how far it goes and how often it
+        is evaluated.
     checkpoint_path : where to write the checkpoint (every ``checkpoint_every``
         epochs, after the last, and on Ctrl-C; with no epochs to train, the
         state training starts from); None writes nothing.
@@ -132,7 +134,7 @@ def fit(
     and :class:`TrainingInterrupted` on Ctrl-C (after saving the state at the
     end of the last completed epoch).
     """
-    schedule = _schedule(model, epochs, batch_size, eval_every, checkpoint_every)
+    schedule = _schedule(model, epochs, eval_every, checkpoint_every)
     run = _begin(model, split, schedule, resume, config, log, checkpoint_path, evaluation)
     bar = _progress_bar(progress, (run.epochs - run.start) * run.steps, label)
     if run.epochs > run.start:
@@ -237,10 +239,10 @@ class _Training:
         return TrainingInterrupted(f"interrupted during epoch {epoch}{where}", done, saved)
 
 
-def _schedule(model, epochs, batch_size, eval_every, checkpoint_every):
-    """``epochs``, ``batch_size``, ``eval_every`` (the model's where None) and ``checkpoint_every``, checked."""
+def _schedule(model, epochs, eval_every, checkpoint_every):
+    """``epochs``, ``eval_every`` (the model's if None), the model's ``batch_size``, ``checkpoint_every``: checked."""
     epochs = int(model.epochs if epochs is None else epochs)
-    batch_size = int(model.batch_size if batch_size is None else batch_size)
+    batch_size = int(model.batch_size)
     eval_every = int(model.eval_every if eval_every is None else eval_every)
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")

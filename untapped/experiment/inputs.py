@@ -12,7 +12,7 @@ import numpy as np
 from untapped import data as data_io
 from untapped.data.split import NUM_UNLABELED
 from untapped.experiment.spec import ExperimentError
-from untapped.presets import DEFAULT_VARIANT, VARIANTS
+from untapped.presets import DEFAULT_SEED, DEFAULT_VARIANT, VARIANTS
 
 #: Rows of a split cut by :func:`subset_split`.
 _SUBSET_FIELDS = {
@@ -65,7 +65,7 @@ def subset_split(split, n):
     return dataclasses.replace(split, **changes)
 
 
-def load_split(data_dir=None, seed=1234, subset=None, variant=DEFAULT_VARIANT):
+def load_split(data_dir=None, seed=DEFAULT_SEED, subset=None, variant=DEFAULT_VARIANT):
     """The paper's split for ``seed`` (:func:`untapped.data.make_split`, with the variant's options), cut to ``subset`` rows."""
     images, digits = load_images(data_dir)
     return subset_split(data_io.make_split(images, digits, seed=seed, **VARIANTS[variant].split), subset)

@@ -16,16 +16,25 @@ import time
 from untapped import checkpoint as ckpt_io
 from untapped.experiment import scheduler
 from untapped.experiment.folder import OutputError, read_json
-from untapped.experiment.spec import ExperimentError, RunSpec, build_model, check_models, check_variant, run_config, run_name
+from untapped.experiment.spec import (
+    SCHEDULE,
+    ExperimentError,
+    RunSpec,
+    build_model,
+    check_models,
+    check_variant,
+    run_config,
+    run_name,
+)
 from untapped.files import jsonable, one_line
-from untapped.presets import DEFAULT_VARIANT, MAX_SEED, MODELS, upgrade_params
+from untapped.presets import DEFAULT_VARIANT, MAX_SEED, MODELS, upgrade_config
 from untapped.study.run_metrics import MetricsProblem, read_metrics
 
-#: Settings a resumed run takes from its checkpoint unless the user gives them.
+#: Settings a resumed run takes from its checkpoint unless the user gives them: a resume may change them.
 _RECORDED = ("epochs", "eval_every", "mode", "data_dir")
-#: Settings that make two runs the same run (besides the epochs, which a resume may extend).
-_IDENTITY = ("model", "seed", "batch", "subset", "variant")
-_SCHEDULE_PARAMS = ("epochs", "eval_every", "mode", "batch_size")
+#: Settings that make two runs the same run, with the model's other hyperparameters but those of
+#: :data:`_RECORDED`; a resume takes them from its checkpoint, and refuses a given one that differs.
+_IDENTITY = ("model", "seed", "batch_size", "subset", "variant")
 
 
 def plan_runs(models, seeds, out, variant=DEFAULT_VARIANT, **options):
@@ -53,7 +62,7 @@ def plan_resume(path, given=None, out=None, labels=None, **options):
     """
     ckpt = ckpt_io.load(path)
     config = ckpt.config
-    missing = [k for k in ("model", "seed", "batch", "epochs", "eval_every") if k not in config]
+    missing = [k for k in ("model", "seed", "batch_size", "epochs", "eval_every") if k not in config]
     if missing:
         raise ckpt_io.CheckpointError(f"{path}: no run configuration ({', '.join(missing)}) in the checkpoint")
     _check_given(config, given or {}, labels or {})
@@ -63,15 +72,15 @@ def plan_resume(path, given=None, out=None, labels=None, **options):
         folder = pathlib.Path(out) / run_name(config["model"], config["seed"], variant)
     else:
         folder = pathlib.Path(path).resolve().parent
-    params = upgrade_params(config.get("model_params", {}))
+    params = config.get("model_params", {})
     return RunSpec(
         model=config["model"],
         seed=int(config["seed"]),
-        batch=int(config["batch"]),
+        batch_size=int(config["batch_size"]),
         subset=config.get("subset"),
         out=str(folder),
         resume=str(path),
-        model_params={k: v for k, v in params.items() if k not in ("epochs", "eval_every", "mode")},
+        model_params={k: v for k, v in params.items() if k not in _RECORDED},
         variant=variant,
         **settings,
         **{k: v for k, v in options.items() if k not in _RECORDED and v is not None},
@@ -108,7 +117,7 @@ def continue_runs(specs):
     Per spec, by what its folder holds:
 
     * nothing of a run: a fresh run;
-    * a run of the same configuration (model, seed, batch, subset, variant,
+    * a run of the same configuration (model, seed, batch size, subset, variant,
       hyperparameters) that finished with ``spec.epochs`` epochs
       (``metrics.json``): ``done``, it is not run again;
     * the same run with a checkpoint (interrupted, or finished with fewer
@@ -134,6 +143,7 @@ def _continued(spec):
     if config is not None and not isinstance(config, dict):
         raise OutputError(f"{spec.path('config')} is damaged (not a JSON object); choose another --out or pass --overwrite")
     if config is not None:
+        config = upgrade_config(config)
         wanted = _identity(run_config(spec, build_model(spec), None))
         found = _identity(config)
         differ = [k for k in wanted if wanted[k] != found[k]]
@@ -177,7 +187,8 @@ def _more_epochs(folder, what, done, asked):
 def _identity(config):
     out = {k: config.get(k) for k in _IDENTITY}
     out["variant"] = out["variant"] or DEFAULT_VARIANT
-    params = {k: v for k, v in upgrade_params(config.get("model_params", {})).items() if k not in _SCHEDULE_PARAMS}
+    # The hyperparameters a resume may change are not the run's identity; those it names are compared once.
+    params = {k: v for k, v in config.get("model_params", {}).items() if k not in _RECORDED + _IDENTITY}
     out["model_params"] = json.loads(json.dumps(jsonable(params), sort_keys=True))
     return out
 
@@ -189,8 +200,8 @@ def _identity(config):
 class Request:
     """What one ``run_mnist.py`` command asks for: its options, and which of them the user gave.
 
-    The fields are the command's options (``model`` may be ``both``;
-    ``out`` None is ``results/mnist/<timestamp>``). ``given`` maps each
+    The fields are the command's options (``batch_size`` is ``--batch``;
+    ``model`` may be ``both``; ``out`` None is ``results/mnist/<timestamp>``). ``given`` maps each
     option the user set, typed or from the environment, to how they said it
     (``--seed 5``, ``UNTAPPED_SEED=5 (from the environment)``): a resumed run
     takes its settings from the checkpoint, and only the given options
@@ -203,7 +214,7 @@ class Request:
     trials: int
     seed: int
     epochs: int
-    batch: int
+    batch_size: int
     eval_every: int
     mode: str
     subset: int
@@ -242,10 +253,7 @@ def plan_request(request, echo=None):
         request.out if request.out is not None else default_out(),
         variant=request.variant,
         command=request.command,
-        epochs=request.epochs,
-        batch=request.batch,
-        eval_every=request.eval_every,
-        mode=request.mode,
+        **{k: getattr(request, k) for k in SCHEDULE},
         data_dir=str(request.data_dir) if request.data_dir is not None else None,
         subset=request.subset,
         overwrite=request.overwrite,
@@ -277,7 +285,7 @@ def _resume_spec(request):
     given = request.given
     if "model" in given and request.model == "both":
         raise ExperimentError("--resume continues one run; give --model untapped or m2, or omit it")
-    conflicts = {name: getattr(request, name) for name in ("model", "seed", "batch", "subset", "variant") if name in given}
+    conflicts = {name: getattr(request, name) for name in _IDENTITY if name in given}
 
     def if_given(name):
         return getattr(request, name) if name in given else None

@@ -8,7 +8,17 @@ import untapped
 from untapped import checkpoint as ckpt_io
 from untapped.experiment.environment import source_commit
 from untapped.files import one_line
-from untapped.presets import DEFAULT_MODE, DEFAULT_VARIANT, MODELS, MODES, VARIANTS, upgrade_params
+from untapped.presets import (
+    BATCH_SIZE,
+    DEFAULT_MODE,
+    DEFAULT_SEED,
+    DEFAULT_VARIANT,
+    EPOCHS,
+    EVAL_EVERY,
+    MODELS,
+    MODES,
+    VARIANTS,
+)
 
 #: File names inside a run's folder.
 RUN_FILES = OrderedDict(
@@ -21,6 +31,11 @@ RUN_FILES = OrderedDict(
     figure_double_pass="digits_double_pass.png",
     metrics="metrics.json",
 )
+
+
+#: The settings every run of a command shares that are also hyperparameters of its
+#: :class:`untapped.model.SSDGM`: the model takes them from the spec, and training from the model.
+SCHEDULE = ("epochs", "batch_size", "eval_every", "mode")
 
 
 class ExperimentError(Exception):
@@ -36,17 +51,18 @@ class RunSpec:
     tests). ``resume`` is a checkpoint path to continue from; ``epochs`` is
     then the total. ``classifier_cache`` is the digit classifier's cache
     folder (None: :func:`untapped.evaluation.default_cache_dir`).
-    ``model_params`` are extra :class:`untapped.model.SSDGM` hyperparameters.
+    ``model_params`` are extra :class:`untapped.model.SSDGM` hyperparameters;
+    the seed and the :data:`SCHEDULE` are the spec's own (:meth:`model_settings`).
     ``progress`` shows a progress bar, ``echo`` prints the log's lines;
     ``command`` is recorded with the run; ``done`` marks a run that finished
     earlier (:func:`untapped.experiment.continue_runs`).
     """
 
     model: str = "untapped"
-    seed: int = 1234
-    epochs: int = 150
-    batch: int = 10000
-    eval_every: int = 10
+    seed: int = DEFAULT_SEED
+    epochs: int = EPOCHS
+    batch_size: int = BATCH_SIZE
+    eval_every: int = EVAL_EVERY
     mode: str = DEFAULT_MODE
     out: str = "results/mnist/run"
     data_dir: str = None
@@ -64,6 +80,10 @@ class RunSpec:
     @property
     def name(self):
         return run_name(self.model, self.seed, self.variant)
+
+    def model_settings(self):
+        """The hyperparameters of the run's model that the spec sets: its seed and :data:`SCHEDULE`."""
+        return OrderedDict((k, getattr(self, k)) for k in ("seed",) + SCHEDULE)
 
     def path(self, key):
         """The path of the run's file ``key`` (a key of :data:`RUN_FILES`)."""
@@ -111,23 +131,15 @@ def build_model(spec, resume=None):
     from untapped.model import SSDGM
 
     if resume is not None:
-        params = upgrade_params(resume.config.get("model_params", {}))
+        params = dict(resume.config.get("model_params", {}))  # names brought up to date by ckpt_io.load
         params.update(spec.model_params)
-        params.update(epochs=spec.epochs, eval_every=spec.eval_every, mode=spec.mode, batch_size=spec.batch)
+        params.update(spec.model_settings())
         try:
             return SSDGM(**params)
         except TypeError as exc:
             raise ckpt_io.CheckpointError(f"{spec.resume}: model parameters do not fit this untapped ({one_line(exc)})") from None
     variant = VARIANTS[spec.variant].model_params(spec.model) if spec.variant in VARIANTS else {}
-    return SSDGM.from_preset(
-        spec.model,
-        seed=spec.seed,
-        batch_size=spec.batch,
-        epochs=spec.epochs,
-        eval_every=spec.eval_every,
-        mode=spec.mode,
-        **{**variant, **spec.model_params},
-    )
+    return SSDGM.from_preset(spec.model, **{**variant, **spec.model_params, **spec.model_settings()})
 
 
 def run_config(spec, model, location):
@@ -138,12 +150,8 @@ def run_config(spec, model, location):
     """
     return OrderedDict(
         model=spec.model,
-        seed=spec.seed,
-        epochs=spec.epochs,
-        batch=spec.batch,
-        eval_every=spec.eval_every,
+        **spec.model_settings(),
         subset=spec.subset,
-        mode=spec.mode,
         data_dir=str(pathlib.Path(location).resolve()) if location is not None else None,
         resumed_from=spec.resume,
         untapped_version=untapped.__version__,

@@ -125,14 +125,14 @@ class _Log:
 
 
 def _train(spec, model, split, resume, config, log):
-    """Train with a checkpoint every epoch and write the history; the :class:`TrainingDiverged` if it diverged, else None."""
+    """Train, checkpointing every epoch, and write the history; the :class:`TrainingDiverged` if it diverged, else None.
+
+    The schedule is the model's (:func:`untapped.experiment.build_model` gave it the spec's).
+    """
     try:
         fit(
             model,
             split,
-            epochs=spec.epochs,
-            batch_size=spec.batch,
-            eval_every=spec.eval_every,
             checkpoint_path=spec.path("checkpoint"),
             resume=resume,
             config={k: v for k, v in config.items() if k != "model_params"},

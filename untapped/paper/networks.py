@@ -14,8 +14,9 @@ round (paper §2, App. F). Every weight is shared between the two.
 
 Weights are Glorot-uniform with gain sqrt(2) and biases zero, drawn by
 Lasagne's own ``GlorotUniform`` from ``np.random.RandomState(seed)`` in the
-original's construction order, so seed 1234 reproduces the original's
-initial weights bit for bit.
+original's construction order, so the original's seed
+(:data:`untapped.presets.DEFAULT_SEED`) reproduces its initial weights bit
+for bit.
 
 Each network's inputs, noise included, are Lasagne ``InputLayer``s, so one
 call of :func:`lasagne.layers.get_output` evaluates a whole network for any
@@ -36,6 +37,15 @@ from parmesan_compat.backend import lasagne_rng, load_lasagne
 from parmesan_compat.layers import BernoulliSampleLayer, ConcreteSampleLayer, GaussianSampleLayer, LogisticFlowLayer
 from parmesan_compat.layers.flow import DEFAULT_HIGH, DEFAULT_LOW
 from untapped.paper.kernels import PLAIN
+from untapped.presets import (
+    CLASSIFIER_HIDDEN,
+    DECODER_HIDDEN,
+    DEFAULT_SEED,
+    ENCODER_HIDDEN,
+    N_CLASSES,
+    N_FEATURES,
+    N_LATENT,
+)
 
 lasagne = load_lasagne()
 L = lasagne.layers
@@ -284,7 +294,7 @@ class Classifier:
 
     name = "classifier"
 
-    def __init__(self, n_features, n_classes, hidden=(50, 50), gain=GAIN, temperature=1.0, kernels=PLAIN):
+    def __init__(self, n_features, n_classes, hidden=CLASSIFIER_HIDDEN, gain=GAIN, temperature=1.0, kernels=PLAIN):
         """Build the layers; the weights come from Lasagne's generator (see :class:`Networks`).
 
         Parameters
@@ -294,7 +304,7 @@ class Classifier:
         n_classes : int
             The number of classes (10).
         hidden : tuple of int, optional
-            The tanh layers' widths; default (50, 50).
+            The tanh layers' widths; default ``CLASSIFIER_HIDDEN``.
         gain : float, optional
             The Glorot-uniform gain of every weight; default sqrt(2).
         temperature : float, optional
@@ -364,8 +374,8 @@ class Encoder:
         self,
         n_features,
         n_classes,
-        n_latent=2,
-        hidden=(10, 10),
+        n_latent=N_LATENT,
+        hidden=ENCODER_HIDDEN,
         gain=GAIN,
         low=DEFAULT_LOW,
         high=DEFAULT_HIGH,
@@ -381,9 +391,9 @@ class Encoder:
         n_classes : int
             The number of classes (10).
         n_latent : int, optional
-            The dimension of z; default 2.
+            The dimension of z; default ``N_LATENT``.
         hidden : tuple of int, optional
-            The tanh layers' widths; default (10, 10).
+            The tanh layers' widths; default ``ENCODER_HIDDEN``.
         gain : float, optional
             The Glorot-uniform gain of the hidden layers' and the mean's weights; default sqrt(2).
         low, high : float, optional
@@ -465,7 +475,7 @@ class Decoder:
 
     name = "decoder"
 
-    def __init__(self, n_features, n_classes, n_latent=2, hidden=(250, 500), gain=GAIN, kernels=PLAIN):
+    def __init__(self, n_features, n_classes, n_latent=N_LATENT, hidden=DECODER_HIDDEN, gain=GAIN, kernels=PLAIN):
         """Build the layers; the weights come from Lasagne's generator (see :class:`Networks`).
 
         Parameters
@@ -475,9 +485,9 @@ class Decoder:
         n_classes : int
             The number of classes (10).
         n_latent : int, optional
-            The dimension of z; default 2.
+            The dimension of z; default ``N_LATENT``.
         hidden : tuple of int, optional
-            The tanh layers' widths; default (250, 500).
+            The tanh layers' widths; default ``DECODER_HIDDEN``.
         gain : float, optional
             The Glorot-uniform gain of every weight; default sqrt(2).
         kernels : PlainKernels or FastKernels, optional
@@ -550,18 +560,18 @@ class Networks:
 
     def __init__(
         self,
-        n_features=784,
-        n_classes=10,
-        n_latent=2,
-        classifier_hidden=(50, 50),
-        encoder_hidden=(10, 10),
-        decoder_hidden=(250, 500),
+        n_features=N_FEATURES,
+        n_classes=N_CLASSES,
+        n_latent=N_LATENT,
+        classifier_hidden=CLASSIFIER_HIDDEN,
+        encoder_hidden=ENCODER_HIDDEN,
+        decoder_hidden=DECODER_HIDDEN,
         gain=GAIN,
         temperature=1.0,
         z_low=DEFAULT_LOW,
         z_high=DEFAULT_HIGH,
         exact_log_det=False,
-        seed=1234,
+        seed=DEFAULT_SEED,
         kernels=PLAIN,
     ):
         """Build the three networks in the original's order, drawing their weights from ``seed``.
@@ -569,13 +579,13 @@ class Networks:
         Parameters
         ----------
         n_features : int, optional
-            The image size; default 784 (MNIST).
+            The image size; default ``N_FEATURES`` (MNIST's).
         n_classes : int, optional
-            The number of classes; default 10.
+            The number of classes; default ``N_CLASSES``.
         n_latent : int, optional
-            The dimension of z; default 2.
+            The dimension of z; default ``N_LATENT``.
         classifier_hidden, encoder_hidden, decoder_hidden : tuple of int, optional
-            Each network's tanh widths; default (50, 50), (10, 10), (250, 500).
+            Each network's tanh widths; default ``CLASSIFIER_HIDDEN``, ``ENCODER_HIDDEN``, ``DECODER_HIDDEN``.
         gain : float, optional
             The Glorot-uniform gain; default sqrt(2).
         temperature : float, optional
@@ -585,7 +595,7 @@ class Networks:
         exact_log_det : bool, optional
             The encoder flow's exact log-det (:class:`Encoder`); default ``False``, the original's.
         seed : int, optional
-            Seeds the ``np.random.RandomState`` the weights are drawn from; default 1234, the original's.
+            Seeds the ``np.random.RandomState`` the weights are drawn from; default ``DEFAULT_SEED``, the original's.
         kernels : PlainKernels or FastKernels, optional
             Computes the dense layers (:mod:`untapped.paper.kernels`); default ``PLAIN``.
         """

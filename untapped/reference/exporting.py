@@ -17,7 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from untapped.files import jsonable
-from untapped.presets import DEFAULT_MODE, MODELS, MODES
+from untapped.presets import DEFAULT_MODE, DEFAULT_SEED, MODELS, MODES
 from untapped.reference.bundle import FORMAT, FORMAT_VERSION, BundleError, check_writable, write_bundle
 from untapped.reference.edge import edge_inputs, edge_params, edge_update_gradients
 from untapped.reference.inputs import (
@@ -30,7 +30,6 @@ from untapped.reference.inputs import (
 )
 from untapped.reference.tolerances import tolerance, total_parts
 
-DEFAULT_SEED = 1234
 DEFAULT_ROWS = 16
 DEFAULT_STEPS = 2
 MAX_ROWS = 10_000

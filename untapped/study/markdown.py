@@ -40,7 +40,7 @@ def _seed_ranges(seeds):
 
 
 def _by_group(items):
-    """``(group, seed)`` pairs as ``m2 seeds 1234-1243, untapped seed 1250``."""
+    """``(group, seed)`` pairs as ``m2 seeds 5-9, untapped seed 12``."""
     seeds = OrderedDict()
     for group, seed in items:
         seeds.setdefault(group, []).append(seed)
