@@ -176,8 +176,10 @@ def loss(params, batch, noise, terms, unfeatured_index=None):
 
 
 def init_adam(params):
-    zeros = {n: jnp.zeros_like(v) for n, v in params.items()}
-    return dict(t=jnp.zeros((), F32), m=zeros, v=dict(zeros))
+    def zeros():
+        return {n: jnp.zeros_like(v) for n, v in params.items()}
+
+    return dict(t=jnp.zeros((), F32), m=zeros(), v=zeros())
 
 
 def update(params, adam, grads, learning_rate):
