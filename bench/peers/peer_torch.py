@@ -285,7 +285,7 @@ class Trainer:
             p.grad = None
         total.backward()
         self._update(self.params, [p.grad for p in self.params], self.adam, self.lr)
-        return float(total)
+        return total.item()
 
 
 def first_step(bundle, compiled=False):
