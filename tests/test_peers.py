@@ -25,8 +25,7 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "bench" / "peers"))
 
 ARGS = dict(seed=1234, rows=16, steps=1, inputs="synthetic")
-#: The peers checked on each model; ``torch.compile`` (minutes of compiling) on the model with every pass.
-CASES = [("untapped", "jax"), ("untapped", "torch"), ("untapped", "torch-compile"), ("m2", "jax"), ("m2", "torch")]
+CASES = [(model, peer) for model in ("untapped", "m2") for peer in ("jax", "torch", "torch-compile")]
 
 
 def test_the_bench_extra_starts_at_its_pins():

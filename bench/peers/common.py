@@ -132,11 +132,19 @@ def write_bundle(path, datasets, model, producer):
 
 
 def epoch_time_module():
-    """``bench/epoch_time.py`` as a module (its data, sizes and schedule)."""
+    """``bench/epoch_time.py`` as a module (its data, sizes and schedule), the process's environment untouched.
+
+    Importing it applies untapped's thread settings (``untapped.configure_threads``)
+    to the environment; they are ours, so a peer's process drops them again
+    before its framework loads (ours sets them first thing anyway).
+    """
     if BENCH not in sys.path:
         sys.path.insert(0, BENCH)
+    before = dict(os.environ)
     import epoch_time
 
+    for name in set(os.environ) - set(before):
+        del os.environ[name]
     return epoch_time
 
 

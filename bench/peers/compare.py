@@ -139,10 +139,11 @@ def table(results, setting_list, args, wall):
     for name, env, note in setting_list:
         k = kernels({impl: results[name][impl][0]["env"] for impl in impls})
         lines.append(f"- *{name}*: {note}. " + "; ".join(f"{IMPLS[i]}: {k[i]}" for i in impls) + ".")
-        variables = {v: env[v] for v in THREAD_VARS if v in env}
-        lines.append(f"  Thread variables set for every process: {variables or 'none'}.")
+        for impl in impls:
+            variables = {v: x for v, x in results[name][impl][0]["env"]["variables"].items() if v in THREAD_VARS and x}
+            lines.append(f"  {IMPLS[impl]}'s process had the thread variables {variables or 'none'}.")
     lines.append("- Ours sets OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 in its own process "
-                 "(`untapped.configure_threads`, as `run_mnist.py` does) unless they are set.")
+                 "(`untapped.configure_threads`, as `run_mnist.py` does) unless they are set; the peers keep the setting's.")
     loads = [r["env"]["load_average_at_end"][0] for s in results.values() for runs in s.values() for r in runs]
     lines.append(f"- Load average (1 min) at the end of each process: {min(loads):.1f}-{max(loads):.1f}.")
     return "\n".join(lines) + "\n"
