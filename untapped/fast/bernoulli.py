@@ -100,7 +100,8 @@ class _BernoulliLogLik(RowOp):
         Each row takes the loop for binary rows (one log, one division) where
         it can; the value and the gradient are separate SIMD loops over the
         row, which GCC vectorises better than one loop doing both, and the
-        second reads the row from cache. ``g_b``, the column sums of ``g_a``,
+        second reads the row from cache (for a binary row, with the means
+        the first left in the gradient's row). ``g_b``, the column sums of ``g_a``,
         is added up row by row in :class:`MatrixSum`'s order.
         """
         code = "{" + self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
@@ -117,6 +118,20 @@ class _BernoulliLogLik(RowOp):
             xj, aj = element("x"), f"{element('a')} + {element('b')}"
             pragma = "#pragma omp simd" if simd else ""
             body = ""
+            if value and gradient and binary:
+                # The value's loop leaves each mean p = sigmoid(a + b) in the
+                # gradient's row, where the gradient's loop reads it back: one
+                # exp and one division an element fewer, the same p.
+                return f"""
+                    {pragma} reduction(+:row_value)
+                    for (npy_intp j = 0; j < n_cols; ++j) {{
+                        const float p = untapped_sigmoidf({aj});
+                        zr[j] = p;
+                        row_value += untapped_bern_ll_binary_p({xj}, p, lo, hi);
+                    }}
+                    {pragma}
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        zr[j] = untapped_bern_ll_grad_binary_p({xj}, zr[j], gi, lo, hi);"""
             if value:
                 body += f"""
                     {pragma}{" reduction(+:row_value)" if simd else ""}
