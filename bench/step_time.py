@@ -13,6 +13,11 @@ run make its median move with the host's speed; this script's median over
 checkout in turn, A B A B ..., and compare the medians pair by pair. On a
 machine other work shares, the CPU time a step takes moves much less than
 its wall time (which also counts the time its threads wait for a core).
+
+``--profile`` compiles each step with PyTensor's profiler and prints its
+summary (time by op class, op and node, over all the steps run, the first
+epoch's included) after the model's steps: where the step's time goes
+outside the matrix products (``docs/speed.md``, *The step's non-GEMM part*).
 """
 
 import argparse
@@ -34,13 +39,19 @@ import numpy as np  # noqa: E402
 from bench.epoch_time import BATCH, epoch_indices, synthetic_data  # noqa: E402
 
 
-def step_times(preset, data, epochs):
-    """(wall, CPU) seconds of each training step over ``epochs`` epochs, the first epoch included."""
+def step_times(preset, data, epochs, profile=False):
+    """(wall, CPU) seconds of each training step over ``epochs`` epochs, the first epoch included;
+    with ``profile``, the step is compiled with PyTensor's profiler and its summary printed after them."""
+    import pytensor
+
     from untapped.model import SSDGM
 
     model = SSDGM.from_preset(preset, batch_size=BATCH)
     model.set_training_data(**data)
-    model.graph.function("train")
+    with pytensor.config.change_flags(profile=profile):
+        train = model.graph.function("train")
+    if profile:
+        train.profile.message = f"{preset} training step"
     rng = np.random.default_rng(1)
     times = []
     for _ in range(epochs):
@@ -48,6 +59,8 @@ def step_times(preset, data, epochs):
             t, c = time.perf_counter(), time.process_time()
             model.train_step(idx["labeled"], idx["unlabeled"], idx["unfeatured"], 0.01)
             times.append((time.perf_counter() - t, time.process_time() - c))
+    if profile:
+        train.profile.summary(file=sys.stdout, n_ops_to_print=40, n_apply_to_print=40)
     return times
 
 
@@ -56,13 +69,14 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=7, help="epochs per model, the first not counted (default 7)")
     parser.add_argument("--models", default="untapped,m2", help="comma-separated presets (default untapped,m2)")
     parser.add_argument("--json", metavar="PATH", help="write the step times to PATH")
+    parser.add_argument("--profile", action="store_true", help="print PyTensor's profile of each model's step")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first is not counted)")
     data = synthetic_data()
     results = {}
     for preset in (p.strip() for p in args.models.split(",") if p.strip()):
-        times = step_times(preset, data, args.epochs)
+        times = step_times(preset, data, args.epochs, args.profile)
         counted, cpu = zip(*times[len(times) // args.epochs:])
         results[preset] = dict(
             step_s=statistics.median(counted), step_min_s=min(counted), step_max_s=max(counted), steps=len(counted),
