@@ -4,7 +4,9 @@
   bias, sigmoid, clip, Bernoulli log terms and row sum in one pass, writing
   nothing of size (rows, 784); :class:`BernoulliLogLikRowsAndGrad` is both
   in one pass;
-- :class:`BernoulliSampleLogits` is the sample ``1[u < sigmoid(a + b)]``.
+- :class:`BernoulliSampleLogits` is the sample ``1[u < sigmoid(a + b)]``;
+  :class:`BernoulliSampleSquaredDistanceRows` is that sample's squared
+  distance to the data, row by row, without writing the sample.
 
 Each is tested against the paper layer's formulas
 (:func:`untapped.paper.densities.log_p_x`, ``parmesan_compat``'s
@@ -62,6 +64,75 @@ class BernoulliSampleLogits(RowOp):
 bernoulli_sample_logits = BernoulliSampleLogits()
 
 
+class BernoulliSampleSquaredDistanceRows(RowOp):
+    """``sum_d (1[u < sigmoid(a + b)] - x)^2`` per row: a Bernoulli sample's squared distance to ``x``.
+
+    :class:`BernoulliSampleLogits` followed by the row sums of the squared
+    differences (J_r^d, eq. 7, :func:`untapped.paper.terms.y_to_x_loss`,
+    before its square root), in one pass that writes one number a row
+    instead of the (rows, d) sample and its squared differences. The
+    rewrite :func:`untapped.fast.rewrites.fuse_bernoulli_sample_distance`
+    puts it in where nothing else reads the sample. The same float32
+    squares, summed in float64 as :class:`untapped.fast.rows.MatrixSum` sums
+    a row; for binary ``x`` every square is 0 or 1 and the sums are exact.
+    No gradient (the sample is a comparison).
+    """
+
+    def make_node(self, u, a, b, x):
+        u, a, b, x = (pt.as_tensor_variable(v) for v in (u, a, b, x))
+        self._check(u, a, b, x)
+        if u.ndim != 2 or a.ndim != 2 or b.ndim != 1 or x.ndim != 2:
+            raise TypeError("BernoulliSampleSquaredDistanceRows takes matrices u, a, x and a bias vector b")
+        return Apply(self, [u, a, b, x], [pt.vector(dtype="float32", shape=(a.type.shape[0],))])
+
+    def perform(self, node, inputs, outputs):
+        u, a, b, x = inputs
+        p = (1.0 / (1.0 + np.exp(-(a + b)))).astype(np.float32)
+        d = (u < p).astype(np.float32) - x
+        outputs[0][0] = np.sum(d * d, axis=1, dtype=np.float64).astype(np.float32)
+
+    def pullback(self, inputs, outputs, output_grads):
+        return [pt.zeros_like(v) for v in inputs]
+
+    @compat.infer_shape
+    def infer_shape(self, node, shapes):
+        return [(shapes[1][0],)]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        u, a, b, x = inputs
+        (z,) = outputs
+
+        def square(element):
+            return (f"const float d = (({element('u')} < untapped_sigmoidf({element('a')} + {element('b')})) ? 1.0f : 0.0f)"
+                    f" - {element('x')};\n                    acc += d * d;")
+
+        contiguous = lambda v: "b_p[j]" if v == "b" else f"{v}r[j]"  # noqa: E731
+        strided = lambda v: "b_p[j * b_s1]" if v == "b" else f"{v}r[j * {v}_s1]"  # noqa: E731
+        return "{" + self._matrices(sub, (u, "u"), (a, "a"), (x, "x")) + self._bias(b, sub) + self._output(z, 1, ["n_rows"], sub) + f"""
+        #pragma omp parallel for schedule(static)
+        for (npy_intp i = 0; i < n_rows; ++i) {{
+            const float* ur = u_p + i * u_s0;
+            const float* ar = a_p + i * a_s0;
+            const float* xr = x_p + i * x_s0;
+            double acc = 0.0;
+            if ({contiguous_rows("u", "a", "b", "x")}) {{
+                #pragma omp simd reduction(+:acc)
+                for (npy_intp j = 0; j < n_cols; ++j) {{
+                    {square(contiguous)}
+                }}
+            }} else {{
+                for (npy_intp j = 0; j < n_cols; ++j) {{
+                    {square(strided)}
+                }}
+            }}
+            z_p[i] = (float)acc;
+        }}
+        }}"""
+
+
+bernoulli_sample_squared_distance_rows = BernoulliSampleSquaredDistanceRows()
+
+
 class _BernoulliLogLik(RowOp):
     __props__ = ("eps",)
 
@@ -100,7 +171,8 @@ class _BernoulliLogLik(RowOp):
         Each row takes the loop for binary rows (one log, one division) where
         it can; the value and the gradient are separate SIMD loops over the
         row, which GCC vectorises better than one loop doing both, and the
-        second reads the row from cache. ``g_b``, the column sums of ``g_a``,
+        second reads the row from cache (for a binary row, with the means
+        the first left in the gradient's row). ``g_b``, the column sums of ``g_a``,
         is added up row by row in :class:`MatrixSum`'s order.
         """
         code = "{" + self._matrices(sub, (x, "x"), (a, "a")) + self._bias(b, sub) + self._c_bounds()
@@ -117,6 +189,20 @@ class _BernoulliLogLik(RowOp):
             xj, aj = element("x"), f"{element('a')} + {element('b')}"
             pragma = "#pragma omp simd" if simd else ""
             body = ""
+            if value and gradient and binary:
+                # The value's loop leaves each mean p = sigmoid(a + b) in the
+                # gradient's row, where the gradient's loop reads it back: one
+                # exp and one division an element fewer, the same p.
+                return f"""
+                    {pragma} reduction(+:row_value)
+                    for (npy_intp j = 0; j < n_cols; ++j) {{
+                        const float p = untapped_sigmoidf({aj});
+                        zr[j] = p;
+                        row_value += untapped_bern_ll_binary_p({xj}, p, lo, hi);
+                    }}
+                    {pragma}
+                    for (npy_intp j = 0; j < n_cols; ++j)
+                        zr[j] = untapped_bern_ll_grad_binary_p({xj}, zr[j], gi, lo, hi);"""
             if value:
                 body += f"""
                     {pragma}{" reduction(+:row_value)" if simd else ""}

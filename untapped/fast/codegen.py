@@ -57,15 +57,22 @@ static inline float untapped_bern_ll_grad(float x, float a, float g, float lo, f
 }
 /* The same two for x in {0, 1}, with one log (one division) instead of two:
    for such x, x log c + (1 - x) log(1 - c) is exactly log c or log(1 - c),
-   and x / c - (1 - x) / (1 - c) exactly 1 / c or -1 / (1 - c). */
-static inline float untapped_bern_ll_binary(float x, float a, float lo, float hi) {
-    const float c = untapped_clipf(untapped_sigmoidf(a), lo, hi);
+   and x / c - (1 - x) / (1 - c) exactly 1 / c or -1 / (1 - c).
+   The _p forms take the mean p = sigmoid(a) already computed. */
+static inline float untapped_bern_ll_binary_p(float x, float p, float lo, float hi) {
+    const float c = untapped_clipf(p, lo, hi);
     return logf(x != 0.0f ? c : 1.0f - c);
 }
-static inline float untapped_bern_ll_grad_binary(float x, float a, float g, float lo, float hi) {
-    const float p = untapped_sigmoidf(a), c = untapped_clipf(p, lo, hi);
+static inline float untapped_bern_ll_grad_binary_p(float x, float p, float g, float lo, float hi) {
+    const float c = untapped_clipf(p, lo, hi);
     const float inside = (p >= lo && p <= hi) ? 1.0f : 0.0f;
     return g * inside * ((x != 0.0f ? 1.0f : -1.0f) / (x != 0.0f ? c : 1.0f - c)) * (p * (1.0f - p));
+}
+static inline float untapped_bern_ll_binary(float x, float a, float lo, float hi) {
+    return untapped_bern_ll_binary_p(x, untapped_sigmoidf(a), lo, hi);
+}
+static inline float untapped_bern_ll_grad_binary(float x, float a, float g, float lo, float hi) {
+    return untapped_bern_ll_grad_binary_p(x, untapped_sigmoidf(a), g, lo, hi);
 }
 /* Whether every x[j] is 0 or 1 (binarised data: the fast path above). */
 static inline int untapped_binary_row(const float* x, npy_intp n) {
@@ -111,7 +118,7 @@ class RowOp(COp):
         return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
-        return (14,)
+        return (15,)
 
     def _check(self, *arrays):
         for a in arrays:

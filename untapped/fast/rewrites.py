@@ -1,7 +1,7 @@
 """Graph rewrites that the C mode adds to PyTensor's ``fast_run``.
 
 :func:`register` adds them to one compile mode (PyTensor's ``Mode.register``);
-nothing is registered in PyTensor's global rewrite database. Three run late (after PyTensor's
+nothing is registered in PyTensor's global rewrite database. Four run late (after PyTensor's
 canonicalisation and specialisation, before elementwise fusion):
 
 - :func:`inline_softmax`: PyTensor 3's ``Softmax`` / ``LogSoftmax`` are
@@ -13,6 +13,10 @@ canonicalisation and specialisation, before elementwise fusion):
   sample of ``parmesan_compat``, becomes one vectorised pass
   (:class:`untapped.fast.bernoulli.BernoulliSampleLogits`) instead of a scalar loop;
   a dense layer's bias in ``a`` is added in that pass (:func:`untapped.fast.bernoulli.split_bias`).
+- :func:`fuse_bernoulli_sample_distance`: the row sums of ``sqr(s - x)`` for
+  such a sample ``s`` that nothing else reads (eq. 7's distance, a logged
+  term) become one pass that never writes the sample
+  (:class:`untapped.fast.bernoulli.BernoulliSampleSquaredDistanceRows`).
 - :func:`fuse_bernoulli_value_and_gradient`: a Bernoulli log-likelihood and
   its gradient on the same inputs run as one pass
   (:class:`untapped.fast.bernoulli.BernoulliLogLikRowsAndGrad`) when the gradient's row
@@ -55,7 +59,9 @@ from untapped.fast.bernoulli import (
     BernoulliLogLikRows,
     BernoulliLogLikRowsAndGrad,
     BernoulliLogLikRowsGrad,
+    BernoulliSampleLogits,
     bernoulli_sample_logits,
+    bernoulli_sample_squared_distance_rows,
     split_bias,
 )
 from untapped.fast.patterns import sigmoid_input
@@ -94,6 +100,34 @@ def fuse_bernoulli_sample(fgraph, node):
     if u.type.broadcastable != a.type.broadcastable:
         return None
     return [bernoulli_sample_logits(u, *split_bias(a))]
+
+
+def _single_client(fgraph, var):
+    """Whether exactly one node reads ``var`` (and it is no output of the graph)."""
+    return len(fgraph.clients[var]) == 1 and var not in fgraph.outputs
+
+
+@node_rewriter([Sum])
+def fuse_bernoulli_sample_distance(fgraph, node):
+    """``sum(sqr(s - x), axis=1)``, ``s = BernoulliSampleLogits(u, m, b)`` read by nothing else,
+    -> ``BernoulliSampleSquaredDistanceRows(u, m, b, x)``."""
+    (squared,) = node.inputs
+    if node.op.axis != (1,) or node.op.acc_dtype != "float64" or node.outputs[0].type.dtype != "float32":
+        return None
+    difference = _elemwise_input(squared, ps.Sqr)
+    if difference is None or not _single_client(fgraph, squared):
+        return None
+    (difference,) = difference
+    operands = _elemwise_input(difference, ps.Sub)
+    if operands is None or not _single_client(fgraph, difference):
+        return None
+    for s, x in (operands, operands[::-1]):
+        # (x - s)^2 = (s - x)^2 exactly: negation is exact
+        if s.owner is not None and isinstance(s.owner.op, BernoulliSampleLogits) and _single_client(fgraph, s):
+            if x.type.dtype != "float32" or x.type.broadcastable != s.type.broadcastable:
+                return None
+            return [bernoulli_sample_squared_distance_rows(*s.owner.inputs, x)]
+    return None
 
 
 @node_rewriter([Sum])
@@ -173,6 +207,7 @@ REWRITES = {
     "untapped_drop_self_evident_asserts": (dfs_rewriter(drop_self_evident_asserts), 1.9),
     "untapped_inline_softmax": (dfs_rewriter(inline_softmax), 47.5),
     "untapped_fuse_bernoulli_sample": (dfs_rewriter(fuse_bernoulli_sample), 47.6),
+    "untapped_fuse_bernoulli_sample_distance": (dfs_rewriter(fuse_bernoulli_sample_distance), 47.65),
     "untapped_fuse_bernoulli_value_and_gradient": (dfs_rewriter(fuse_bernoulli_value_and_gradient), 47.7),
     "untapped_parallel_matrix_sums": (dfs_rewriter(parallel_matrix_sums), 49.05),
     "untapped_parallel_row_gathers": (dfs_rewriter(parallel_row_gathers), 49.06),
