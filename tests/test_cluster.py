@@ -16,26 +16,11 @@ import time
 
 
 import pytest
-from click.testing import CliRunner
 
-from cli_helpers import REPO, SCRIPT, load_cli, params
+from support.cli_helpers import REPO, SCRIPT, invoke, params
+
 STUDY = ["--model", "m2", "--trials", "2", "--epochs", "10", "--batch", "64", "--subset", "200"]
 NO_DASK = "Dask is not installed (pip install -e '.[dask]'); the cluster tests need it"
-
-
-MAIN = load_cli("run_mnist_cluster")
-
-
-
-
-def invoke(args, cache):
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "UNTAPPED_SCHEDULER": None, "XDG_CACHE_HOME": str(cache)}
-    return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +140,8 @@ def test_a_worker_that_cannot_write_fails_its_trial_in_one_line(cluster, tmp_pat
 def test_an_unreachable_scheduler_is_one_line(tmp_path, mnist_dir, cache):
     """The address from UNTAPPED_SCHEDULER (as --scheduler gives it); nothing to answer on port 9."""
     pytest.importorskip("distributed", reason=NO_DASK)
-    args = [str(a) for a in STUDY + ["--data-dir", mnist_dir, "--out", tmp_path / "x"]]
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "UNTAPPED_SCHEDULER": "tcp://127.0.0.1:9",
-           "XDG_CACHE_HOME": str(cache)}
-    result = CliRunner().invoke(MAIN, args, env=env)
+    args = STUDY + ["--data-dir", mnist_dir, "--out", tmp_path / "x"]
+    result = invoke(args, cache, env={"UNTAPPED_SCHEDULER": "tcp://127.0.0.1:9"})
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9"), lines

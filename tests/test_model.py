@@ -14,7 +14,7 @@ import pytensor
 import pytest
 from sklearn.base import clone
 
-import numpy_port as port
+from support import numpy_port as port
 from untapped import presets
 from untapped.paper import passes, samplers, terms
 from untapped.fast import bernoulli as fast_bernoulli

@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import foreign_port
-import numpy_port
-from untapped import data, reference
+from support import foreign_port, numpy_port
+from untapped import cli, data, reference
 from untapped.reference import exporting
 
 ARGS = dict(model="untapped", seed=1234, rows=16, steps=2, inputs="synthetic")
@@ -371,6 +370,19 @@ def test_command_line_export_in_a_fresh_process_then_compare(bundle, tmp_path):
     result = run_cli("export", b, "--rows", "1", "--steps", "0")
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "exists", "--force")
+
+
+def test_untapped_reference_is_untapped_reference(bundle, tmp_path):
+    """``untapped reference`` runs the same commands as ``untapped-reference``: the same output and exit status."""
+    changed = copy_of(bundle, tmp_path)
+    _perturb(changed, PERTURBED[0], 1.5)
+    cases = [("compare", bundle, bundle), ("compare", bundle, changed), ("compare", bundle, tmp_path / "missing.h5"),
+             ("describe", bundle), ("export", "--rows", "0", tmp_path / "x.h5")]
+    for args, status in zip(cases, (0, 1, 2, 0, 2)):
+        alone = CliRunner().invoke(reference.main, [str(a) for a in args])
+        within = CliRunner().invoke(cli.main, ["reference", *map(str, args)])
+        assert alone.exit_code == within.exit_code == status, (args, alone.output, within.output)
+        assert (within.stdout, within.stderr) == (alone.stdout, alone.stderr), args
 
 
 # ---------------------------------------------------------------------------

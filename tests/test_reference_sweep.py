@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-import numpy_port
+from support import numpy_port
 from test_reference import MUTATIONS, mutate
 from untapped.reference import EDGE_UPDATES, comparing, exporting, kind_of, tolerance
 from untapped.reference.tolerances import is_total, total_parts

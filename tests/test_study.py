@@ -14,34 +14,19 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from untapped import stats
+from untapped import cli, stats
 from untapped.report import load_runs, summarise
 
-from cli_helpers import REPO, SCRIPT, load_cli, params, sha
+from support.cli_helpers import REPO, SCRIPT, invoke, params, sha
+
 TINY = ["--batch", "64", "--subset", "200"]
-
-
-MAIN = load_cli("run_mnist_study")
-
-
-def invoke(args, cache):
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "XDG_CACHE_HOME": str(cache)}
-    return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
-
-
 
 
 def run_hashes(folder):
     return {p.relative_to(folder).as_posix(): sha(p) for p in sorted(pathlib.Path(folder).glob("*/*")) if p.is_file()}
 
 
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +111,19 @@ def test_report_writes_figures_and_statistics(study, cache):
     assert pair["mean_difference"] == pytest.approx(np.mean(np.subtract(ce["untapped"], ce["m2"])))
     # Each run also drew its own curves.
     assert (out / "untapped-seed1234" / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_untapped_report_is_run_mnists_report(study, cache, tmp_path):
+    out, _ = study
+    texts = {}
+    for name, command in (("run_mnist.py", cli.run_mnist), ("untapped", cli.main)):
+        result = invoke(["report", out, "--to", tmp_path / name], cache, command=command)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == f"report: {tmp_path / name / 'report.md'}\n"
+        record = json.loads((tmp_path / name / "study.json").read_text())
+        generated = record.pop("generated")  # the time of writing, the one difference
+        texts[name] = [(tmp_path / name / "report.md").read_text().replace(generated, ""), record]
+    assert texts["untapped"] == texts["run_mnist.py"]
 
 
 def test_report_of_an_empty_folder_is_one_line(tmp_path, cache):
@@ -258,8 +256,7 @@ def test_seeds_past_32_bits_are_refused_before_anything_runs(args, fragment, tmp
 def test_a_conflict_from_the_environment_says_so(study, cache):
     out, _ = study
     checkpoint = out / "m2-seed1234" / "checkpoint.h5"
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "XDG_CACHE_HOME": str(cache), "UNTAPPED_SEED": "5"}
-    result = CliRunner().invoke(MAIN, ["--resume", str(checkpoint), "--epochs", "3"], env=env)
+    result = invoke(["--resume", checkpoint, "--epochs", "3"], cache, env={"UNTAPPED_SEED": "5"})
     line = one_line_error(result)
     assert line == "error: UNTAPPED_SEED=5 (from the environment) conflicts with the checkpoint's 1234; omit it when resuming"
 
