@@ -13,6 +13,7 @@ import sys
 import click
 
 from untapped.files import one_line
+from untapped.startup import StartupError
 
 
 class OneLineErrors(click.Group):
@@ -20,7 +21,9 @@ class OneLineErrors(click.Group):
 
     The statuses are click's (2 a bad option, 1 any other
     :class:`click.ClickException`, or the status the exception carries);
-    :attr:`abort_exit` is Ctrl-C's where no command handles it.
+    :attr:`abort_exit` is Ctrl-C's where no command handles it, and 1 that of
+    PyTensor's start in a bad environment (:class:`untapped.startup.StartupError`)
+    where a command imports PyTensor outside :func:`one_line_errors`.
     """
 
     abort_exit = 130
@@ -37,6 +40,9 @@ class OneLineErrors(click.Group):
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(self.abort_exit)
+        except StartupError as exc:
+            click.echo(f"error: {one_line(exc)}", err=True)
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -48,8 +54,6 @@ def one_line_errors(*errors, exit_code=1):
     (:class:`untapped.startup.StartupError`, raised where PyTensor is first
     imported) is always one of them.
     """
-    from untapped.startup import StartupError
-
     try:
         yield
     except (StartupError, *errors) as exc:
