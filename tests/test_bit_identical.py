@@ -22,6 +22,7 @@ def recorded():
     return json.loads(bit_identical.RECORD.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads", bit_identical.TESTED_THREAD_COUNTS)
 def test_training_matches_the_recorded_commit(recorded, threads, mnist_dir):
     expected = recorded["threads"][str(threads)]

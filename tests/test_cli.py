@@ -74,6 +74,7 @@ def test_smoke_run_writes_every_artefact(smoke):
     assert "untapped" in table and "m2" in table and "+-" in table
 
 
+@pytest.mark.slow
 def test_resume_through_the_cli_is_bit_identical(smoke, mnist_dir, cache, tmp_path):
     out, result = smoke
     assert result.exit_code == 0, result.output

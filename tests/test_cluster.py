@@ -45,6 +45,7 @@ def study(cluster, mnist_dir, cache, tmp_path_factory):
     return out, result.output
 
 
+@pytest.mark.slow
 def test_a_study_runs_on_the_cluster(study, cluster):
     out, output = study
     assert f"dask: scheduler {cluster[0]}, 2 worker(s), 2 thread(s)" in output
@@ -59,6 +60,7 @@ def test_a_study_runs_on_the_cluster(study, cluster):
     assert sorted(pathlib.Path(r["run_dir"]).name for r in summary["runs"]) == ["m2-seed1234", "m2-seed1235"]
 
 
+@pytest.mark.slow
 def test_the_same_command_keeps_the_finished_runs(study, cluster, mnist_dir, cache):
     out, _ = study
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/*")}
@@ -79,6 +81,7 @@ def _started(client, run, timeout=300):
     raise AssertionError(f"{run} did not start")
 
 
+@pytest.mark.slow
 def test_a_worker_lost_mid_trial(study, cluster, mnist_dir, cache, tmp_path):
     """SIGKILL the worker of m2-seed1235 once its checkpoint exists: the study completes, the trial
     resumes on a worker from that checkpoint, and its parameters equal the uninterrupted run's."""
@@ -121,6 +124,7 @@ def test_a_worker_lost_mid_trial(study, cluster, mnist_dir, cache, tmp_path):
     assert len(summary["runs"]) == 2 and all(r["status"] == "ok" for r in summary["runs"])
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_write_fails_its_trial_in_one_line(cluster, tmp_path):
     from untapped import cluster as dask_trials
     from untapped.experiment import RunSpec

@@ -420,6 +420,7 @@ def _snapshot(model):
     return model.get_param_values(), model.optimizer_state(), copy.deepcopy(model.rng_states())
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_and_resumable(training_data):
     data, indices = training_data
     a, b, c = small(seed=11), small(seed=11), small(seed=12)

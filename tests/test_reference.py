@@ -337,6 +337,7 @@ def test_exporting_twice_gives_identical_datasets(bundle, contents, tmp_path):
     assert bundle.read_bytes() == again.read_bytes()  # no timestamps: the very same file
 
 
+@pytest.mark.slow
 def test_a_plain_mode_bundle_and_the_default_one_pass_compare_both_ways(bundle, tmp_path):
     """``export --mode plain`` (stock PyTensor ops only) agrees with the default C mode's bundle within tolerance."""
     plain = tmp_path / "plain.h5"
@@ -352,6 +353,7 @@ def test_a_plain_mode_bundle_and_the_default_one_pass_compare_both_ways(bundle, 
         assert report["passed"], reference.format_report(report, failures_only=True)
 
 
+@pytest.mark.slow
 def test_command_line_export_in_a_fresh_process_then_compare(bundle, tmp_path):
     """``untapped-reference export a.h5 && ... export b.h5 && ... compare a.h5 b.h5`` exits 0 (a = the fixture)."""
     b = tmp_path / "b.h5"
@@ -600,6 +602,7 @@ def test_gradient_entries_are_checked(bundle, port_bundle, tmp_path):
 # 4. M2
 
 
+@pytest.mark.slow
 def test_m2_bundle(bundle, tmp_path):
     m2 = tmp_path / "m2.h5"
     reference.export(m2, **dict(ARGS, model="m2"))

@@ -41,6 +41,7 @@ def study(mnist_dir, cache, tmp_path_factory):
     return out, base
 
 
+@pytest.mark.slow
 def test_the_same_command_keeps_finished_runs(study, cache):
     out, base = study
     before = run_hashes(out)
@@ -51,6 +52,7 @@ def test_the_same_command_keeps_finished_runs(study, cache):
     assert run_hashes(out) == before
 
 
+@pytest.mark.slow
 def test_summary_holds_every_run_of_the_folder(study):
     out, _ = study
     summary = json.loads((out / "summary.json").read_text())
@@ -61,6 +63,7 @@ def test_summary_holds_every_run_of_the_folder(study):
     assert "untapped/eq17" in text and any(line.split()[:2] == ["m2", "1235"] for line in text.splitlines())
 
 
+@pytest.mark.slow
 def test_a_different_run_in_the_folder_is_refused(study, cache, mnist_dir):
     out, _ = study
     before = run_hashes(out)
@@ -80,6 +83,7 @@ def test_a_variant_that_does_not_apply_is_refused(cache, tmp_path, mnist_dir):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_variant_runs_record_their_settings(study):
     out, _ = study
     config = json.loads((out / "untapped-eq17-seed1234" / "config.json").read_text())
@@ -90,6 +94,7 @@ def test_variant_runs_record_their_settings(study):
     assert metrics["readings"]["default"]["cross_entropy"] == pytest.approx(metrics["cross_entropy"])
 
 
+@pytest.mark.slow
 def test_report_writes_figures_and_statistics(study, cache):
     out, _ = study
     result = invoke(["report", out], cache)
@@ -113,6 +118,7 @@ def test_report_writes_figures_and_statistics(study, cache):
     assert (out / "untapped-seed1234" / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_untapped_report_is_run_mnists_report(study, cache, tmp_path):
     out, _ = study
     texts = {}
@@ -132,6 +138,7 @@ def test_report_of_an_empty_folder_is_one_line(tmp_path, cache):
     assert result.stderr.strip() == f"error: {tmp_path} holds no finished run (no <run>/metrics.json)"
 
 
+@pytest.mark.slow
 def test_summaries_match_load_runs(study):
     out, _ = study
     runs = load_runs(out)
@@ -150,6 +157,7 @@ def _wait_for(predicate, process, timeout):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_interrupted_study_resumes_and_keeps_finished_runs(mnist_dir, cache, tmp_path):
     """SIGINT during the second run; the same command then completes the study, the first run untouched,
     and the resumed run's parameters equal those of an uninterrupted run of the same seed."""
@@ -213,6 +221,7 @@ def test_one_writer_at_a_time(tmp_path, cache, mnist_dir):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_run_whole(tmp_path, cache, mnist_dir):
     out = tmp_path / "out"
     assert invoke(TINY + ["--epochs", 2, "--model", "m2", "--out", out, "--data-dir", mnist_dir], cache).exit_code == 0
@@ -227,6 +236,7 @@ def test_overwrite_replaces_a_run_whole(tmp_path, cache, mnist_dir):
     assert not (run / ".checkpoint.h5.stale.tmp").exists()
 
 
+@pytest.mark.slow
 def test_resume_into_another_folder_with_overwrite_keeps_its_output(tmp_path, cache, mnist_dir):
     first, other = tmp_path / "first", tmp_path / "other"
     for out in (first, other):
@@ -253,6 +263,7 @@ def test_seeds_past_32_bits_are_refused_before_anything_runs(args, fragment, tmp
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_conflict_from_the_environment_says_so(study, cache):
     out, _ = study
     checkpoint = out / "m2-seed1234" / "checkpoint.h5"
@@ -309,6 +320,7 @@ def combined(study, tmp_path):
     return folder, earlier
 
 
+@pytest.mark.slow
 def test_report_with_an_earlier_study(combined, cache, tmp_path):
     folder, earlier = combined
     result = invoke(["report", folder, "--with", earlier, "--to", tmp_path / "report"], cache)
@@ -350,6 +362,7 @@ def test_report_with_an_earlier_study(combined, cache, tmp_path):
     assert record["paper_verdicts"]["class_averaged_q"]["possible"] is False
 
 
+@pytest.mark.slow
 def test_report_refuses_a_run_in_both(combined, cache, tmp_path):
     folder, _ = combined
     clash = _earlier_study(tmp_path / "clash.json", [1235])
@@ -359,6 +372,7 @@ def test_report_refuses_a_run_in_both(combined, cache, tmp_path):
     assert not (tmp_path / "r" / "study.json").exists()
 
 
+@pytest.mark.slow
 def test_report_refuses_a_file_that_is_not_a_study(combined, cache, tmp_path):
     folder, _ = combined
     bad = tmp_path / "bad.json"
