@@ -1,7 +1,8 @@
 # From a fresh clone: `make run` sets everything up and runs the default
 # experiment; `make test` sets everything up and runs the tests (`make
-# test-quick`: all but the slow ones, for the edit-test loop). All create
-# (once) and reuse a virtual environment with the pinned requirements of LOCK:
+# test-quick`: all but the slow ones, for the edit-test loop; `make lint`:
+# ruff). All create (once) and reuse a virtual environment with the pinned
+# requirements of LOCK:
 # .venv for the lock of Python 3.11 (requirements.txt, the default), and one
 # folder per lock and interpreter otherwise, e.g. for the newest versions
 #   make test PYTHON=python3.12 LOCK=requirements-latest.txt   # in .venv-latest-python3.12
@@ -26,7 +27,7 @@ STAMP := $(VENV)/.installed-$(basename $(notdir $(LOCK)))$(subst [,-,$(subst ],,
 # core, each file's tests in one worker (so module fixtures are built once).
 PYTEST := -m pytest -q -n auto --dist loadfile
 
-.PHONY: run test test-quick install
+.PHONY: run test test-quick lint install
 
 install: $(STAMP)
 
@@ -43,3 +44,6 @@ test: $(STAMP)
 
 test-quick: $(STAMP)
 	$(VENV)/bin/python $(PYTEST) -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
