@@ -41,7 +41,7 @@ def mnist_dir():
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A private user cache (``XDG_CACHE_HOME``) for a test module's commands: the digit classifier is fitted once in it.
+    """A private user cache (``XDG_CACHE_HOME``) for a test module's commands: its digit classifier is fitted once.
 
     It stands in for pytest's own ``cache`` fixture, which no test uses.
     """
