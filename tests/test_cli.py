@@ -15,9 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from untapped import checkpoint, cli
-
 from support.cli_helpers import SCRIPT, invoke, sha
+from untapped import checkpoint, cli
 
 RUN_FILES = ("config.json", "checkpoint.h5", "history.json", "log.txt", "digits_means.png", "digits_double_pass.png", "metrics.json")
 QUICK = ["--batch", "64", "--subset", "200", "--eval-every", "1"]

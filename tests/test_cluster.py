@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-
 import pytest
 
 from support.cli_helpers import REPO, SCRIPT, invoke, params

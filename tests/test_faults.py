@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from support.cli_helpers import REPO, SCRIPT, invoke
+
 RUN = ["--model", "untapped", "--subset", "200", "--batch", "64", "--eval-every", "1"]
 NAME = "untapped-seed1234"
 NO_DASK = "Dask is not installed (pip install -e '.[dask]'); the scheduler cases need it"

@@ -16,11 +16,11 @@ from sklearn.base import clone
 
 from support import numpy_port as port
 from untapped import presets
-from untapped.paper import passes, samplers, terms
+from untapped.backend import compile_mode, float32
 from untapped.fast import bernoulli as fast_bernoulli
 from untapped.fast import rows as fast_rows
-from untapped.backend import compile_mode, float32
 from untapped.model import SSDGM
+from untapped.paper import passes, samplers, terms
 
 SMALL = dict(n_features=20, classifier_hidden=(8, 6), encoder_hidden=(4, 3), decoder_hidden=(16, 12))
 NETWORKS = ("classifier", "encoder", "decoder")

@@ -15,10 +15,9 @@ import time
 import numpy as np
 import pytest
 
+from support.cli_helpers import REPO, SCRIPT, invoke, params, sha
 from untapped import cli, stats
 from untapped.report import load_runs, summarise
-
-from support.cli_helpers import REPO, SCRIPT, invoke, params, sha
 
 TINY = ["--batch", "64", "--subset", "200"]
 

@@ -15,7 +15,15 @@ import time
 
 from untapped import checkpoint as ckpt_io
 from untapped.experiment.folder import OutputError, read_json
-from untapped.experiment.spec import ExperimentError, RunSpec, build_model, check_models, check_variant, run_config, run_name
+from untapped.experiment.spec import (
+    ExperimentError,
+    RunSpec,
+    build_model,
+    check_models,
+    check_variant,
+    run_config,
+    run_name,
+)
 from untapped.files import jsonable, one_line
 from untapped.presets import DEFAULT_VARIANT, MAX_SEED, MODELS, upgrade_params
 from untapped.run_metrics import MetricsProblem, read_metrics
