@@ -1,6 +1,8 @@
 # From a fresh clone: `make run` sets everything up and runs the default
-# experiment; `make test` sets everything up and runs the tests. Both create
-# (once) and reuse a virtual environment with the pinned requirements of LOCK:
+# experiment; `make test` sets everything up and runs the tests (`make
+# test-quick`: all but the slow ones, for the edit-test loop; `make lint`:
+# ruff). All create (once) and reuse a virtual environment with the pinned
+# requirements of LOCK:
 # .venv for the lock of Python 3.11 (requirements.txt, the default), and one
 # folder per lock and interpreter otherwise, e.g. for the newest versions
 #   make test PYTHON=python3.12 LOCK=requirements-latest.txt   # in .venv-latest-python3.12
@@ -21,7 +23,11 @@ DASK := $(findstring dask,$(EXTRAS))
 # What is installed in VENV, e.g. .installed-requirements-latest-dask for LOCK=requirements-latest.txt EXTRAS=[dask]
 STAMP := $(VENV)/.installed-$(basename $(notdir $(LOCK)))$(subst [,-,$(subst ],,$(subst $(comma),-,$(EXTRAS))))
 
-.PHONY: run test install
+# The suite is mostly single-threaded compilation: run the test files on every
+# core, each file's tests in one worker (so module fixtures are built once).
+PYTEST := -m pytest -q -n auto --dist loadfile
+
+.PHONY: run test test-quick lint install
 
 install: $(STAMP)
 
@@ -34,4 +40,10 @@ run: $(STAMP)
 	$(VENV)/bin/python run_mnist.py --epochs 150 --batch 10000
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python $(PYTEST)
+
+test-quick: $(STAMP)
+	$(VENV)/bin/python $(PYTEST) -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

@@ -37,3 +37,12 @@ def mnist_dir():
     if not (path / "train-images-idx3-ubyte.gz").exists():
         pytest.fail(f"MNIST IDX files not found in {path}; set UNTAPPED_DATA_DIR")
     return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private user cache (``XDG_CACHE_HOME``) for a test module's commands: its digit classifier is fitted once.
+
+    It stands in for pytest's own ``cache`` fixture, which no test uses.
+    """
+    return tmp_path_factory.mktemp("cache")

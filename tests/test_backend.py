@@ -36,6 +36,7 @@ def test_import_leaves_global_floatx_alone():
 
 def test_lasagne_dense_path_is_float32_on_pytensor():
     import pytensor
+
     from parmesan_compat.backend import lasagne_rng, load_lasagne
     from untapped.backend import compile_mode, float32
 
@@ -72,6 +73,7 @@ def test_lasagne_dense_path_is_float32_on_pytensor():
 
 def test_get_output_replaces_an_intermediate_layer():
     import pytensor
+
     from parmesan_compat.backend import load_lasagne
     from untapped.backend import float32
 

@@ -1,7 +1,7 @@
 """Training is bit-identical to the commit recorded in ``tests/data/bit_identical.json``.
 
 A refactor of the graph, the compile mode or the kernels must not move a bit
-of a C-mode run: the recording was made with ``python tests/bit_identical.py
+of a C-mode run: the recording was made with ``python tests/support/bit_identical.py
 --record`` at the commit it names, before the change, and this test trains
 the same four configurations again (full-size networks, nine steps) in a
 fresh interpreter and compares every digest. The recording holds one and
@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-import bit_identical
+from support import bit_identical
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,7 @@ def recorded():
     return json.loads(bit_identical.RECORD.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads", bit_identical.TESTED_THREAD_COUNTS)
 def test_training_matches_the_recorded_commit(recorded, threads, mnist_dir):
     expected = recorded["threads"][str(threads)]

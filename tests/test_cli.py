@@ -1,10 +1,12 @@
-"""run_mnist.py: a one-epoch smoke run, resume through the command line, and one-line errors.
+"""run_mnist.py and ``untapped train``: a one-epoch smoke run, resume through the command line, one-line errors.
 
-The command runs in-process through click's CliRunner (one subprocess test
-checks the real entry point); runs use a 200-row subset and batches of 64.
+The command runs in-process through click's CliRunner (subprocess tests
+check the real entry points); runs use a 200-row subset and batches of 64.
 """
 
 import json
+import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -12,21 +14,12 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from untapped import checkpoint
+from support.cli_helpers import SCRIPT, invoke, sha
+from untapped import checkpoint, cli
 
-from cli_helpers import SCRIPT, load_cli, sha
 RUN_FILES = ("config.json", "checkpoint.h5", "history.json", "log.txt", "digits_means.png", "digits_double_pass.png", "metrics.json")
 QUICK = ["--batch", "64", "--subset", "200", "--eval-every", "1"]
-
-
-MAIN = load_cli("run_mnist")
-
-
-def invoke(args, env=None):
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, **(env or {})}
-    return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
 
 
 def assert_one_line_error(result, *fragments, code=None):
@@ -42,20 +35,13 @@ def assert_one_line_error(result, *fragments, code=None):
 
 
 
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A private cache for the digit classifier (XDG_CACHE_HOME)."""
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.fixture(scope="module")
 def smoke(mnist_dir, cache, tmp_path_factory):
     """One epoch of both models; the epoch count comes from UNTAPPED_EPOCHS."""
     out = tmp_path_factory.mktemp("smoke") / "run"
     result = invoke(
         QUICK + ["--model", "both", "--trials", "1", "--out", out, "--data-dir", mnist_dir],
-        env={"UNTAPPED_EPOCHS": "1", "XDG_CACHE_HOME": str(cache)},
+        cache, env={"UNTAPPED_EPOCHS": "1"},
     )
     return out, result
 
@@ -87,15 +73,16 @@ def test_smoke_run_writes_every_artefact(smoke):
     assert "untapped" in table and "m2" in table and "+-" in table
 
 
+@pytest.mark.slow
 def test_resume_through_the_cli_is_bit_identical(smoke, mnist_dir, cache, tmp_path):
     out, result = smoke
     assert result.exit_code == 0, result.output
-    env = {"XDG_CACHE_HOME": str(cache)}
-    straight = invoke(QUICK + ["--epochs", 2, "--model", "m2", "--out", tmp_path / "straight", "--data-dir", mnist_dir], env)
+    straight = invoke(QUICK + ["--epochs", 2, "--model", "m2", "--out", tmp_path / "straight", "--data-dir", mnist_dir],
+                      cache)
     assert straight.exit_code == 0, straight.output
     shutil.copytree(out / "m2-seed1234", tmp_path / "resumed" / "m2-seed1234")
     path = tmp_path / "resumed" / "m2-seed1234" / "checkpoint.h5"
-    resumed = invoke(["--resume", path, "--epochs", 2, "--data-dir", mnist_dir], env)
+    resumed = invoke(["--resume", path, "--epochs", 2, "--data-dir", mnist_dir], cache)
     assert resumed.exit_code == 0, resumed.output
     a = checkpoint.load(tmp_path / "straight" / "m2-seed1234" / "checkpoint.h5")
     b = checkpoint.load(path)
@@ -120,13 +107,31 @@ def test_resume_through_the_cli_is_bit_identical(smoke, mnist_dir, cache, tmp_pa
     run_config = json.loads((old / "config.json").read_text())
     run_config["model_params"] = {renamed.get(k, k): v for k, v in run_config["model_params"].items()}
     (old / "config.json").write_text(json.dumps(run_config))
-    resumed = invoke(["--resume", old / "checkpoint.h5", "--epochs", 2, "--data-dir", mnist_dir], env)
+    resumed = invoke(["--resume", old / "checkpoint.h5", "--epochs", 2, "--data-dir", mnist_dir], cache)
     assert resumed.exit_code == 0, resumed.output
     c = checkpoint.load(old / "checkpoint.h5")
     for group in ("params", "optimizer"):
         for name, value in getattr(a, group).items():
             assert np.array_equal(getattr(c, group)[name], value), name
     assert "coeff_x_to_y_loss" in c.config["model_params"] and "coeff_x_to_y" not in c.config["model_params"]
+
+
+def test_untapped_train_trains_what_run_mnist_trains(smoke, mnist_dir, cache, tmp_path):
+    """``untapped train`` with the smoke run's options: the same M2 to the bit, its own command in the records."""
+    out, result = smoke
+    assert result.exit_code == 0, result.output
+    args = ["train", *QUICK, "--epochs", 1, "--model", "m2", "--out", tmp_path, "--data-dir", mnist_dir]
+    again = invoke(args, cache, command=cli.main)
+    assert again.exit_code == 0, again.output
+    assert "m2" in again.stdout.split("digit shown by y=0..9")[-1]
+    a = checkpoint.load(out / "m2-seed1234" / "checkpoint.h5")
+    b = checkpoint.load(tmp_path / "m2-seed1234" / "checkpoint.h5")
+    assert a.epoch == b.epoch == 1
+    for group in ("params", "optimizer"):
+        for name, value in getattr(a, group).items():
+            assert np.array_equal(getattr(b, group)[name], value), name
+    metrics = json.loads((tmp_path / "m2-seed1234" / "metrics.json").read_text())
+    assert metrics["command"].startswith("untapped train --epochs 1 --batch 64 "), metrics["command"]
 
 
 def test_a_fresh_run_does_not_overwrite_a_saved_run(smoke, mnist_dir):
@@ -167,6 +172,20 @@ def test_help_shows_defaults_and_options():
                      "--seed", "default: 1234", "--data-dir", "--out", "--resume", "--eval-every", "--mode",
                      "default: c", "--version", "UNTAPPED_"):
         assert fragment in text, fragment
+
+
+def test_untapped_train_has_run_mnists_options_and_untapped_its_commands():
+    options = {}
+    for name, args, command in [("run_mnist.py", [], cli.run_mnist), ("untapped train", ["train"], cli.main)]:
+        result = invoke([*args, "--help"], command=command)
+        assert result.exit_code == 0, result.output
+        options[name] = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", result.output.split("Options:")[1]))
+    assert "--seed" in options["run_mnist.py"] and options["untapped train"] == options["run_mnist.py"]
+    result = invoke(["--help"], command=cli.main)
+    assert result.exit_code == 0
+    assert re.findall(r"^  ([a-z]+)  ", result.output.split("Commands:")[1], re.M) == ["reference", "report", "train"]
+    result = invoke(["reference", "--help"], command=cli.main)
+    assert re.findall(r"^  ([a-z]+)  ", result.output.split("Commands:")[1], re.M) == ["compare", "describe", "export"]
 
 
 def test_version():
@@ -246,11 +265,26 @@ def test_output_folder_that_cannot_be_created(tmp_path, mnist_dir):
     assert blocker.read_text() == "keep me\n"
 
 
-def test_real_entry_point_prints_one_line_error(tmp_path):
+def command_words(program):
+    """``python run_mnist.py``, or ``untapped train`` (the console script if installed, else its entry point)."""
+    if program == "python run_mnist.py":
+        return [sys.executable, str(SCRIPT)]
+    script = pathlib.Path(sys.executable).parent / "untapped"
+    entry_point = [sys.executable, "-c", "from untapped.entry_points import untapped; untapped()"]
+    return ([str(script)] if script.exists() else entry_point) + ["train"]
+
+
+@pytest.mark.parametrize("program", ["python run_mnist.py", "untapped train"])
+def test_real_entry_point_prints_one_line_error(program, tmp_path):
     """The script itself, in a fresh interpreter: no warning or traceback on stderr."""
+    program = command_words(program)
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")],
+        [*program, "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "nowhere does not exist" in result.stderr
+    result = subprocess.run([*program, "--epochs", "-1"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "error: Invalid value for '--epochs': -1 is not in the range x>=0.\n"

@@ -14,28 +14,12 @@ import subprocess
 import sys
 import time
 
-
 import pytest
-from click.testing import CliRunner
 
-from cli_helpers import REPO, SCRIPT, load_cli, params
+from support.cli_helpers import REPO, SCRIPT, invoke, params
+
 STUDY = ["--model", "m2", "--trials", "2", "--epochs", "10", "--batch", "64", "--subset", "200"]
 NO_DASK = "Dask is not installed (pip install -e '.[dask]'); the cluster tests need it"
-
-
-MAIN = load_cli("run_mnist_cluster")
-
-
-
-
-def invoke(args, cache):
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "UNTAPPED_SCHEDULER": None, "XDG_CACHE_HOME": str(cache)}
-    return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +44,7 @@ def study(cluster, mnist_dir, cache, tmp_path_factory):
     return out, result.output
 
 
+@pytest.mark.slow
 def test_a_study_runs_on_the_cluster(study, cluster):
     out, output = study
     assert f"dask: scheduler {cluster[0]}, 2 worker(s), 2 thread(s)" in output
@@ -74,6 +59,7 @@ def test_a_study_runs_on_the_cluster(study, cluster):
     assert sorted(pathlib.Path(r["run_dir"]).name for r in summary["runs"]) == ["m2-seed1234", "m2-seed1235"]
 
 
+@pytest.mark.slow
 def test_the_same_command_keeps_the_finished_runs(study, cluster, mnist_dir, cache):
     out, _ = study
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/*")}
@@ -94,6 +80,7 @@ def _started(client, run, timeout=300):
     raise AssertionError(f"{run} did not start")
 
 
+@pytest.mark.slow
 def test_a_worker_lost_mid_trial(study, cluster, mnist_dir, cache, tmp_path):
     """SIGKILL the worker of m2-seed1235 once its checkpoint exists: the study completes, the trial
     resumes on a worker from that checkpoint, and its parameters equal the uninterrupted run's."""
@@ -136,6 +123,7 @@ def test_a_worker_lost_mid_trial(study, cluster, mnist_dir, cache, tmp_path):
     assert len(summary["runs"]) == 2 and all(r["status"] == "ok" for r in summary["runs"])
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_write_fails_its_trial_in_one_line(cluster, tmp_path):
     from untapped.experiment import cluster as dask_trials
     from untapped.experiment import RunSpec
@@ -155,10 +143,8 @@ def test_a_worker_that_cannot_write_fails_its_trial_in_one_line(cluster, tmp_pat
 def test_an_unreachable_scheduler_is_one_line(tmp_path, mnist_dir, cache):
     """The address from UNTAPPED_SCHEDULER (as --scheduler gives it); nothing to answer on port 9."""
     pytest.importorskip("distributed", reason=NO_DASK)
-    args = [str(a) for a in STUDY + ["--data-dir", mnist_dir, "--out", tmp_path / "x"]]
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "UNTAPPED_SCHEDULER": "tcp://127.0.0.1:9",
-           "XDG_CACHE_HOME": str(cache)}
-    result = CliRunner().invoke(MAIN, args, env=env)
+    args = STUDY + ["--data-dir", mnist_dir, "--out", tmp_path / "x"]
+    result = invoke(args, cache, env={"UNTAPPED_SCHEDULER": "tcp://127.0.0.1:9"})
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9"), lines

@@ -260,6 +260,7 @@ def split(mnist_dir):
     return experiment.load_split(str(mnist_dir), seed=1234, subset=200)
 
 
+@pytest.mark.slow
 def test_fit_on_a_split_is_training_fit(split, tmp_path):
     small = dict(classifier_hidden=(16,), encoder_hidden=(8,), decoder_hidden=(32,), batch_size=64, eval_every=5)
     ours = SSDGM(**small)

@@ -22,20 +22,12 @@ import time
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli_helpers import REPO, SCRIPT, load_cli
+from support.cli_helpers import REPO, SCRIPT, invoke
 
-MAIN = load_cli("run_mnist_faults")
 RUN = ["--model", "untapped", "--subset", "200", "--batch", "64", "--eval-every", "1"]
 NAME = "untapped-seed1234"
 NO_DASK = "Dask is not installed (pip install -e '.[dask]'); the scheduler cases need it"
-
-
-def invoke(args, cache, env=None):
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "UNTAPPED_SCHEDULER": None,
-           "XDG_CACHE_HOME": str(cache), **(env or {})}
-    return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
 
 
 def one_line_error(result, *fragments, code=1):
@@ -69,14 +61,8 @@ def script(*args, env=None, timeout=60):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A private cache, so the digit classifier is fitted (and its lines printed) in :func:`finished`."""
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def finished(mnist_dir, cache, tmp_path_factory):
-    """A finished run of two epochs, and the command's output."""
+    """A finished run of two epochs, and the command's output (the first, so it fits the digit classifier)."""
     out = tmp_path_factory.mktemp("finished") / "study"
     result = invoke(RUN + ["--epochs", "2", "--data-dir", mnist_dir, "--out", out], cache)
     assert result.exit_code == 0, result.output
@@ -425,7 +411,7 @@ def test_a_full_disk_is_a_short_line_and_the_checkpoint_stays(study, monkeypatch
 
 
 def test_help_says_what_each_exit_status_covers_and_which_variants_are_untapped_only():
-    text = " ".join(CliRunner().invoke(MAIN, ["--help"], terminal_width=4000).output.split())
+    text = " ".join(invoke(["--help"], terminal_width=4000).output.split())
     assert "1 error (data, files, scheduler, and options that contradict each other or the run they continue)" in text
     assert "2 bad option (unknown, or a value out of its range)" in text
     for name in ("onehot-prior-z", "prior-z", "eq17"):

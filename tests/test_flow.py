@@ -13,13 +13,13 @@ import pytensor.tensor as pt
 import pytest
 from scipy import special
 
+from parmesan_compat.backend import load_lasagne
 from parmesan_compat.layers.flow import (
     LogisticFlowLayer,
     logistic_flow,
     logistic_flow_inverse,
     logistic_flow_log_det,
 )
-from parmesan_compat.backend import load_lasagne
 from untapped.backend import compile_mode, float32
 
 lasagne = load_lasagne()

@@ -14,13 +14,13 @@ import pytensor
 import pytest
 from sklearn.base import clone
 
-import numpy_port as port
+from support import numpy_port as port
 from untapped import presets
-from untapped.paper import passes, samplers, terms
+from untapped.backend import compile_mode, float32
 from untapped.fast import bernoulli as fast_bernoulli
 from untapped.fast import rows as fast_rows
-from untapped.backend import compile_mode, float32
 from untapped.model import SSDGM
+from untapped.paper import passes, samplers, terms
 
 SMALL = dict(n_features=20, classifier_hidden=(8, 6), encoder_hidden=(4, 3), decoder_hidden=(16, 12))
 NETWORKS = ("classifier", "encoder", "decoder")
@@ -420,6 +420,7 @@ def _snapshot(model):
     return model.get_param_values(), model.optimizer_state(), copy.deepcopy(model.rng_states())
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_and_resumable(training_data):
     data, indices = training_data
     a, b, c = small(seed=11), small(seed=11), small(seed=12)

@@ -4,16 +4,15 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-
 from pytensor.compile.mode import Mode
 
+from untapped.backend import compile_mode, float32
 from untapped.fast import bernoulli as fast_bernoulli
-from untapped.fast import rewrites
 from untapped.fast import matmul as fast_matmul
 from untapped.fast import noise as fast_noise
+from untapped.fast import rewrites
 from untapped.fast import rows as fast_rows
 from untapped.fast import tanh as fast_tanh
-from untapped.backend import compile_mode, float32
 
 
 def _grid():

@@ -19,7 +19,6 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import untapped
-
 from conftest import REPO
 
 LOCK = "requirements.txt"

@@ -5,9 +5,9 @@ import shutil
 import subprocess
 
 import pytensor
-import pytest
 import pytensor.link.c.cmodule as cmodule
 import pytensor.tensor as pt
+import pytest
 from pytensor.graph.fg import FunctionGraph
 from pytensor.link.c.basic import CLinker
 

@@ -1,6 +1,6 @@
 """The README's commands run as written: options, subcommands, files, targets and the Python example's names.
 
-Fast checks (no graph is compiled): every ``run_mnist.py`` and
+Fast checks (no graph is compiled): every ``run_mnist.py``, ``untapped`` and
 ``untapped-reference`` command in the README's code blocks names only
 subcommands and options that the command's ``--help`` lists, ``python
 run_mnist.py --help`` itself runs, the ``make`` targets and ``pip`` files
@@ -101,6 +101,21 @@ def test_every_untapped_reference_command_names_an_existing_subcommand():
 
     for words in found:
         assert _options_and_subcommands(words[1:], help_of) in ("export", "compare")
+
+
+def test_every_untapped_command_names_an_existing_subcommand_and_its_options():
+    found = commands("untapped ")
+    assert {words[1] for words in found} == {"train", "report", "reference"}
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["untapped"] == "untapped.entry_points:untapped"
+    helps = {}
+
+    def help_of(sub=None):
+        if sub not in helps:
+            helps[sub] = _help("-c", "from untapped.entry_points import untapped; untapped()", *([sub] if sub else []))
+        return helps[sub]
+
+    assert [_options_and_subcommands(words[1:], help_of) for words in found] == [words[1] for words in found]
 
 
 def test_make_targets_and_install_files_exist():

@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import foreign_port
-import numpy_port
-from untapped import data, reference
+from support import foreign_port, numpy_port
+from untapped import cli, data, reference
 from untapped.reference import exporting
 
 ARGS = dict(model="untapped", seed=1234, rows=16, steps=2, inputs="synthetic")
@@ -338,6 +337,7 @@ def test_exporting_twice_gives_identical_datasets(bundle, contents, tmp_path):
     assert bundle.read_bytes() == again.read_bytes()  # no timestamps: the very same file
 
 
+@pytest.mark.slow
 def test_a_plain_mode_bundle_and_the_default_one_pass_compare_both_ways(bundle, tmp_path):
     """``export --mode plain`` (stock PyTensor ops only) agrees with the default C mode's bundle within tolerance."""
     plain = tmp_path / "plain.h5"
@@ -353,6 +353,7 @@ def test_a_plain_mode_bundle_and_the_default_one_pass_compare_both_ways(bundle, 
         assert report["passed"], reference.format_report(report, failures_only=True)
 
 
+@pytest.mark.slow
 def test_command_line_export_in_a_fresh_process_then_compare(bundle, tmp_path):
     """``untapped-reference export a.h5 && ... export b.h5 && ... compare a.h5 b.h5`` exits 0 (a = the fixture)."""
     b = tmp_path / "b.h5"
@@ -371,6 +372,19 @@ def test_command_line_export_in_a_fresh_process_then_compare(bundle, tmp_path):
     result = run_cli("export", b, "--rows", "1", "--steps", "0")
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "exists", "--force")
+
+
+def test_untapped_reference_is_untapped_reference(bundle, tmp_path):
+    """``untapped reference`` runs the same commands as ``untapped-reference``: the same output and exit status."""
+    changed = copy_of(bundle, tmp_path)
+    _perturb(changed, PERTURBED[0], 1.5)
+    cases = [("compare", bundle, bundle), ("compare", bundle, changed), ("compare", bundle, tmp_path / "missing.h5"),
+             ("describe", bundle), ("export", "--rows", "0", tmp_path / "x.h5")]
+    for args, status in zip(cases, (0, 1, 2, 0, 2)):
+        alone = CliRunner().invoke(reference.main, [str(a) for a in args])
+        within = CliRunner().invoke(cli.main, ["reference", *map(str, args)])
+        assert alone.exit_code == within.exit_code == status, (args, alone.output, within.output)
+        assert (within.stdout, within.stderr) == (alone.stdout, alone.stderr), args
 
 
 # ---------------------------------------------------------------------------
@@ -588,6 +602,7 @@ def test_gradient_entries_are_checked(bundle, port_bundle, tmp_path):
 # 4. M2
 
 
+@pytest.mark.slow
 def test_m2_bundle(bundle, tmp_path):
     m2 = tmp_path / "m2.h5"
     reference.export(m2, **dict(ARGS, model="m2"))

@@ -32,12 +32,12 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-import numpy_port
+from support import numpy_port
 from test_reference import MUTATIONS, mutate
 from untapped.reference import EDGE_UPDATES, comparing, exporting, kind_of, tolerance
-from untapped.reference.tolerances import is_total, total_parts
 from untapped.reference.edge import edge_inputs, edge_params, edge_update_gradients
 from untapped.reference.inputs import draw_noise, generators, make_inputs, separate_bernoulli_uniforms
+from untapped.reference.tolerances import is_total, total_parts
 
 MODELS = ("untapped", "m2")
 SOURCES = ("synthetic", "mnist")

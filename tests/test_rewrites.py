@@ -6,8 +6,8 @@ import pytensor.tensor as pt
 import pytest
 from pytensor.raise_op import Assert
 
-from untapped.fast import rewrites
 from untapped.backend import compile_mode
+from untapped.fast import rewrites
 
 
 def _asserts(f):
@@ -63,8 +63,8 @@ def test_training_step_has_no_broadcast_assert_chains():
 
 @pytest.mark.parametrize("axis", [0, 1])
 def test_matrix_sums_run_on_all_threads_and_match_float64_sums(axis):
-    from untapped.fast import rows as fast_rows
     from untapped.backend import float32
+    from untapped.fast import rows as fast_rows
 
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((1003, 37)) * 100).astype(np.float32)
@@ -83,8 +83,8 @@ def test_matrix_sums_run_on_all_threads_and_match_float64_sums(axis):
 
 def test_row_gathers_from_float32_data_run_on_all_threads():
     """``data[rows]`` of a float32 matrix becomes GatherRows: NumPy's take, bit for bit; other gathers stay."""
-    from untapped.fast import rows as fast_rows
     from untapped.backend import float32
+    from untapped.fast import rows as fast_rows
 
     rng = np.random.default_rng(4)
     data = rng.standard_normal((500, 37)).astype(np.float32)

@@ -12,6 +12,7 @@ import pytensor.tensor as pt
 import pytest
 from scipy import special
 
+from parmesan_compat.backend import load_lasagne
 from parmesan_compat.layers.sample import (
     BernoulliSampleLayer,
     ConcreteSampleLayer,
@@ -20,7 +21,6 @@ from parmesan_compat.layers.sample import (
     gaussian_sample,
     gumbel_from_uniform,
 )
-from parmesan_compat.backend import load_lasagne
 from untapped.backend import compile_mode, float32
 
 lasagne = load_lasagne()

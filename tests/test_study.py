@@ -15,35 +15,20 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from support.cli_helpers import REPO, SCRIPT, invoke, params, sha
+from untapped import cli
 from untapped.study import stats
 from untapped.study.record import summarise
 from untapped.study.runs import load_study
 
-from cli_helpers import REPO, SCRIPT, load_cli, params, sha
 TINY = ["--batch", "64", "--subset", "200"]
-
-
-MAIN = load_cli("run_mnist_study")
-
-
-def invoke(args, cache):
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "XDG_CACHE_HOME": str(cache)}
-    return CliRunner().invoke(MAIN, [str(a) for a in args], env=env)
-
-
 
 
 def run_hashes(folder):
     return {p.relative_to(folder).as_posix(): sha(p) for p in sorted(pathlib.Path(folder).glob("*/*")) if p.is_file()}
 
 
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +43,7 @@ def study(mnist_dir, cache, tmp_path_factory):
     return out, base
 
 
+@pytest.mark.slow
 def test_the_same_command_keeps_finished_runs(study, cache):
     out, base = study
     before = run_hashes(out)
@@ -68,6 +54,7 @@ def test_the_same_command_keeps_finished_runs(study, cache):
     assert run_hashes(out) == before
 
 
+@pytest.mark.slow
 def test_summary_holds_every_run_of_the_folder(study):
     out, _ = study
     summary = json.loads((out / "summary.json").read_text())
@@ -78,6 +65,7 @@ def test_summary_holds_every_run_of_the_folder(study):
     assert "untapped/eq17" in text and any(line.split()[:2] == ["m2", "1235"] for line in text.splitlines())
 
 
+@pytest.mark.slow
 def test_a_different_run_in_the_folder_is_refused(study, cache, mnist_dir):
     out, _ = study
     before = run_hashes(out)
@@ -116,6 +104,7 @@ def test_a_variant_that_does_not_apply_is_refused(cache, tmp_path, mnist_dir):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_variant_runs_record_their_settings(study):
     out, _ = study
     config = json.loads((out / "untapped-eq17-seed1234" / "config.json").read_text())
@@ -126,6 +115,7 @@ def test_variant_runs_record_their_settings(study):
     assert metrics["readings"]["default"]["cross_entropy"] == pytest.approx(metrics["cross_entropy"])
 
 
+@pytest.mark.slow
 def test_report_writes_figures_and_statistics(study, cache):
     out, _ = study
     result = invoke(["report", out], cache)
@@ -149,12 +139,27 @@ def test_report_writes_figures_and_statistics(study, cache):
     assert (out / "untapped-seed1234" / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
+def test_untapped_report_is_run_mnists_report(study, cache, tmp_path):
+    out, _ = study
+    texts = {}
+    for name, command in (("run_mnist.py", cli.run_mnist), ("untapped", cli.main)):
+        result = invoke(["report", out, "--to", tmp_path / name], cache, command=command)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == f"report: {tmp_path / name / 'report.md'}\n"
+        record = json.loads((tmp_path / name / "study.json").read_text())
+        generated = record.pop("generated")  # the time of writing, the one difference
+        texts[name] = [(tmp_path / name / "report.md").read_text().replace(generated, ""), record]
+    assert texts["untapped"] == texts["run_mnist.py"]
+
+
 def test_report_of_an_empty_folder_is_one_line(tmp_path, cache):
     result = invoke(["report", tmp_path], cache)
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {tmp_path} holds no finished run (no <run>/metrics.json)"
 
 
+@pytest.mark.slow
 def test_summaries_match_load_study(study):
     out, _ = study
     runs = load_study(out).runs
@@ -201,6 +206,7 @@ def _wait_for(predicate, process, timeout):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_interrupted_study_resumes_and_keeps_finished_runs(mnist_dir, cache, tmp_path):
     """SIGINT during the second run; the same command then completes the study, the first run untouched,
     and the resumed run's parameters equal those of an uninterrupted run of the same seed."""
@@ -264,6 +270,7 @@ def test_one_writer_at_a_time(tmp_path, cache, mnist_dir):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_run_whole(tmp_path, cache, mnist_dir):
     out = tmp_path / "out"
     assert invoke(TINY + ["--epochs", 2, "--model", "m2", "--out", out, "--data-dir", mnist_dir], cache).exit_code == 0
@@ -278,6 +285,7 @@ def test_overwrite_replaces_a_run_whole(tmp_path, cache, mnist_dir):
     assert not (run / ".checkpoint.h5.stale.tmp").exists()
 
 
+@pytest.mark.slow
 def test_resume_into_another_folder_with_overwrite_keeps_its_output(tmp_path, cache, mnist_dir):
     first, other = tmp_path / "first", tmp_path / "other"
     for out in (first, other):
@@ -304,12 +312,12 @@ def test_seeds_past_32_bits_are_refused_before_anything_runs(args, fragment, tmp
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variable, value, recorded", [("UNTAPPED_SEED", "5", "1234"), ("UNTAPPED_BATCH", "32", "64")])
 def test_a_conflict_from_the_environment_says_so(variable, value, recorded, study, cache):
     out, _ = study
     checkpoint = out / "m2-seed1234" / "checkpoint.h5"
-    env = {"UNTAPPED_DATA_DIR": None, "UNTAPPED_EPOCHS": None, "XDG_CACHE_HOME": str(cache), variable: value}
-    result = CliRunner().invoke(MAIN, ["--resume", str(checkpoint), "--epochs", "3"], env=env)
+    result = invoke(["--resume", checkpoint, "--epochs", "3"], cache, env={variable: value})
     line = one_line_error(result)
     assert line == (
         f"error: {variable}={value} (from the environment) conflicts with the checkpoint's {recorded}; "
@@ -365,6 +373,7 @@ def combined(study, tmp_path):
     return folder, earlier
 
 
+@pytest.mark.slow
 def test_report_with_an_earlier_study(combined, cache, tmp_path):
     folder, earlier = combined
     result = invoke(["report", folder, "--with", earlier, "--to", tmp_path / "report"], cache)
@@ -406,6 +415,7 @@ def test_report_with_an_earlier_study(combined, cache, tmp_path):
     assert record["paper_verdicts"]["class_averaged_q"]["possible"] is False
 
 
+@pytest.mark.slow
 def test_report_refuses_a_run_in_both(combined, cache, tmp_path):
     folder, _ = combined
     clash = _earlier_study(tmp_path / "clash.json", [1235])
@@ -415,6 +425,7 @@ def test_report_refuses_a_run_in_both(combined, cache, tmp_path):
     assert not (tmp_path / "r" / "study.json").exists()
 
 
+@pytest.mark.slow
 def test_report_refuses_a_file_that_is_not_a_study(combined, cache, tmp_path):
     folder, _ = combined
     bad = tmp_path / "bad.json"

@@ -3,6 +3,14 @@
 from untapped.threads import configure_threads
 
 
+def untapped():
+    """``untapped``: :data:`untapped.cli.main`."""
+    configure_threads()
+    from untapped import cli
+
+    cli.run(cli.main)
+
+
 def reference():
     """``untapped-reference``: :func:`untapped.reference.cli.main`."""
     configure_threads()

@@ -14,6 +14,7 @@ import warnings
 import h5py
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+
 from untapped.files import atomic_output
 
 #: Settings of the digit classifier (see :func:`digit_classifier`).

@@ -3,7 +3,9 @@
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
 from untapped.files import atomic_output
+
 
 def save_digit_grid(images, path, titles=None, suptitle=None):
     """Save images as a labelled PNG grid, five to a row (paper Figure 2).

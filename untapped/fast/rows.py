@@ -9,8 +9,8 @@
 
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.graph.basic import Apply
 from pytensor.gradient import DisconnectedType
+from pytensor.graph.basic import Apply
 
 from untapped.fast import compat
 from untapped.fast.codegen import MATRIX_VIEW, RowOp, column_sums_begin, column_sums_end, int64_vector_view
@@ -73,21 +73,21 @@ class GatherRows(RowOp):
                 {sub["fail"]}
             }}
         }}
-        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + f"""
+        """ + self._output(z, 2, ["n_rows", "n_cols"], sub) + """
         #pragma omp parallel for schedule(static)
-        for (npy_intp i = 0; i < n_rows; ++i) {{
+        for (npy_intp i = 0; i < n_rows; ++i) {
             const float* ar = a_p + rows_p[i * rows_s] * a_s0;
             float* zr = z_p + i * n_cols;
-            if (a_s1 == 1) {{
+            if (a_s1 == 1) {
                 #pragma omp simd
                 for (npy_intp j = 0; j < n_cols; ++j)
                     zr[j] = ar[j];
-            }} else {{
+            } else {
                 for (npy_intp j = 0; j < n_cols; ++j)
                     zr[j] = ar[j * a_s1];
-            }}
-        }}
-        }}"""
+            }
+        }
+        }"""
 
 
 gather_rows = GatherRows()

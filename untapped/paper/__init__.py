@@ -11,7 +11,7 @@
 swaps for fused kernels, in stock PyTensor ops. This layer imports PyTensor,
 Lasagne (on PyTensor, :mod:`parmesan_compat.backend`) and the vendored
 Parmesan only: never the speed layer :mod:`untapped.fast`
-(``tests/test_layers.py`` checks). ``docs/architecture.md`` shows how the
+(``tests/test_architecture.py`` checks). ``docs/architecture.md`` shows how the
 layers fit together; ``docs/paper.md`` follows each equation into this code.
 
 References

@@ -1,9 +1,10 @@
-"""The command line ``untapped-reference`` (also ``python -m untapped.reference``): export, compare, describe.
+"""The command line ``untapped-reference`` (also ``untapped reference``, ``python -m untapped.reference``).
 
-Exit status: 0 success (``compare``: every dataset within tolerance), 1
-``compare`` found a difference (or a missing, extra, misshapen or mistyped
-dataset), 2 an error (bad option, unreadable file, not a bundle, another
-format version), reported as one ``error: ...`` line.
+Its commands export, compare and describe bundles. Exit status: 0 success
+(``compare``: every dataset within tolerance), 1 ``compare`` found a
+difference (or a missing, extra, misshapen or mistyped dataset), 2 an error
+(bad option, unreadable file, not a bundle, another format version),
+reported as one ``error: ...`` line.
 """
 
 import pathlib
@@ -25,15 +26,17 @@ EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 class OneLineErrors(commands.OneLineErrors):
     """untapped-reference's errors: every one, a bad option, Ctrl-C or a bundle's, exits 2."""
 
-    click_exit = EXIT_ERROR
     abort_exit = EXIT_ERROR
-    error_exit = EXIT_ERROR
-    errors = (BundleError,)
+
+
+#: A bundle's errors (and PyTensor's start), as one line exiting 2.
+bundle_errors = commands.one_line_errors(BundleError, exit_code=EXIT_ERROR)
 
 
 @click.group(
     cls=OneLineErrors,
     context_settings=dict(help_option_names=["-h", "--help"]),
+    short_help="Reference bundles: export, compare and describe them.",
     epilog="Exit status: 0 success, 1 compare found differences, 2 error. Format: docs/reference_format.md.",
 )
 def main():
@@ -59,6 +62,7 @@ def main():
 @click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE,
               help="PyTensor compile mode, as run_mnist.py --mode.")
 @click.option("--force", is_flag=True, default=False, help="Replace OUT if it exists.")
+@bundle_errors
 def export_command(out, model, seed, rows, steps, inputs, data_dir, download, mode, force):
     """Write a reference bundle to OUT (HDF5)."""
     summary = export(out, model, seed, rows, steps, inputs, data_dir, download, mode, overwrite=force)
@@ -74,6 +78,7 @@ def export_command(out, model, seed, rows, steps, inputs, data_dir, download, mo
 @click.argument("actual", type=click.Path(path_type=pathlib.Path))
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the results as JSON.")
 @click.option("--failures", is_flag=True, default=False, help="List only the datasets that do not pass.")
+@bundle_errors
 def compare_command(expected, actual, as_json, failures):
     """Check bundle ACTUAL against EXPECTED, dataset by dataset, with EXPECTED's tolerances."""
     report = compare(expected, actual)
@@ -83,6 +88,7 @@ def compare_command(expected, actual, as_json, failures):
 
 @main.command("describe")
 @click.argument("path", type=click.Path(path_type=pathlib.Path))
+@bundle_errors
 def describe_command(path):
     """Print a bundle's attributes and layout."""
     click.echo(describe(path))

@@ -3,7 +3,7 @@
 It stands for someone porting untapped to another framework: it imports
 nothing from ``untapped``, reads an expected bundle with h5py only as the
 page describes, computes with the independent NumPy implementation in
-``numpy_port.py``, and writes its own bundle in the page's format, which
+``tests/support/numpy_port.py``, and writes its own bundle in the page's format, which
 ``untapped-reference compare`` then checks against the expected one.
 
 What it computes, and how (the page's section in brackets):
@@ -31,11 +31,11 @@ import json
 import h5py
 import numpy as np
 
-import numpy_port as port
+from . import numpy_port as port
 
 FORMAT = "untapped-reference"
 FORMAT_VERSION = 2
-PRODUCER = "untapped tests/foreign_port.py (NumPy)"
+PRODUCER = "untapped tests/support/foreign_port.py (NumPy)"
 #: The sizes of the original model; the port's initialiser only covers these.
 #: The central differences' step, relative to the entry (``numpy_port.finite_difference_gradients``): their
 #: rounding, |total| 1e-16 / step, is then a few hundredths of the smallest gradient tolerance of edge/, and

@@ -1,6 +1,6 @@
 """Train small full-size models and digest what they end with, to prove a refactor changed no bit.
 
-``python tests/bit_identical.py --record`` (run at the commit *before* a
+``python tests/support/bit_identical.py --record`` (run at the commit *before* a
 change) writes ``tests/data/bit_identical.json`` (:data:`RECORD`); ``tests/test_bit_identical.py``
 runs the same training after the change and compares digest for digest.
 
@@ -28,7 +28,8 @@ import pathlib
 import subprocess
 import sys
 
-HERE = pathlib.Path(__file__).resolve().parent
+#: The tests' folder, which holds the recordings (``data/``) and this package (``support/``).
+TESTS = pathlib.Path(__file__).resolve().parents[1]
 #: The OpenBLAS kernels the recordings were made with. OpenBLAS picks its
 #: kernels by processor (AVX2's Haswell kernels, AVX-512's SkylakeX kernels,
 #: ...), and they round the matrix products' sums differently, so a
@@ -42,7 +43,7 @@ LOCK_NUMPY = "2.4.6"
 def record_path(numpy_version):
     """The recording of the training's digests with NumPy ``numpy_version``."""
     name = "bit_identical.json" if numpy_version == LOCK_NUMPY else f"bit_identical-numpy-{numpy_version}.json"
-    return HERE / "data" / name
+    return TESTS / "data" / name
 
 
 RECORD = record_path(importlib.metadata.version("numpy"))
@@ -131,11 +132,11 @@ def in_subprocess(threads, mnist_dir):
     """:func:`run_all` in a fresh interpreter with ``threads`` OpenMP / OpenBLAS threads."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), **BLAS_KERNELS)
     code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import bit_identical; "
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from support import bit_identical; "
         "print(json.dumps(bit_identical.run_all(sys.argv[2])))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(HERE), str(mnist_dir)], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code, str(TESTS), str(mnist_dir)], env=env, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"training in a subprocess failed:\n{done.stderr[-3000:]}")
@@ -144,10 +145,10 @@ def in_subprocess(threads, mnist_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--record", action="store_true", help=f"write {RECORD.relative_to(HERE.parent)}")
-    parser.add_argument("--data-dir", default=os.environ.get("UNTAPPED_DATA_DIR", HERE.parents[1] / "shared" / "data" / "mnist"))
+    parser.add_argument("--record", action="store_true", help=f"write {RECORD.relative_to(TESTS.parent)}")
+    parser.add_argument("--data-dir", default=os.environ.get("UNTAPPED_DATA_DIR", TESTS.parents[1] / "shared" / "data" / "mnist"))
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=TESTS, capture_output=True, text=True).stdout.strip()
     recorded = {"commit": commit, "threads": {str(t): in_subprocess(t, args.data_dir) for t in THREAD_COUNTS}}
     text = json.dumps(recorded, indent=1, sort_keys=True) + "\n"
     if args.record:

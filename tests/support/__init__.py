@@ -1,0 +1,1 @@
+"""What the tests share: the NumPy port of the model, a foreign port, the command-line runner, bit identity."""
