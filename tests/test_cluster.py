@@ -125,8 +125,8 @@ def test_a_worker_lost_mid_trial(study, cluster, mnist_dir, cache, tmp_path):
 
 @pytest.mark.slow
 def test_a_worker_that_cannot_write_fails_its_trial_in_one_line(cluster, tmp_path):
-    from untapped.experiment import cluster as dask_trials
     from untapped.experiment import RunSpec
+    from untapped.experiment import cluster as dask_trials
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a folder cannot be made inside a file, even by root

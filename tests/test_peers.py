@@ -18,9 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from untapped import reference
-
 from conftest import REPO
+from untapped import reference
 
 sys.path.insert(0, str(REPO / "bench" / "peers"))
 

@@ -2,7 +2,7 @@
 
 ``untapped train`` trains untapped and/or M2 on the paper's MNIST task and
 reports the digits 5-9 metric; it parses the options and calls
-:func:`untapped.experiment.run_request`. ``untapped report`` turns a results
+:func:`untapped.experiment.trials.run_request`. ``untapped report`` turns a results
 folder into a report (:func:`untapped.study.report.write_report`), and
 ``untapped reference`` is ``untapped-reference`` (:mod:`untapped.reference.cli`).
 
@@ -204,20 +204,22 @@ def _show_progress_messages():
 
 def train(ctx, program, **options):
     """Plan, train, judge and summarise the runs the options ask for; ``program`` names the command in the records."""
-    from untapped import experiment
     from untapped.checkpoint import CheckpointError
     from untapped.data import DataError
+    from untapped.experiment.plan import Request
+    from untapped.experiment.spec import ExperimentError
+    from untapped.experiment.trials import divergence, run_request
     from untapped.training import TrainingInterrupted
 
-    request = experiment.Request(
+    request = Request(
         **options, command=_command_line(ctx, program), interactive=sys.stderr.isatty(), given=_given(ctx)
     )
     _show_progress_messages()
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
     previous_sigint = signal.signal(signal.SIGINT, _interrupt)
     try:
-        with commands.one_line_errors(DataError, CheckpointError, experiment.ExperimentError):
-            results, table = experiment.run_request(request, echo=click.echo)
+        with commands.one_line_errors(DataError, CheckpointError, ExperimentError):
+            results, table = run_request(request, echo=click.echo)
     except TrainingInterrupted as exc:
         click.echo(f"interrupted: {exc}", err=True)
         ctx.exit(EXIT_INTERRUPTED)
@@ -229,7 +231,7 @@ def train(ctx, program, **options):
         signal.signal(signal.SIGINT, previous_sigint)
     click.echo("")
     click.echo(table)
-    diverged = experiment.divergence(results)
+    diverged = divergence(results)
     if diverged is not None:
         error = click.ClickException(diverged)
         error.exit_code = EXIT_DIVERGED

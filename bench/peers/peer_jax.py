@@ -19,9 +19,17 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from common import (
-    BERN_HIGH, BERN_LOW, COEFFICIENTS, LEARNING_RATE, N_CLASSES, OPTIMIZER, PARAM_NAMES, TEMPERATURE, Z_HIGH, Z_LOW,
+    BERN_HIGH,
+    BERN_LOW,
+    COEFFICIENTS,
+    LEARNING_RATE,
+    N_CLASSES,
+    OPTIMIZER,
+    PARAM_NAMES,
+    TEMPERATURE,
+    Z_HIGH,
+    Z_LOW,
     active_terms,
 )  # fmt: skip
 

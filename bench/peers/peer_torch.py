@@ -20,13 +20,22 @@ import os
 
 import numpy as np
 import torch
+from common import (
+    BERN_HIGH,
+    BERN_LOW,
+    COEFFICIENTS,
+    LEARNING_RATE,
+    N_CLASSES,
+    OPTIMIZER,
+    PARAM_NAMES,
+    TEMPERATURE,
+    Z_HIGH,
+    Z_LOW,
+    active_terms,
+    bundle_datasets,
+)  # fmt: skip
 from torch import nn
 from torch.nn import functional as F
-
-from common import (
-    BERN_HIGH, BERN_LOW, COEFFICIENTS, LEARNING_RATE, N_CLASSES, OPTIMIZER, PARAM_NAMES, TEMPERATURE, Z_HIGH, Z_LOW,
-    active_terms, bundle_datasets,
-)  # fmt: skip
 
 LOG_2PI = math.log(2 * math.pi)
 #: The unlabeled bound's constant (paper eq. 4: the original's single-sample logsumexp).

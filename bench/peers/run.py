@@ -43,7 +43,6 @@ def main(argv=None):
 
         untapped.configure_threads()  # before NumPy loads, as bench/epoch_time.py and run_mnist.py do
     import numpy as np
-
     from common import epoch_time_module, time_epochs
 
     et = epoch_time_module()
@@ -76,7 +75,6 @@ def make_trainer(impl, model, data):
 def glorot_params(seed=1234):
     """The initial parameters as ``docs/reference_format.md`` §7.1 draws them (untapped's, bit for bit)."""
     import numpy as np
-
     from common import PARAM_SHAPES
 
     rng = np.random.RandomState(seed)
