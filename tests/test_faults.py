@@ -447,12 +447,12 @@ def test_a_second_ctrl_c_quits_at_once_in_one_line(tmp_path):
     """The first Ctrl-C ends the command; another arrives while an exit handler runs."""
     program = textwrap.dedent(f"""
         import atexit, os, runpy, signal, sys, time
-        import untapped.experiment as experiment
+        import untapped.experiment.trials as trials
         sys.argv = ["run_mnist.py", "--model", "untapped", "--out", {str(tmp_path / 'x')!r}]
         def first_ctrl_c(request, echo=print):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)
-        experiment.run_request = first_ctrl_c
+        trials.run_request = first_ctrl_c
         atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))
         runpy.run_path({str(SCRIPT)!r}, run_name="__main__")
     """)
