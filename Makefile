@@ -9,7 +9,8 @@
 
 PYTHON ?= python3
 LOCK ?= requirements.txt
-# Optional extras to install with the package, e.g. EXTRAS=[dask] (pinned in requirements-dask.txt)
+# Optional extras to install with the package, e.g. EXTRAS=[dask] (pinned in requirements-dask.txt) or
+# EXTRAS=[dask,bench] (the peers of bench/peers/, pinned in requirements-bench.txt; Python 3.11)
 EXTRAS ?=
 
 ifeq ($(PYTHON) $(LOCK),python3 requirements.txt)
@@ -20,6 +21,7 @@ endif
 
 comma := ,
 DASK := $(findstring dask,$(EXTRAS))
+BENCH := $(findstring bench,$(EXTRAS))
 # What is installed in VENV, e.g. .installed-requirements-latest-dask for LOCK=requirements-latest.txt EXTRAS=[dask]
 STAMP := $(VENV)/.installed-$(basename $(notdir $(LOCK)))$(subst [,-,$(subst ],,$(subst $(comma),-,$(EXTRAS))))
 
@@ -31,9 +33,9 @@ PYTEST := -m pytest -q -n auto --dist loadfile
 
 install: $(STAMP)
 
-$(STAMP): $(LOCK) pyproject.toml setup.py $(if $(DASK),requirements-dask.txt)
+$(STAMP): $(LOCK) pyproject.toml setup.py $(if $(DASK),requirements-dask.txt) $(if $(BENCH),requirements-bench.txt)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q -r $(LOCK) $(if $(DASK),-r requirements-dask.txt) -e ".$(EXTRAS)"
+	$(VENV)/bin/python -m pip install -q -r $(LOCK) $(if $(DASK),-r requirements-dask.txt) $(if $(BENCH),-r requirements-bench.txt) -e ".$(EXTRAS)"
 	touch $@
 
 run: $(STAMP)

@@ -123,3 +123,5 @@ def test_make_builds_one_environment_per_lock_and_python():
     assert "python3.12 -m venv .venv-latest-python3.12\n" in latest
     assert f"-r {LATEST} -r {DASK} -e \".[dask]\"" in latest
     assert ".venv-latest-python3.12/bin/python -m pytest -q" in latest
+    bench = make_dry_run("PYTHON=python3.11", "EXTRAS=[dask,bench]")
+    assert '-r requirements.txt -r requirements-dask.txt -r requirements-bench.txt -e ".[dask,bench]"' in bench
