@@ -35,7 +35,7 @@ install: $(STAMP)
 
 $(STAMP): $(LOCK) pyproject.toml setup.py $(if $(DASK),requirements-dask.txt) $(if $(BENCH),requirements-bench.txt)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q -r $(LOCK) $(if $(DASK),-r requirements-dask.txt) $(if $(BENCH),-r requirements-bench.txt) -e ".$(EXTRAS)"
+	$(VENV)/bin/python -m pip install -q -r $(LOCK) $(strip $(if $(DASK),-r requirements-dask.txt) $(if $(BENCH),-r requirements-bench.txt)) -e ".$(EXTRAS)"
 	touch $@
 
 run: $(STAMP)

@@ -539,16 +539,26 @@ def test_the_training_step_adds_no_pass_for_the_encoder_concatenation_or_the_dec
         if isinstance(node.op, Join):
             assert not batch_x & set(node.inputs), node
     bias_inputs = {}
+    bias_position = {  # where each Bernoulli op takes the decoder's output bias
+        fast_bernoulli._BernoulliLogLik: -1,
+        fast_bernoulli.BernoulliSampleLogits: -1,
+        fast_bernoulli.BernoulliSampleSquaredDistanceRows: 2,
+    }
     for node in fgraph.apply_nodes:
-        if isinstance(node.op, (fast_bernoulli._BernoulliLogLik, fast_bernoulli.BernoulliSampleLogits)):
-            bias_inputs.setdefault(type(node.op).__name__, []).append(node.inputs[-1].name)
+        for op_type, position in bias_position.items():
+            if isinstance(node.op, op_type):
+                bias_inputs.setdefault(type(node.op).__name__, []).append(node.inputs[position].name)
     # the labeled and unlabeled bounds with their gradients (one pass each: the row weights
-    # are constants) and the labeled y->x sample; the unfeatured source's decoder output is
-    # gathered from its distinct pairs, bias included, so its ops get no bias of their own
-    assert sorted(bias_inputs) == ["BernoulliLogLikRowsAndGrad", "BernoulliSampleLogits"]
+    # are constants) and the labeled y->x sample's distance (eq. 7, sampled and summed in one
+    # pass); the unfeatured source's decoder output is gathered from its distinct pairs, bias
+    # included, so its ops (its bound, and its sample, which the reverse bound reads) get none
+    assert sorted(bias_inputs) == [
+        "BernoulliLogLikRowsAndGrad", "BernoulliSampleLogits", "BernoulliSampleSquaredDistanceRows"
+    ]
     assert bias_inputs["BernoulliLogLikRowsAndGrad"].count("decoder/mean/b") == 2
     assert len(bias_inputs["BernoulliLogLikRowsAndGrad"]) == 3
-    assert "decoder/mean/b" in bias_inputs["BernoulliSampleLogits"]
+    assert bias_inputs["BernoulliSampleLogits"] == [None]
+    assert bias_inputs["BernoulliSampleSquaredDistanceRows"] == ["decoder/mean/b"]
 
 
 # ---------------------------------------------------------------------------
