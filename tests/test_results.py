@@ -182,6 +182,27 @@ def test_primary_and_equivalence_recomputed(analysed):
     assert e["equivalent"] == (-MARGIN < mean - half and mean + half < MARGIN)
 
 
+def test_each_sources_pairs_alone_recomputed(analysed):
+    # Pairs read from more than one source (a recorded study.json and run folders) ran on different
+    # machines; the record gives the primary for each source's pairs alone (docs/study-plan.md).
+    a = analysed["analysis"]
+    source = {}
+    for r in analysed["runs"]:
+        if r["group"] in ("untapped", "m2") and r["seed"] in a["seeds"]:
+            source.setdefault(r["seed"], []).append(r["source"])
+    sources = sorted({", ".join(dict.fromkeys(v)) for v in source.values()})
+    if len(sources) < 2:
+        assert a.get("by_source") is None
+        return
+    assert sorted(g["source"] for g in a["by_source"]) == sources
+    x, y = _paired_values(analysed, "cross_entropy")
+    d = dict(zip(a["seeds"], x - y))
+    for g in a["by_source"]:
+        assert g["seeds"] == [s for s in a["seeds"] if ", ".join(dict.fromkeys(source[s])) == g["source"]]
+        dg = np.array([d[s] for s in g["seeds"]])
+        assert g["mean_difference"] == pytest.approx(dg.mean()) and g["ci"] == pytest.approx(_interval(dg))
+
+
 def test_the_conclusion_is_the_plans_rule_with_its_figures(analysed):
     a = analysed["analysis"]
     x, y = _paired_values(analysed, "cross_entropy")

@@ -393,6 +393,10 @@ def test_report_with_an_earlier_study(combined, cache, tmp_path):
     assert "seed 1236: failed: untapped-seed1236 diverged (epoch 2, step 1" in text
     assert record["analysis"]["conclusion"]["text"] in text
     assert "Sensitivity: no diverged run has a partner with a result yet" in text  # m2-seed1236 has not started
+    # The folder's pairs and the earlier study's, each alone (they may have run on different machines).
+    sources = [(g["source"], g["seeds"]) for g in analysis["by_source"]]
+    assert sources == [("run folder", [1234, 1235]), (f"{earlier.parent.name}/study.json", [1240, 1241, 1242, 1243])]
+    assert "Sensitivity, by source:" in text and f"| {earlier.parent.name}/study.json | 4 | 1240-1243 | " in text
     # Training terms: the folder's runs from their history.json, the earlier study's missing.
     for r in record["runs"]:
         terms = r["training_terms"]

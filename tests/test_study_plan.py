@@ -121,3 +121,33 @@ def test_analysis_against_scipy():
         list(scipy_stats.false_discovery_control(ps)))
     assert out["sensitivity"] is None and out["left_out"] == []
     assert analyse([_run("m2", 1, 1.0), _run("untapped", 1, 1.1)]) is None
+
+
+def test_by_source_gives_each_sources_pairs_alone():
+    # The first study's pairs (recorded) and the new ones (run folders) ran on different machines.
+    rng = np.random.default_rng(3)
+    runs = []
+    for s in range(14):
+        source = "study-a/study.json" if s < 6 else "run folder"
+        m2 = 1.3 + rng.normal(0, 0.2)
+        runs.append(dict(_run("m2", s, m2), source=source))
+        runs.append(dict(_run("untapped", s, m2 + rng.normal(0.05, 0.25)), source=source))
+    out = analyse(runs)
+    groups = out["by_source"]
+    assert [g["source"] for g in groups] == ["study-a/study.json", "run folder"]
+    assert [g["seeds"] for g in groups] == [list(range(6)), list(range(6, 14))]
+    by = {g: {r["seed"]: r["cross_entropy"] for r in runs if r["group"] == g} for g in ("m2", "untapped")}
+    for g in groups:
+        x = np.array([by["untapped"][s] for s in g["seeds"]])
+        y = np.array([by["m2"][s] for s in g["seeds"]])
+        t = scipy_stats.ttest_rel(x, y)
+        assert g["n"] == len(x) and g["mean_difference"] == pytest.approx((x - y).mean())
+        assert g["t_p"] == pytest.approx(t.pvalue)
+        assert g["ci"] == pytest.approx(list(t.confidence_interval(0.95)))
+    # One source: no such line; the report's table follows the record.
+    assert analyse([dict(r, source="run folder") for r in runs])["by_source"] is None
+    from untapped.study.markdown import source_lines
+
+    table = source_lines(out)
+    assert table[4].startswith("| study-a/study.json | 6 | 0-5 | ") and table[5].startswith("| run folder | 8 | 6-13 | ")
+    assert source_lines(dict(out, by_source=None)) == []

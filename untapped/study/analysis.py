@@ -16,6 +16,10 @@ M2 trained with the same seed; ``d_s = CE(untapped, s) - CE(M2, s)``.
   cross-entropy set to the worst its model reached. More than
   :data:`MAX_FAILED_PAIRS` failed pairs: the study did not reach its planned
   size, and the power of the pairs left is given.
+* Pairs from more than one source (the first study's recorded runs and the
+  new ones ran on different machines; each pair on one): the primary for
+  each source's pairs alone, a further sensitivity line (the plan's second
+  amendment).
 """
 
 from collections import OrderedDict
@@ -136,13 +140,42 @@ def sensitivity(runs, failed):
     return out
 
 
+def _pair_source(runs, seed):
+    sources = OrderedDict.fromkeys(r.get("source") for r in runs
+                                   if r["seed"] == seed and r["group"] in (FIRST, SECOND))
+    return ", ".join(str(s) for s in sources)
+
+
+def by_source(runs, seeds):
+    """The primary analysis of each source's pairs alone; None when all ``seeds`` come from one source.
+
+    A pair's source is its runs' ``source`` (where the report read them: a run
+    folder, or a recorded ``study.json``); both runs of a pair normally share
+    it. Returns one ordered dict per source, in the order of first
+    appearance: ``source``, ``seeds`` and :func:`untapped.study.stats.paired`'s
+    figures of ``d = CE(FIRST) - CE(SECOND)`` over those seeds.
+    """
+    groups = OrderedDict()
+    for seed in seeds:
+        groups.setdefault(_pair_source(runs, seed), []).append(seed)
+    if len(groups) < 2:
+        return None
+    ce = {g: _values(runs, g, "cross_entropy") for g in (FIRST, SECOND)}
+    out = []
+    for source, mine in groups.items():
+        entry = OrderedDict(source=source, seeds=mine)
+        entry.update(stats.paired([ce[FIRST][s] for s in mine], [ce[SECOND][s] for s in mine]))
+        out.append(entry)
+    return out
+
+
 def analyse(runs, failed=()):
     """The plan's whole analysis of ``runs`` (the report's run dicts) and ``failed`` runs; None without pairs.
 
     Returns an ordered dict: ``seeds``, ``left_out``, ``primary``, ``equivalence``,
     ``conclusion`` (``rule``, ``text``), ``secondary`` (``accuracy``,
     ``ten_distinct``, ``wilcoxon``, each with ``p`` and ``p_adjusted``),
-    ``sensitivity``, ``running_mean`` and ``planned`` (pairs planned, failed
+    ``sensitivity``, ``by_source`` (:func:`by_source`), ``running_mean`` and ``planned`` (pairs planned, failed
     pairs, and the power at the margin when more than
     :data:`MAX_FAILED_PAIRS` failed).
     """
@@ -190,6 +223,7 @@ def analyse(runs, failed=()):
         conclusion=OrderedDict(rule=rule, text=text),
         secondary=secondary,
         sensitivity=sensitivity(runs, failed),
+        by_source=by_source(runs, seeds),
         running_mean=stats.running_mean(d),
         planned=planned,
     )

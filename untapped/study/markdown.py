@@ -112,7 +112,23 @@ def analysis_lines(record):
                   f"(seeds {', '.join(_seed_ranges(sens['filled']))} added): "
                   f"mean {sens['mean_difference']:+.3f}, 95% CI {_interval(sens['ci'])}, paired t p = "
                   f"{stats.format_p(sens['t_p'])}.", ""]
-    return lines
+    return lines + source_lines(a)
+
+
+def source_lines(a):
+    """The primary for each source's pairs alone, when the pairs come from more than one (study-plan, 2nd amendment)."""
+    groups = a.get("by_source")
+    if not groups:
+        return []
+    lines = ["Sensitivity, by source: the pairs read from different sources ran on different machines (both runs "
+             "of a pair on one), and a 150-epoch run's last bits depend on the machine (docs/study-plan.md, "
+             "second amendment). The primary for each source's pairs alone:", "",
+             "| source | pairs | seeds | mean d, nats | 95% CI | paired t p |", "|---|---|---|---|---|---|"]
+    for g in groups:
+        p = "n/a" if g["t_p"] is None else stats.format_p(g["t_p"])
+        lines.append(f"| {g['source']} | {g['n']} | {', '.join(_seed_ranges(g['seeds']))} | "
+                     f"{g['mean_difference']:+.3f} | {_interval(g['ci'])} | {p} |")
+    return lines + [""]
 
 
 def per_seed_lines(record):
