@@ -6,7 +6,9 @@ subcommands and options that the command's ``--help`` lists, ``python
 run_mnist.py --help`` itself runs, the ``make`` targets and ``pip`` files
 exist, and every name the Python example imports or calls exists. The
 commands themselves are run by their own tests (``tests/test_cli.py``,
-``tests/test_reference.py``) and by ``make test``.
+``tests/test_reference.py``) and by ``make test``. The same checks cover
+the longer Python example of ``docs/experiment.md`` and the ``make`` and
+``pip`` commands of ``docs/development.md``.
 """
 
 import ast
@@ -118,27 +120,31 @@ def test_every_untapped_command_names_an_existing_subcommand_and_its_options():
     assert [_options_and_subcommands(words[1:], help_of) for words in found] == [words[1] for words in found]
 
 
-def test_make_targets_and_install_files_exist():
+@pytest.mark.parametrize("page", ["README.md", "docs/development.md"])
+def test_make_targets_and_install_files_exist(page):
+    text = (REPO / page).read_text()
     makefile = (REPO / "Makefile").read_text()
-    for words in commands("make"):
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for words in commands("make", text):
         assert re.search(rf"^{re.escape(words[1])}:", makefile, re.M), words
     assert "run_mnist.py --epochs 150 --batch 10000" in makefile
-    for words in commands("pip install"):
+    for words in commands("pip install", text):
         for i, word in enumerate(words):
             if word == "-r":
                 assert (REPO / words[i + 1]).is_file(), words
             if word.startswith(".[") or word.startswith("'.["):
                 extra = word.strip("'.[]")
-                assert f'"{extra}"' in (REPO / "setup.py").read_text(), words
+                assert extra in extras, words
 
 
-def python_example():
-    [example] = [b for b in code_blocks() if b.startswith("import untapped")]
+def python_example(text=README):
+    [example] = [b for b in code_blocks(text) if b.startswith("import untapped")]
     return example
 
 
-def test_the_python_example_parses_and_every_name_it_uses_exists():
-    tree = ast.parse(python_example())
+@pytest.mark.parametrize("page", ["README.md", "docs/experiment.md"])
+def test_the_python_example_parses_and_every_name_it_uses_exists(page):
+    tree = ast.parse(python_example((REPO / page).read_text()))
     modules = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
