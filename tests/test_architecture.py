@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from pytensor.scalar.basic import Composite
 from pytensor.tensor.elemwise import Elemwise
 
@@ -82,6 +83,7 @@ def _our_ops(function):
     return found
 
 
+@pytest.mark.slow
 def test_the_plain_mode_compiles_stock_ops_only_and_trains_like_the_c_mode():
     """Every compiled function of the plain mode holds PyTensor's ops only (the C mode's hold ours); from
     the same seed both draw the same noise (stock and fast uniforms are one stream), and only rounding differs.

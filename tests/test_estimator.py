@@ -38,6 +38,7 @@ def tiny(**params):
     return SSDGM(**{**TINY, **params})
 
 
+@pytest.mark.slow
 @parametrize_with_checks([tiny()], expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS)
 def test_sklearn_checks(estimator, check):
     check(estimator)

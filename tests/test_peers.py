@@ -60,6 +60,7 @@ def bundles(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, peer", CASES)
 def test_a_peers_first_step_passes_compare(bundles, tmp_path, model, peer):
     needs(peer)

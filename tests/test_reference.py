@@ -450,7 +450,14 @@ def _perturb(path, name, factor):
         ds[...] = flat.reshape(array.shape)
 
 
-@pytest.mark.parametrize("name", PERTURBED)
+def _quick_first(cases, n, ids=None):
+    """``cases`` for parametrize, all but the first ``n`` marked slow (the quick tier keeps a few of each kind)."""
+    return [case if i < n else pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow,
+                                             id=None if ids is None else ids[i])
+            for i, case in enumerate(cases)]
+
+
+@pytest.mark.parametrize("name", _quick_first(PERTURBED, 4))
 def test_a_dataset_changed_beyond_its_tolerance_fails_and_is_named(name, bundle, tmp_path):
     changed = copy_of(bundle, tmp_path)
     _perturb(changed, name, 1.5)
@@ -778,7 +785,8 @@ def test_the_unmutated_port_passes_the_small_bundle(small_bundle, tmp_path):
     assert report["passed"], reference.format_report(report, failures_only=True)
 
 
-@pytest.mark.parametrize("name, function, old, new, pointer", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+@pytest.mark.parametrize("name, function, old, new, pointer", _quick_first(MUTATIONS, 3, [m[0] for m in MUTATIONS]),
+                         ids=[m[0] for m in MUTATIONS])
 def test_a_one_line_bug_in_the_port_fails_compare_where_it_is(name, function, old, new, pointer, small_bundle,
                                                                   tmp_path, monkeypatch):
     mutate(monkeypatch, function, old, new)
