@@ -51,7 +51,9 @@ def use_empty_compile_cache():
     if "pytensor" in sys.modules:
         raise RuntimeError("the compile cache must be chosen before PyTensor is imported")
     _CACHE = tempfile.mkdtemp(prefix="untapped-bench-cache-")
-    atexit.register(lambda: None if os.environ.get("UNTAPPED_BENCH_KEEP_CACHE") else shutil.rmtree(_CACHE, ignore_errors=True))
+    atexit.register(
+        lambda: None if os.environ.get("UNTAPPED_BENCH_KEEP_CACHE") else shutil.rmtree(_CACHE, ignore_errors=True)
+    )
     os.environ["PYTENSOR_FLAGS"] = ",".join(
         f for f in (os.environ.get("PYTENSOR_FLAGS", ""), f"base_compiledir={_CACHE}") if f
     )
@@ -79,7 +81,10 @@ N_FEATURES, N_CLASSES, N_LATENT = 784, 10, 2
 
 def synthetic_data(seed=0):
     rng = np.random.default_rng(seed)
-    corners = np.full((N_CLASSES, N_CLASSES), 0.05 / 9, np.float32) + np.eye(N_CLASSES, dtype=np.float32) * (0.95 - 0.05 / 9)
+    corners = (
+        np.full((N_CLASSES, N_CLASSES), 0.05 / 9, np.float32)
+        + np.eye(N_CLASSES, dtype=np.float32) * (0.95 - 0.05 / 9)
+    )
     return dict(
         labeled_x=(rng.random((SIZES["labeled"], N_FEATURES), dtype=np.float32) < 0.13).astype(np.float32),
         labeled_y=np.eye(N_CLASSES, dtype=np.float32)[rng.integers(0, N_CLASSES, SIZES["labeled"])],
@@ -103,7 +108,9 @@ def epoch_indices(rng):
 # GEMM floor
 
 
-def layer_products(preset, hidden=dict(classifier=(50, 50), encoder=(10, 10), decoder=(250, 500)), unfeatured_decoder_rows=BATCH):
+def layer_products(
+    preset, hidden=dict(classifier=(50, 50), encoder=(10, 10), decoder=(250, 500)), unfeatured_decoder_rows=BATCH
+):
     """(M, K, N) of every matrix product of one training step, forward and backward.
 
     A dense layer ``Y = X W`` on B rows costs ``X W`` (B, in, out) forward,
@@ -124,13 +131,16 @@ def layer_products(preset, hidden=dict(classifier=(50, 50), encoder=(10, 10), de
         "encoder": [N_FEATURES + N_CLASSES, *hidden["encoder"], [N_LATENT, N_LATENT]],
         "decoder": [N_CLASSES + N_LATENT, *hidden["decoder"], [N_FEATURES]],
     }
-    # (source, network, does its input need a gradient) for each pass
+    # (source, network, does its input need a gradient) for each pass: the
+    # labeled decoder's z comes from the encoder; the unlabeled passes sample
+    # y~ and z
     passes = [
-        ("labeled", "classifier", False), ("labeled", "encoder", False), ("labeled", "decoder", True),  # z from the encoder
-        ("unlabeled", "classifier", False), ("unlabeled", "encoder", True), ("unlabeled", "decoder", True),  # y~, z sampled
+        ("labeled", "classifier", False), ("labeled", "encoder", False), ("labeled", "decoder", True),
+        ("unlabeled", "classifier", False), ("unlabeled", "encoder", True), ("unlabeled", "decoder", True),
     ]  # fmt: skip
     if preset == "untapped":
-        passes += [("unfeatured", "decoder", False), ("unfeatured", "classifier", False)]  # observed (y, z); x^ has no gradient
+        # observed (y, z); x^ has no gradient
+        passes += [("unfeatured", "decoder", False), ("unfeatured", "classifier", False)]
     products = []
     for source, net, input_grad in passes:
         rows = unfeatured_decoder_rows if (source, net) == ("unfeatured", "decoder") else BATCH
@@ -169,7 +179,9 @@ def best_gemm_time(m, k, n, repeats=5):
 def gemm_floor(presets, steps):
     """Each model's floor (``floor_s``, the schedule's products) and ``run_floor_s`` (the products its step runs)."""
     per_model = {
-        preset: dict(schedule=layer_products(preset), run=layer_products(preset, unfeatured_decoder_rows=SIZES["unfeatured"]))
+        preset: dict(
+            schedule=layer_products(preset), run=layer_products(preset, unfeatured_decoder_rows=SIZES["unfeatured"])
+        )
         for preset in presets
     }
     shapes = {shape: None for counts in per_model.values() for products in counts.values() for shape in products}
@@ -180,7 +192,11 @@ def gemm_floor(presets, steps):
         flops, run_flops = (steps * sum(2.0 * m * k * n for m, k, n in counts[c]) for c in ("schedule", "run"))
         floor, run_floor = (steps * sum(shapes[p] for p in counts[c]) for c in ("schedule", "run"))
         out[preset] = dict(
-            gemm_flops=flops, floor_s=floor, floor_gflops=flops / floor / 1e9, run_gemm_flops=run_flops, run_floor_s=run_floor
+            gemm_flops=flops,
+            floor_s=floor,
+            floor_gflops=flops / floor / 1e9,
+            run_gemm_flops=run_flops,
+            run_floor_s=run_floor,
         )
     return out, {f"{m}x{k}x{n}": round(2.0 * m * k * n / t / 1e9, 1) for (m, k, n), t in shapes.items()}
 
@@ -303,7 +319,9 @@ def _numpy_blas():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="PATH", help="write the figures to PATH")
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per model (default 5; one warm-up epoch more)")
+    parser.add_argument(
+        "--epochs", type=int, default=5, help="timed epochs per model (default 5; one warm-up epoch more)"
+    )
     parser.add_argument("--models", default="untapped,m2", help="comma-separated presets (default untapped,m2)")
     parser.add_argument("--mode", default="c", choices=MODES, help="compile mode: c (default), plain or numba")
     parser.add_argument("--keep-cache", action="store_true", help="keep the temporary compile cache")

@@ -1,6 +1,7 @@
 """What chaining optimiser steps from a port's own state does to a reference bundle (``docs/reference_format.md`` §7.6).
 
-``python bench/reference_chaining.py [--model m2] [--seed 99] [--rows 37] [--steps 4] [--inputs mnist] [--fraction 0.1]``
+``python bench/reference_chaining.py [--model m2] [--seed 99] [--rows 37] [--steps 4]
+[--inputs mnist] [--fraction 0.1]``
 
 A port checked as §7.6 asks starts every step from the expected bundle's
 state. One that chains its steps instead starts step 2 from its own state
@@ -47,7 +48,9 @@ def main():
     parser.add_argument("--inputs", default="mnist")
     parser.add_argument("--fraction", type=float, default=0.1)
     args = parser.parse_args()
-    values = exporting.compute(model=args.model, seed=args.seed, rows=args.rows, steps=args.steps, inputs=args.inputs)[0]
+    values = exporting.compute(
+        model=args.model, seed=args.seed, rows=args.rows, steps=args.steps, inputs=args.inputs
+    )[0]
     ex = exporting.exporter(args.model, args.seed)
     rate = float(ex.model.learning_rate)
     batch = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("inputs/")}

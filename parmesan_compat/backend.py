@@ -97,7 +97,9 @@ def _theano_aliases():
     )
     signal = _AliasModule("theano.tensor.signal", downsample=downsample)
     tensor = _AliasModule("theano.tensor", fallback=pt, nnet=nnet, signal=signal, grad=pytensor.grad)
-    rng_mrg = _AliasModule("theano.sandbox.rng_mrg", MRG_RandomStreams=_not_mapped("theano.sandbox.rng_mrg.MRG_RandomStreams"))
+    rng_mrg = _AliasModule(
+        "theano.sandbox.rng_mrg", MRG_RandomStreams=_not_mapped("theano.sandbox.rng_mrg.MRG_RandomStreams")
+    )
     sandbox = _AliasModule("theano.sandbox", rng_mrg=rng_mrg)
     config = types.SimpleNamespace(floatX=FLOATX, device="cpu")
     theano = _AliasModule(

@@ -27,7 +27,11 @@ def test_the_paper_layer_imports_nothing_of_the_speed_layer():
     out = run_python(f"import sys; {imports}; print(sorted(m for m in sys.modules if m.startswith('untapped')))")
     loaded = eval(out)
     assert "untapped.paper.terms" in loaded
-    assert not [m for m in loaded if m.startswith("untapped.fast") or m in ("untapped.backend", "untapped.graph", "untapped.model")]
+    assert not [
+        m
+        for m in loaded
+        if m.startswith("untapped.fast") or m in ("untapped.backend", "untapped.graph", "untapped.model")
+    ]
 
 
 def test_parmesan_compat_imports_without_untapped():
@@ -39,7 +43,8 @@ def test_parmesan_compat_imports_without_untapped():
 
 
 def test_import_untapped_changes_nothing_global():
-    """No environment variable, no rewrite in PyTensor's database, no fork hook of ours, no theano alias, floatX as it was."""
+    """No environment variable, no rewrite in PyTensor's database, no fork hook of ours, no theano alias, floatX as
+    it was."""
     code = (
         "import os, sys, json\n"
         "import pytensor\n"
@@ -47,13 +52,16 @@ def test_import_untapped_changes_nothing_global():
         "env, rewrites = dict(os.environ), set(optdb.__db__)\n"
         "forks = []\n"
         "real = os.register_at_fork\n"
-        "owner = lambda f: getattr(f, '__module__', None) or getattr(getattr(f, '__self__', None), '__module__', None) or ''\n"
+        "owner = lambda f: getattr(f, '__module__', None) or "
+        "getattr(getattr(f, '__self__', None), '__module__', None) or ''\n"
         "os.register_at_fork = lambda **kw: forks.extend(owner(f) for f in kw.values())\n"
         "import untapped, untapped.model, untapped.paper.terms\n"
         "untapped.SSDGM\n"
         "os.register_at_fork = real\n"
-        "print(json.dumps(dict(env=sorted(set(os.environ.items()) ^ set(env.items())), rewrites=sorted(set(optdb.__db__) - rewrites),\n"
-        "    forks=[m for m in forks if m.split('.')[0] in ('untapped', 'parmesan_compat')], theano=[m for m in sys.modules if m.split('.')[0] == 'theano'], floatX=pytensor.config.floatX)))\n"
+        "print(json.dumps(dict(env=sorted(set(os.environ.items()) ^ set(env.items())), "
+        "rewrites=sorted(set(optdb.__db__) - rewrites),\n"
+        "    forks=[m for m in forks if m.split('.')[0] in ('untapped', 'parmesan_compat')], "
+        "theano=[m for m in sys.modules if m.split('.')[0] == 'theano'], floatX=pytensor.config.floatX)))\n"
     )
     changes = json.loads(run_python(code).strip().splitlines()[-1])
     assert changes == dict(env=[], rewrites=[], forks=[], theano=[], floatX="float64")
@@ -89,13 +97,17 @@ def test_the_plain_mode_compiles_stock_ops_only_and_trains_like_the_c_mode():
     the same seed both draw the same noise (stock and fast uniforms are one stream), and only rounding differs.
     The eq. 17 reverse bound with prior z: the graph with the most pieces."""
     data = small_data(np.random.RandomState(1))
-    models = {mode: SSDGM(mode=mode, reverse_elbo_variant="eq17", unfeatured_z="prior", **SMALL) for mode in ("plain", "c")}
+    models = {
+        mode: SSDGM(mode=mode, reverse_elbo_variant="eq17", unfeatured_z="prior", **SMALL) for mode in ("plain", "c")
+    }
     steps, found = {}, {}
     for mode, model in models.items():
         model.set_training_data(**data)
         steps[mode] = [model.train_step(np.arange(8), np.arange(8), np.arange(8) % 10, 0.01) for _ in range(3)]
         model.evaluate(**data)
-        found[mode] = set().union(*(_our_ops(model.graph.function(f)) for f in ("train", "evaluate", "predict", "decode_mean")))
+        found[mode] = set().union(
+            *(_our_ops(model.graph.function(f)) for f in ("train", "evaluate", "predict", "decode_mean"))
+        )
     assert found["plain"] == set()
     assert {"untapped.fast.tanh.BiasTanh", "untapped.fast.bernoulli.BernoulliLogLikRowsAndGrad"} <= found["c"]
     for c_step, plain_step in zip(steps["c"], steps["plain"]):

@@ -119,7 +119,8 @@ def test_environment_records_mode_and_blas_flags():
 
 
 def test_softmax_is_inlined_into_c_loops():
-    """The C mode replaces PyTensor 3's Python-run Softmax / LogSoftmax by their max-exp-sum graphs (Numba compiles them itself)."""
+    """The C mode replaces PyTensor 3's Python-run Softmax / LogSoftmax by their max-exp-sum graphs (Numba
+    compiles them itself)."""
     from pytensor.tensor.special import LogSoftmax, Softmax, log_softmax, softmax
 
     with float32():
@@ -141,10 +142,12 @@ def test_softmax_is_inlined_into_c_loops():
 
 
 def test_configure_threads_sets_the_hand_off_defaults_but_keeps_the_users():
-    """configure_threads() defaults OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT (docs/speed.md, *What makes it fast*); a user's values win; import alone sets nothing."""
+    """configure_threads() defaults OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT (docs/speed.md, *What makes it
+    fast*); a user's values win; import alone sets nothing."""
     code = (
         "import os, untapped; before = [os.environ.get(k) for k in untapped.threads.THREAD_ENVIRONMENT]; "
-        "print(untapped.configure_threads(), before, os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+        "print(untapped.configure_threads(), before, "
+        "os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -153,13 +156,21 @@ def test_configure_threads_sets_the_hand_off_defaults_but_keeps_the_users():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.stdout.split() == ["True", "['ACTIVE',", "None]", "ACTIVE", "4"]
-    late = subprocess.run([sys.executable, "-c", "import numpy, untapped; print(untapped.configure_threads())"], capture_output=True, text=True, env=env)
+    late = subprocess.run(
+        [sys.executable, "-c", "import numpy, untapped; print(untapped.configure_threads())"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert late.stdout.split() == ["False"]
 
 @pytest.mark.parametrize(
     "version, tested",
-    [("3.0.6", False), ("3.0.7", True), ("3.1.0", True), ("3.3.8", True), ("3.4.0rc1", False), ("3.4.0", False), ("3.10.0", False), ("4.0", False)],
-)
+    [
+        ("3.0.6", False), ("3.0.7", True), ("3.1.0", True), ("3.3.8", True),
+        ("3.4.0rc1", False), ("3.4.0", False), ("3.10.0", False), ("4.0", False),
+    ],
+)  # fmt: skip
 def test_the_tested_range_is_pytensor_3_0_7_up_to_3_4(version, tested):
     assert compat.in_tested_range(version) is tested
     message = compat.untested_message(version)
@@ -216,11 +227,17 @@ def test_outside_the_range_a_broken_speed_layer_falls_back_to_the_plain_mode(unt
     assert backend.resolve_mode("c") == "plain"
     (line,) = [r.getMessage() for r in untested_pytensor.records]
     assert line.startswith("PyTensor 3.4.0 is outside the range untapped is tested on (pytensor>=3.0.7,<3.4)")
-    assert "ModuleNotFoundError: import of untapped.fast.kernels halted" in line and line.endswith("so the plain mode is used") and "\n" not in line
+    assert (
+        "ModuleNotFoundError: import of untapped.fast.kernels halted" in line
+        and line.endswith("so the plain mode is used")
+        and "\n" not in line
+    )
     assert backend.environment("c")["mode"] == "plain"
     assert backend.environment("c")["pytensor_tested"] == {"in_range": False, "range": ">=3.0.7,<3.4"}
     # A model asked for the C mode trains, in the plain mode.
-    model = SSDGM.from_preset("m2", n_features=6, classifier_hidden=(4,), encoder_hidden=(3,), decoder_hidden=(5,), seed=1)
+    model = SSDGM.from_preset(
+        "m2", n_features=6, classifier_hidden=(4,), encoder_hidden=(3,), decoder_hidden=(5,), seed=1
+    )
     rng = np.random.RandomState(0)
     model.set_training_data(
         labeled_x=(rng.rand(4, 6) > 0.5).astype("float32"),
@@ -247,7 +264,8 @@ def test_outside_the_range_a_c_mode_that_computes_otherwise_falls_back(untested_
 
 
 def test_deprecations_in_untapped_code_fail_the_tests():
-    """tests/conftest.py turns the deprecations untapped's own code triggers into errors; other packages' stay warnings."""
+    """tests/conftest.py turns the deprecations untapped's own code triggers into errors; other packages' stay
+    warnings."""
     import warnings
 
     for category in (DeprecationWarning, FutureWarning):

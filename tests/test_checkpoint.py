@@ -285,7 +285,8 @@ def test_save_into_a_missing_folder_is_a_checkpoint_error(model, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "dataset", ["params/decoder/mean/W", "optimizer/adam/v/classifier/hidden1/W", "data/unlabeled_index", "history/train/total"]
+    "dataset",
+    ["params/decoder/mean/W", "optimizer/adam/v/classifier/hidden1/W", "data/unlabeled_index", "history/train/total"],
 )
 def test_a_flipped_byte_names_the_damaged_dataset(saved, tmp_path, dataset):
     path = tmp_path / "flipped.h5"
@@ -315,7 +316,9 @@ def test_a_checkpoint_without_checksums_still_loads(saved, tmp_path):
     path.write_bytes(saved.read_bytes())
     with h5py.File(path, "r+") as f:
         del f.attrs["checksums"]
-        f.visititems(lambda name, obj: obj.attrs.__delitem__(checkpoint.CHECKSUM) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: obj.attrs.__delitem__(checkpoint.CHECKSUM) if isinstance(obj, h5py.Dataset) else None
+        )
     old, new = checkpoint.load(path), checkpoint.load(saved)
     assert old.rng == new.rng and old.history == new.history and old.epoch == new.epoch
     for group in ("params", "optimizer", "data"):

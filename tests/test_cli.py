@@ -18,7 +18,10 @@ import pytest
 from support.cli_helpers import SCRIPT, invoke, sha
 from untapped import checkpoint, cli
 
-RUN_FILES = ("config.json", "checkpoint.h5", "history.json", "log.txt", "digits_means.png", "digits_double_pass.png", "metrics.json")
+RUN_FILES = (
+    "config.json", "checkpoint.h5", "history.json", "log.txt", "digits_means.png", "digits_double_pass.png",
+    "metrics.json",
+)  # fmt: skip
 QUICK = ["--batch", "64", "--subset", "200", "--eval-every", "1"]
 
 

@@ -28,9 +28,11 @@ def cluster():
     distributed = pytest.importorskip("distributed", reason=NO_DASK)
     from untapped.experiment.scheduler import kept_environment
 
-    with kept_environment(), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local, \
-            distributed.Client(local, set_as_default=False) as client:
+    with (
+        kept_environment(),
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local,
+        distributed.Client(local, set_as_default=False) as client,
+    ):
         yield local.scheduler_address, client
 
 
@@ -90,7 +92,9 @@ def test_a_worker_lost_mid_trial(study, cluster, mnist_dir, cache, tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(cache))
     for name in ("UNTAPPED_EPOCHS", "UNTAPPED_SCHEDULER"):
         env.pop(name, None)
-    args = [sys.executable, str(SCRIPT)] + STUDY + ["--scheduler", address, "--data-dir", str(mnist_dir), "--out", str(out)]
+    args = [sys.executable, str(SCRIPT)] + STUDY + [
+        "--scheduler", address, "--data-dir", str(mnist_dir), "--out", str(out)
+    ]  # fmt: skip
     process = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         checkpoint = out / "m2-seed1235" / "checkpoint.h5"
@@ -186,7 +190,9 @@ def test_local_cluster_size(runs, cpus, memory, size):
     assert local_cluster_size(runs, cpus, memory) == size
 
 
-@pytest.mark.parametrize("nthreads, resources, threads", [(1, {}, 1), (4, {}, 1), (8, {"trial": 1}, 8), (8, {"trial": 2}, 4)])
+@pytest.mark.parametrize(
+    "nthreads, resources, threads", [(1, {}, 1), (4, {}, 1), (8, {"trial": 1}, 8), (8, {"trial": 2}, 4)]
+)
 def test_trial_threads(nthreads, resources, threads):
     from untapped.experiment.cluster import trial_threads
 

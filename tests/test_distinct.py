@@ -1,4 +1,5 @@
-"""The C mode's kernel ``unfeatured_pass``: the paper's reverse pass, values and gradients, with the decoder run once a pair."""
+"""The C mode's kernel ``unfeatured_pass``: the paper's reverse pass, values and gradients, with the decoder run
+once a pair."""
 
 import numpy as np
 import pytensor
@@ -15,8 +16,11 @@ from untapped.paper.networks import Networks
 
 
 def _pass_and_gradients(nets, on_distinct_pairs):
-    """Compiled (y_distinct, z_distinct, rows, uniform) -> the pass's outputs, the reverse bound and its decoder gradients."""
-    y_d, z_d, rows, u = pt.matrix("y_distinct"), pt.matrix("z_distinct"), pt.vector("rows", dtype="int64"), pt.matrix("u")
+    """Compiled (y_distinct, z_distinct, rows, uniform) -> the pass's outputs, the reverse bound and its decoder
+    gradients."""
+    y_d, z_d, rows, u = (
+        pt.matrix("y_distinct"), pt.matrix("z_distinct"), pt.vector("rows", dtype="int64"), pt.matrix("u")
+    )
     y, z = y_d[rows], z_d[rows]
     noise = {"unfeatured/bernoulli_uniform": u}
     # The kernel of the C mode against its plain twin, the paper's pass on every row.
@@ -63,8 +67,16 @@ def test_gather_is_the_only_full_batch_work_of_the_decoder():
         nets = _networks()
         y_d, z_d, rows = pt.matrix("y_d"), pt.matrix("z_d"), pt.vector("rows", dtype="int64")
         mean = distinct.gather_mean_rows(nets.decoder(y_d, z_d).mean, rows)
-    (gather,) = [v.owner for v in pytensor.graph.traversal.ancestors([mean]) if v.owner and isinstance(v.owner.op, fast_rows.GatherRows)]
+    (gather,) = [
+        v.owner
+        for v in pytensor.graph.traversal.ancestors([mean])
+        if v.owner and isinstance(v.owner.op, fast_rows.GatherRows)
+    ]
     assert mean.owner.inputs[0] is gather.outputs[0]  # sigmoid(gathered pre-activation)
-    products = [v.owner for v in pytensor.graph.traversal.ancestors([gather.inputs[0]]) if v.owner and isinstance(v.owner.op, fast_matmul.Matmul)]
+    products = [
+        v.owner
+        for v in pytensor.graph.traversal.ancestors([gather.inputs[0]])
+        if v.owner and isinstance(v.owner.op, fast_matmul.Matmul)
+    ]
     assert len(products) == 3
     assert all(rows not in pytensor.graph.traversal.ancestors([p.outputs[0]]) for p in products)

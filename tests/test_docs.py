@@ -164,7 +164,11 @@ def check_sections(path, text, repo=REPO):
         wanted = m.group(2).strip().lower()
         if not page.exists() or not any(h.lower().startswith(wanted) for h in headings(page.read_text())):
             problems.append(f"{path.relative_to(repo)}: no section *{m.group(2)}* in {m.group(1)}")
-    numbered = {re.match(r"[\d.]+", h).group().rstrip(".") for h in headings((repo / "docs/reference_format.md").read_text()) if re.match(r"\d", h)}
+    numbered = {
+        re.match(r"[\d.]+", h).group().rstrip(".")
+        for h in headings((repo / "docs/reference_format.md").read_text())
+        if re.match(r"\d", h)
+    }
     for m in NUMBERED.finditer(text):
         for section in re.findall(r"§(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?", m.group(1)):
             for s in filter(None, section):
@@ -203,15 +207,24 @@ def check_original(path, text, repo=REPO):
     files = original_files(repo)
     names = "|".join(re.escape(n) for n in sorted(files, key=len, reverse=True))
     problems = []
-    for m in re.finditer(rf"(?<![\w/])((?:untapped/|examples/(?:datasets/|plotting/)?)?(?:{names})|\w+\.py):(\d+(?:(?:-|, ?)\d+)*)", text):
+    for m in re.finditer(
+        rf"(?<![\w/])((?:untapped/|examples/(?:datasets/|plotting/)?)?(?:{names})|\w+\.py)"
+        r":(\d+(?:(?:-|, ?)\d+)*)",
+        text,
+    ):
         name, lines = m.group(1), [int(n) for n in re.findall(r"\d+", m.group(2))]
         short = re.sub(r"^(untapped/|examples/(datasets/|plotting/)?)", "", name)
         if short not in files:
             if not (repo / name).exists() and not any((repo / top / name).exists() for top in TOP_DIRS):
-                problems.append(f"{path.relative_to(repo)}: {name}:{m.group(2)} is no file of the original (docs/original.md) or of this repository")
+                problems.append(
+                    f"{path.relative_to(repo)}: {name}:{m.group(2)} is no file of the original (docs/original.md) "
+                    "or of this repository"
+                )
             continue
         if any(not 1 <= n <= files[short] for n in lines):
-            problems.append(f"{path.relative_to(repo)}: {name}:{m.group(2)} is past the original file's {files[short]} lines")
+            problems.append(
+                f"{path.relative_to(repo)}: {name}:{m.group(2)} is past the original file's {files[short]} lines"
+            )
     return problems
 
 
@@ -233,7 +246,10 @@ def test_every_citation_resolves():
 
 def test_docs_paper_links_a_function_for_every_equation_it_covers():
     text = (REPO / "docs" / "paper.md").read_text()
-    for part in ("Eq. 1", "Eq. 2", "Eq. 3", "Eq. 4", "Eq. 5", "Eq. 6", "Eq. 7", "Eq. 8", "Eqs. 10-16", "Eq. 17", "Algorithm 1", "App. D"):
+    for part in (
+        "Eq. 1", "Eq. 2", "Eq. 3", "Eq. 4", "Eq. 5", "Eq. 6", "Eq. 7", "Eq. 8", "Eqs. 10-16", "Eq. 17", "Algorithm 1",
+        "App. D",
+    ):  # fmt: skip
         section = re.search(rf"^## {re.escape(part)}\b.*?(?=^## |\Z)", text, re.M | re.S)
         assert section, f"docs/paper.md has no section {part}"
         body = section.group()
@@ -252,11 +268,17 @@ def tiny_repo(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "untapped").mkdir()
     (tmp_path / "tests").mkdir()
-    (tmp_path / "untapped" / "terms.py").write_text("def labeled_elbo(x):\n    return x\n\nclass Box:\n    def area(self):\n        pass\n")
+    (tmp_path / "untapped" / "terms.py").write_text(
+        "def labeled_elbo(x):\n    return x\n\nclass Box:\n    def area(self):\n        pass\n"
+    )
     (tmp_path / "tests" / "test_terms.py").write_text("def test_it():\n    pass\n")
-    (tmp_path / "docs" / "fidelity.md").write_text("# Fidelity\n\n| # | item |\n|---|---|\n| 1 | epochs |\n| 6-7 | weights |\n\n## Gradient flow (tested)\n")
+    (tmp_path / "docs" / "fidelity.md").write_text(
+        "# Fidelity\n\n| # | item |\n|---|---|\n| 1 | epochs |\n| 6-7 | weights |\n\n## Gradient flow (tested)\n"
+    )
     (tmp_path / "docs" / "reference_format.md").write_text("# Format\n\n## 7. Datasets\n\n### 7.6 Steps\n")
-    (tmp_path / "docs" / "original.md").write_text("| cited as | path | lines |\n|---|---|---|\n| `S2S_DGM.py` | `untapped/S2S_DGM.py` | 1755 |\n")
+    (tmp_path / "docs" / "original.md").write_text(
+        "| cited as | path | lines |\n|---|---|---|\n| `S2S_DGM.py` | `untapped/S2S_DGM.py` | 1755 |\n"
+    )
     return tmp_path
 
 
@@ -295,14 +317,17 @@ def test_the_checks_catch_a_broken_citation(tiny_repo, text, found):
 
 
 def test_the_package_docstring_says_when_lasagne_loads():
-    """untapped/__init__.py: importing the package loads neither PyTensor nor Lasagne; the modules it names do load Lasagne."""
+    """untapped/__init__.py: importing the package loads neither PyTensor nor Lasagne; the modules it names do
+    load Lasagne."""
     probe = (
         "import sys, importlib; importlib.import_module(sys.argv[1]); "
         "print(int('pytensor' in sys.modules), int('lasagne' in sys.modules))"
     )
 
     def loaded(module):
-        done = subprocess.run([sys.executable, "-c", probe, module], cwd=REPO, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", probe, module], cwd=REPO, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.split()
 

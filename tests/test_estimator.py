@@ -1,4 +1,5 @@
-"""SSDGM as a scikit-learn estimator: fit(X, y) with y = -1 unlabeled, validation, pickling, and sklearn's own checks."""
+"""SSDGM as a scikit-learn estimator: fit(X, y) with y = -1 unlabeled, validation, pickling, and sklearn's own
+checks."""
 
 import gc
 import pickle
@@ -122,7 +123,9 @@ def test_classes_keyword_for_classes_without_labels(blobs):
 def test_unfeatured_keywords(blobs):
     X, y = blobs
     corners = np.eye(3, dtype=np.float32)  # one-hot: the paper's unfeatured labels
-    model = tiny(epochs=1, reverse_y_density="categorical").fit(X, y, unfeatured_y=corners, unfeatured_z=np.zeros((3, 2)))
+    model = tiny(epochs=1, reverse_y_density="categorical").fit(
+        X, y, unfeatured_y=corners, unfeatured_z=np.zeros((3, 2))
+    )
     assert np.array_equal(model.graph.data["unfeatured_y"].get_value(), corners)
     assert not model.graph.data["unfeatured_z"].get_value().any()
     for keywords, fragment in [
@@ -250,7 +253,8 @@ def test_pickling_keeps_the_parameters_and_compiles_lazily(fitted, blobs):
     assert all(np.array_equal(a, b) for a, b in zip(back.optimizer_state().values(), fitted.optimizer_state().values()))
     assert back.rng_states() == fitted.rng_states()
     assert back.history_ == fitted.history_ and list(back.classes_) == list(fitted.classes_)
-    assert np.array_equal(pickle.loads(pickle.dumps(back)).predict(X), fitted.predict(X))  # pickled before its graph is built
+    # pickled before its graph is built
+    assert np.array_equal(pickle.loads(pickle.dumps(back)).predict(X), fitted.predict(X))
 
 
 # ---------------------------------------------------------------- the split path

@@ -355,8 +355,9 @@ def test_the_progress_bar_shows_the_compile(tmp_path):
     bar = training._progress_bar(True, 10, NAME)
     bar.file, bar._is_atty = io.StringIO(), True  # as on a terminal
     lines, compiled = [], []
-    model = types.SimpleNamespace(graph=types.SimpleNamespace(function=lambda name: compiled.append(bar.file.getvalue())),
-                                  compile_seconds_={})
+    model = types.SimpleNamespace(
+        graph=types.SimpleNamespace(function=lambda name: compiled.append(bar.file.getvalue())), compile_seconds_={}
+    )
     training._compile(types.SimpleNamespace(evaluation=True, model=model, log=lines.append), bar)
     assert compiled and all("0%  compiling" in shown for shown in compiled)  # on screen while it compiles
     assert lines[0].startswith("compiling train, evaluate") and lines[1].startswith("compiled in train ")
@@ -425,7 +426,9 @@ def test_an_untapped_only_variant_with_both_models_says_what_to_give(tmp_path, c
 
 
 def test_a_subset_that_cuts_nothing_is_refused(tmp_path, cache, mnist_dir):
-    result = invoke(RUN + ["--subset", "35735", "--epochs", "1", "--data-dir", mnist_dir, "--out", tmp_path / "x"], cache)
+    result = invoke(
+        RUN + ["--subset", "35735", "--epochs", "1", "--data-dir", mnist_dir, "--out", tmp_path / "x"], cache
+    )
     one_line_error(result, "--subset 35735 cuts nothing: the largest set has 35735 rows "
                            "(labeled 35735, evaluation 34265, unlabeled 20000)")
     assert not (tmp_path / "x").exists()

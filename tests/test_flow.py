@@ -236,7 +236,9 @@ def test_logistic_flow_layer(flow64):
     with float32():
         z_tilde = pt.matrix("z_tilde")
         outs, refs = [], []
-        for layer, (low, high, exact) in zip(layers, [(LOW, HIGH, False), (LOW, HIGH, True), (PAPER_LOW, PAPER_HIGH, False)]):
+        for layer, (low, high, exact) in zip(
+            layers, [(LOW, HIGH, False), (LOW, HIGH, True), (PAPER_LOW, PAPER_HIGH, False)]
+        ):
             z = lasagne.layers.get_output(layer, inputs={l_in: z_tilde})
             outs += [z, layer.log_det_jacobian(z_tilde), layer.inverse(z)]
             refs += [

@@ -1,4 +1,5 @@
-"""The import graph of ``untapped``, read from the source with ``ast``: no circle, and no side door into the speed layer.
+"""The import graph of ``untapped``, read from the source with ``ast``: no circle, and no side door into the
+speed layer.
 
 Every ``import`` counts, at the top of a module or inside a function (a lazy
 import closes a circle as surely as an eager one). ``from package import
@@ -122,7 +123,8 @@ FACES = {name for name, path in MODULES.items() if path.name == "__init__.py" an
 
 
 def test_no_module_goes_through_the_experiment_or_the_study_face():
-    """Inside ``untapped``, the experiment's and the study's modules are imported by their own names, not their ``__init__``."""
+    """Inside ``untapped``, the experiment's and the study's modules are imported by their own names, not their
+    ``__init__``."""
     for name, targets in GRAPH.items():
         assert not targets & {"untapped.experiment", "untapped.study"}, f"{name} imports a face"
 

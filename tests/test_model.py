@@ -149,7 +149,8 @@ def test_initial_weights_are_the_originals_bit_for_bit():
     values = dict(zip(names, model.get_param_values()))
     assert all(v.dtype == np.float32 for v in values.values())
 
-    # The original's draws: RandomState(1234), Glorot(gain sqrt 2), in construction order (the original's ``M12.py:77-162``).
+    # The original's draws: RandomState(1234), Glorot(gain sqrt 2), in construction order (the original's
+    # ``M12.py:77-162``).
     rng = np.random.RandomState(1234)
     glorot = [
         ("classifier/hidden1/W", (784, 50)), ("classifier/hidden2/W", (50, 50)), ("classifier/logits/W", (50, 10)),
@@ -365,7 +366,9 @@ def test_optimizer_steps_match_numpy_port(scale, model, initial, batch, noise):
                 value, expected = np.sqrt(value), np.sqrt(expected)
             atol = 1e-5 * float(np.abs(expected).max())
             worst = max(worst, compare(value, expected, 1e-5, atol, f"step {step}: {key}"))
-    assert (norms[0] > 5.0) == (scale > 1.0), f"gradient norm {norms[0]:.2f}: this case should {'' if scale > 1 else 'not '}rescale"
+    assert (norms[0] > 5.0) == (scale > 1.0), (
+        f"gradient norm {norms[0]:.2f}: this case should {'' if scale > 1 else 'not '}rescale"
+    )
     print(f"\noptimizer steps (gradient norm {norms[0]:.2f}): max relative error {worst:.2e}")
 
 
@@ -502,7 +505,9 @@ def test_the_training_step_decodes_each_unfeatured_pair_once_and_takes_the_plain
     update are those of the plain graph (every row decoded) on the same batch and noise."""
     data, _ = training_data
     rng = np.random.RandomState(8)
-    index = dict(labeled=rng.randint(0, 30, 8), unlabeled=rng.randint(0, 25, 8), unfeatured=np.array([3, 1, 3, 3, 0, 1, 3, 0]))
+    index = dict(
+        labeled=rng.randint(0, 30, 8), unlabeled=rng.randint(0, 25, 8), unfeatured=np.array([3, 1, 3, 3, 0, 1, 3, 0])
+    )
     a, b = small(seed=21), small(seed=21)
     a.set_training_data(**data)
     noise = _training_noise(a, {source: len(i) for source, i in index.items()})

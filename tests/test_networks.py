@@ -1,4 +1,5 @@
-"""``ConcatDenseLayer``: Lasagne's dense layer on a concatenation; with the fast kernels, without forming the concatenation."""
+"""``ConcatDenseLayer``: Lasagne's dense layer on a concatenation; with the fast kernels, without forming the
+concatenation."""
 
 import numpy as np
 import pytensor
@@ -22,9 +23,13 @@ def _layers(seed):
     built = []
     for make in (
         lambda: ConcatDenseLayer(
-            [a, b], 4, W=lasagne.init.GlorotUniform(np.sqrt(2)), nonlinearity=fast_tanh.tanh, kernels=FAST, name="enc/h1"
+            [a, b], 4, W=lasagne.init.GlorotUniform(np.sqrt(2)), nonlinearity=fast_tanh.tanh, kernels=FAST,
+            name="enc/h1",
         ),
-        lambda: L.DenseLayer(L.ConcatLayer([a, b]), 4, W=lasagne.init.GlorotUniform(np.sqrt(2)), nonlinearity=fast_tanh.tanh, name="enc/h1"),
+        lambda: L.DenseLayer(
+            L.ConcatLayer([a, b]), 4, W=lasagne.init.GlorotUniform(np.sqrt(2)), nonlinearity=fast_tanh.tanh,
+            name="enc/h1",
+        ),
     ):
         with lasagne_rng(np.random.RandomState(seed)):
             built.append(make())
@@ -33,7 +38,11 @@ def _layers(seed):
 
 def test_parameters_and_initial_values_are_the_dense_layers():
     _, (ours, theirs) = _layers(seed=3)
-    assert [p.name for p in L.get_all_params(ours)] == [p.name for p in L.get_all_params(theirs)] == ["enc/h1.W", "enc/h1.b"]
+    assert (
+        [p.name for p in L.get_all_params(ours)]
+        == [p.name for p in L.get_all_params(theirs)]
+        == ["enc/h1.W", "enc/h1.b"]
+    )
     for p, q in zip(L.get_all_params(ours), L.get_all_params(theirs)):
         assert p.get_value().shape == q.get_value().shape
         assert np.array_equal(p.get_value(), q.get_value())
@@ -70,7 +79,10 @@ def _joins(var):
 
 def test_the_fast_encoder_sums_products_and_the_decoder_concatenates():
     with float32():
-        nets = Networks(n_features=12, n_classes=4, classifier_hidden=(5,), encoder_hidden=(3,), decoder_hidden=(6,), seed=2, kernels=FAST)
+        nets = Networks(
+            n_features=12, n_classes=4, classifier_hidden=(5,), encoder_hidden=(3,), decoder_hidden=(6,), seed=2,
+            kernels=FAST,
+        )
         x, y, z = pt.matrix("x"), pt.matrix("y"), pt.matrix("z")
         enc = nets.encoder(x, y, pt.matrix("eps"))
         dec = nets.decoder(y, z)
@@ -88,7 +100,10 @@ def test_plain_and_fast_networks_have_the_same_weights_and_outputs():
     outputs = {}
     for kernels in (PLAIN, FAST):
         with float32():
-            nets = Networks(n_features=12, n_classes=4, classifier_hidden=(5,), encoder_hidden=(3,), decoder_hidden=(6,), seed=2, kernels=kernels)
+            nets = Networks(
+                n_features=12, n_classes=4, classifier_hidden=(5,), encoder_hidden=(3,), decoder_hidden=(6,), seed=2,
+                kernels=kernels,
+            )
             x, y, e = pt.matrix("x"), pt.matrix("y"), pt.matrix("eps")
             enc = nets.encoder(x, y, e)
             dec = nets.decoder(y, enc.z)

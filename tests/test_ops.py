@@ -215,7 +215,10 @@ def test_a_dense_layers_bias_is_split_off_only_where_it_is_a_row_broadcast_vecto
 def test_the_bernoulli_ops_refuse_a_bias_of_the_wrong_length():
     with float32():
         xs, as_, bs, gs = pt.matrix("x"), pt.matrix("a"), pt.vector("b"), pt.vector("g")
-        outputs = [fast_bernoulli.BernoulliLogLikRows()(xs, as_, bs), *fast_bernoulli.BernoulliLogLikRowsGrad()(xs, as_, gs, bs)]
+        outputs = [
+            fast_bernoulli.BernoulliLogLikRows()(xs, as_, bs),
+            *fast_bernoulli.BernoulliLogLikRowsGrad()(xs, as_, gs, bs),
+        ]
         f = pytensor.function([xs, as_, bs, gs], outputs, mode=compile_mode("c"))
     x = np.zeros((3, 5), np.float32)
     with pytest.raises(ValueError, match="one entry a column"):
@@ -224,18 +227,29 @@ def test_the_bernoulli_ops_refuse_a_bias_of_the_wrong_length():
 
 def test_a_bernoulli_value_and_its_gradient_on_the_same_inputs_run_as_one_pass():
     """Where the row weights do not depend on the value, the value and gradient ops become one
-    ``BernoulliLogLikRowsAndGrad`` with the same outputs (to float32 rounding), for binary and other rows, in any layout."""
+    ``BernoulliLogLikRowsAndGrad`` with the same outputs (to float32 rounding), for binary and other rows, in
+    any layout."""
     m, b, x, g = _dense_bernoulli_inputs(14, 53, 31)
     with float32():
         xs, ms, bs, gs = pt.matrix("x"), pt.matrix("m"), pt.vector("b"), pt.vector("g")
-        outputs = [fast_bernoulli.BernoulliLogLikRows()(xs, ms, bs), *fast_bernoulli.BernoulliLogLikRowsGrad()(xs, ms, gs, bs)]
+        outputs = [
+            fast_bernoulli.BernoulliLogLikRows()(xs, ms, bs), *fast_bernoulli.BernoulliLogLikRowsGrad()(xs, ms, gs, bs)
+        ]
         fused = pytensor.function([xs, ms, bs, gs], outputs, mode=compile_mode("c"))
         separate = pytensor.function(
-            [xs, ms, bs, gs], outputs, mode=rewrites.register(Mode(linker="cvm", optimizer="fast_run"), skip=("untapped_fuse_bernoulli_value_and_gradient",))
+            [xs, ms, bs, gs],
+            outputs,
+            mode=rewrites.register(
+                Mode(linker="cvm", optimizer="fast_run"), skip=("untapped_fuse_bernoulli_value_and_gradient",)
+            ),
         )
-        direct = pytensor.function([xs, ms, bs, gs], fast_bernoulli.BernoulliLogLikRowsAndGrad()(xs, ms, gs, bs), mode="FAST_COMPILE")
+        direct = pytensor.function(
+            [xs, ms, bs, gs], fast_bernoulli.BernoulliLogLikRowsAndGrad()(xs, ms, gs, bs), mode="FAST_COMPILE"
+        )
     assert [type(n.op) for n in fused.maker.fgraph.apply_nodes] == [fast_bernoulli.BernoulliLogLikRowsAndGrad]
-    assert {type(n.op) for n in separate.maker.fgraph.apply_nodes} == {fast_bernoulli.BernoulliLogLikRows, fast_bernoulli.BernoulliLogLikRowsGrad}
+    assert {type(n.op) for n in separate.maker.fgraph.apply_nodes} == {
+        fast_bernoulli.BernoulliLogLikRows, fast_bernoulli.BernoulliLogLikRowsGrad
+    }
     expected = separate(x, m, b, g)
     for x_in, m_in in ((x, m), (np.asfortranarray(x), m), (x, np.asfortranarray(m))):
         value, g_a, g_b = fused(x_in, m_in, b, g)
@@ -258,7 +272,9 @@ def test_a_bernoulli_value_and_gradient_stay_apart_where_the_weights_depend_on_t
         value = fast_bernoulli.BernoulliLogLikRows()(xs, as_)
         g_a, _ = fast_bernoulli.BernoulliLogLikRowsGrad()(xs, as_, 2 * value)
         f = pytensor.function([xs, as_], [value, g_a], mode=compile_mode("c"))
-    assert {type(n.op) for n in f.maker.fgraph.apply_nodes} >= {fast_bernoulli.BernoulliLogLikRows, fast_bernoulli.BernoulliLogLikRowsGrad}
+    assert {type(n.op) for n in f.maker.fgraph.apply_nodes} >= {
+        fast_bernoulli.BernoulliLogLikRows, fast_bernoulli.BernoulliLogLikRowsGrad
+    }
     got_value, got_grad = f(x, a)
     np.testing.assert_allclose(got_value, _bernoulli_reference(x, a), rtol=1e-5, atol=1e-5)
     p = 1 / (1 + np.exp(-a.astype(np.float64)))
@@ -266,7 +282,8 @@ def test_a_bernoulli_value_and_gradient_stay_apart_where_the_weights_depend_on_t
 
 
 def test_bernoulli_ops_propagate_nan():
-    """A NaN in x, a or the row weight makes its row (value) or element (gradient) NaN (the divergence check relies on it)."""
+    """A NaN in x, a or the row weight makes its row (value) or element (gradient) NaN (the divergence check
+    relies on it)."""
     x = np.zeros((3, 40), np.float32)
     a = np.zeros((3, 40), np.float32)
     g = np.ones(3, np.float32)
@@ -490,7 +507,11 @@ def test_dense_tanh_layers_use_bias_tanh():
         nets = Networks(seed=1, kernels=FAST)
         x = pt.matrix("x")
         logits = nets.classifier(x).logits
-    hidden = [v for v in pytensor.graph.traversal.ancestors([logits]) if v.owner and isinstance(v.owner.op, fast_tanh.BiasTanh)]
+    hidden = [
+        v
+        for v in pytensor.graph.traversal.ancestors([logits])
+        if v.owner and isinstance(v.owner.op, fast_tanh.BiasTanh)
+    ]
     assert len(hidden) == 2
 
 
@@ -529,7 +550,9 @@ def test_the_fused_bernoulli_sample_adds_a_dense_layers_bias_in_its_pass():
     u = rng.random((120, 784), dtype=np.float32)
     with float32():
         us, ms, bs = pt.matrix("u"), pt.matrix("m"), pt.vector("b")
-        f = pytensor.function([us, ms, bs], bernoulli_sample(pt.sigmoid(ms + bs.dimshuffle("x", 0)), us), mode=compile_mode("c"))
+        f = pytensor.function(
+            [us, ms, bs], bernoulli_sample(pt.sigmoid(ms + bs.dimshuffle("x", 0)), us), mode=compile_mode("c")
+        )
     (node,) = [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, fast_bernoulli.BernoulliSampleLogits)]
     assert node.inputs[1].name == "m" and node.inputs[2].name == "b"
     assert len(f.maker.fgraph.apply_nodes) == 1
@@ -565,7 +588,11 @@ def test_a_samples_squared_distance_to_the_data_is_one_pass_and_the_same_sums():
     for f in (fused, swapped):
         assert [type(n.op) for n in f.maker.fgraph.apply_nodes] == [fast_bernoulli.BernoulliSampleSquaredDistanceRows]
     # where the sample is read elsewhere too, it is drawn once and the distance summed from it
-    assert not [n for n in separate.maker.fgraph.apply_nodes if isinstance(n.op, fast_bernoulli.BernoulliSampleSquaredDistanceRows)]
+    assert not [
+        n
+        for n in separate.maker.fgraph.apply_nodes
+        if isinstance(n.op, fast_bernoulli.BernoulliSampleSquaredDistanceRows)
+    ]
     for x in (binary, grey):
         expected, drawn = separate(u, m, b, x)
         if x is binary:
@@ -595,7 +622,8 @@ def test_loading_the_row_ops_keeps_subnormals():
         "from untapped.backend import compile_mode, float32\n"
         "with float32():\n"
         "    a, b, x, u = pt.matrix('a'), pt.vector('b'), pt.matrix('x'), pt.matrix('u')\n"
-        "    outs = [fast_tanh.bias_tanh(a, b), fast_bernoulli.BernoulliLogLikRows()(x, a), fast_bernoulli.bernoulli_sample_logits(u, a)]\n"
+        "    outs = [fast_tanh.bias_tanh(a, b), fast_bernoulli.BernoulliLogLikRows()(x, a), "
+        "fast_bernoulli.bernoulli_sample_logits(u, a)]\n"
         "    outs.append(pytensor.grad(outs[1].sum(), a))\n"
         "    f = pytensor.function([a, b, x, u], outs, mode=compile_mode('c'))\n"
         "m = np.ones((3, 20), np.float32)\n"

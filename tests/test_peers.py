@@ -70,7 +70,8 @@ def test_a_peers_first_step_passes_compare(bundles, tmp_path, model, peer):
     check.write_peer_bundle(bundles[model], theirs, peer)
     report = reference.compare(bundles[model], theirs)
     statuses = {d["name"]: d["status"] for d in report["datasets"]}
-    step = [n for n in statuses if n.startswith(("terms/", "total", "gradients/", "steps/1/", "edge/terms/", "edge/gradients/"))
+    step = [n for n in statuses
+            if n.startswith(("terms/", "total", "gradients/", "steps/1/", "edge/terms/", "edge/gradients/"))
             and not n.startswith("steps/1/noise/")]  # fmt: skip
     assert len(step) == 5 + 1 + 20 + (1 + 20 + 20 + 1 + 40) + 5 + 20
     assert all(statuses[n] == "pass" for n in step), {n: statuses[n] for n in step if statuses[n] != "pass"}

@@ -44,7 +44,9 @@ def commands(prefix, text=README, anywhere=False):
 
     A trailing backslash continues a line.
     """
-    lines = [line.split("  #")[0].strip() for block in code_blocks(text) for line in block.replace("\\\n", " ").splitlines()]
+    lines = [
+        line.split("  #")[0].strip() for block in code_blocks(text) for line in block.replace("\\\n", " ").splitlines()
+    ]
     return [shlex.split(line) for line in lines if (prefix in line if anywhere else line.startswith(prefix))]
 
 
@@ -57,18 +59,27 @@ def _help(*args):
 def _options_and_subcommands(words, help_of):
     """Check ``words`` (after the program) against the help of the program and of its subcommand, if any."""
     main_help = help_of()
-    subcommands = set(re.findall(r"^  (\w[\w-]*)\s", main_help.split("Commands:")[1], re.M)) if "Commands:" in main_help else set()
+    subcommands = (
+        set(re.findall(r"^  (\w[\w-]*)\s", main_help.split("Commands:")[1], re.M))
+        if "Commands:" in main_help
+        else set()
+    )
     sub = words[0] if words and words[0] in subcommands else None
     text = help_of(sub) if sub else main_help
     for word in words:
         if word.startswith("--"):
-            assert re.search(rf"(?<![\w-]){re.escape(word.split('=')[0])}\b", text), f"{word} is not an option of {sub or 'the command'}"
+            assert re.search(rf"(?<![\w-]){re.escape(word.split('=')[0])}\b", text), (
+                f"{word} is not an option of {sub or 'the command'}"
+            )
     return sub
 
 
 def test_the_readme_has_its_front_door_commands():
     lines = {line.split("  #")[0].strip() for block in code_blocks() for line in block.splitlines()}
-    assert {"make run", "make test", "pip install -r requirements.txt -e .", "python run_mnist.py --epochs 150 --batch 10000"} <= lines
+    assert {
+        "make run", "make test", "pip install -r requirements.txt -e .",
+        "python run_mnist.py --epochs 150 --batch 10000",
+    } <= lines  # fmt: skip
     assert "python -m pytest -q" in README
 
 
@@ -98,7 +109,9 @@ def test_every_untapped_reference_command_names_an_existing_subcommand():
 
     def help_of(sub=None):
         if sub not in helps:
-            helps[sub] = _help("-c", "from untapped.entry_points import reference; reference()", *([sub] if sub else []))
+            helps[sub] = _help(
+                "-c", "from untapped.entry_points import reference; reference()", *([sub] if sub else [])
+            )
         return helps[sub]
 
     for words in found:
@@ -153,8 +166,12 @@ def test_the_python_example_parses_and_every_name_it_uses_exists(page):
         elif isinstance(node, ast.ImportFrom):
             module = importlib.import_module(node.module)
             for alias in node.names:
-                assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), alias.name
-                modules[alias.asname or alias.name] = getattr(module, alias.name, None) or importlib.import_module(f"{node.module}.{alias.name}")
+                assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), (
+                    alias.name
+                )
+                modules[alias.asname or alias.name] = (
+                    getattr(module, alias.name, None) or importlib.import_module(f"{node.module}.{alias.name}")
+                )
     from untapped.checkpoint import Checkpoint
 
     objects = dict(modules, model=modules["SSDGM"], again=modules["SSDGM"])

@@ -139,7 +139,9 @@ def test_layout_shapes_dtypes_and_attributes(contents):
     for key in ("producer", "model", "seed", "rows", "steps", "learning_rate", "inputs_source", "coefficients",
                 "optimizer", "config", "param_order", "versions", "mode", "environment", "bernoulli_margin"):
         assert key in root, key
-    assert (root["model"], root["seed"], root["rows"], root["steps"], root["inputs_source"]) == ("untapped", 1234, 16, 2, "synthetic")
+    assert (root["model"], root["seed"], root["rows"], root["steps"], root["inputs_source"]) == (
+        "untapped", 1234, 16, 2, "synthetic"
+    )
     assert json.loads(root["param_order"]) == PARAM_NAMES
     assert json.loads(root["coefficients"]) == dict(numpy_port.UNTAPPED_COEFFICIENTS)
     assert set(json.loads(root["optimizer"])) == set(numpy_port.OPTIMIZER_DEFAULTS)
@@ -176,7 +178,8 @@ def test_layout_shapes_dtypes_and_attributes(contents):
 
 def test_tolerance_policy_is_stored_per_dataset(contents):
     _, datasets = contents
-    kinds = {"edge/params/decoder/mean/b": "given", "edge/inputs/labeled_x": "given", "edge/noise/labeled/gaussian_eps": "given",
+    kinds = {"edge/params/decoder/mean/b": "given", "edge/inputs/labeled_x": "given",
+             "edge/noise/labeled/gaussian_eps": "given",
              "edge/forward/labeled/x_sample": "sample", "edge/forward/unlabeled/z_log_det": "forward",
              "edge/terms/labeled_elbo": "loss", "edge/total": "loss", "edge/gradients/encoder/std/b": "gradient",
              "edge/updates/tiny/gradients/encoder/std/b": "given", "edge/updates/tiny/params/encoder/std/b": "param",
@@ -242,7 +245,9 @@ def test_bundle_is_what_the_models_public_api_computes(bundle, contents, tmp_pat
     )
     report = reference.compare(bundle, api)
     assert not report["failed"] and not report["extra"], reference.format_report(report, failures_only=True)
-    assert set(report["missing"]) == {n for n in datasets if n.startswith(("steps/", "edge/")) and datasets[n][1]["required"]}
+    assert set(report["missing"]) == {
+        n for n in datasets if n.startswith(("steps/", "edge/")) and datasets[n][1]["required"]
+    }
 
 
 def test_initial_params_are_the_originals_randomstate_glorot_draws(contents):
@@ -511,8 +516,8 @@ def test_missing_extra_shape_and_dtype_are_reported(bundle, tmp_path):
     result = invoke("compare", bundle, broken)
     assert result.exit_code == 1
     summary = result.output.strip().splitlines()[-1]
-    for name in ("terms/x_to_y_loss", "forward/labeled/bonus", "forward/extra_source/logits", "forward/unlabeled/logits",
-                 "forward/labeled/x_mean"):
+    for name in ("terms/x_to_y_loss", "forward/labeled/bonus", "forward/extra_source/logits",
+                 "forward/unlabeled/logits", "forward/labeled/x_mean"):
         assert name in summary
     assert "noise/labeled/gumbel_uniform" not in summary
     result = invoke("compare", bundle, broken, "--failures")
@@ -597,7 +602,9 @@ def test_gradient_entries_are_checked(bundle, port_bundle, tmp_path):
         group.attrs["form"] = "entries"
     report = reference.compare(bundle, broken)
     reasons = {r["name"]: r.get("reason", "") for r in report["datasets"] if r["status"] == "fail"}
-    assert reasons["gradients/classifier/logits/W"].startswith("1 of 3 given entries outside tolerance, worst: given entry 0, at [")
+    assert reasons["gradients/classifier/logits/W"].startswith(
+        "1 of 3 given entries outside tolerance, worst: given entry 0, at ["
+    )
     row = next(r for r in report["datasets"] if r["name"] == "gradients/classifier/logits/W")
     with h5py.File(broken, "r") as f:
         assert row["worst_entry"] == 0 and row["worst_index"] == f["gradients/classifier/logits/W/index"][0].tolist()
@@ -642,8 +649,9 @@ def test_describe_prints_the_layout(bundle):
     assert result.exit_code == 0
     out = result.output
     assert out.splitlines()[0].endswith("untapped-reference version 2")
-    for fragment in ("@model = untapped", "@seed = 1234", "@rows = 16", "@inputs_source = synthetic", "inputs/", "noise/",
-                     "forward/", "terms/", "gradients/", "steps/", "adam/", "edge/", "updates/", "579 datasets"):
+    for fragment in ("@model = untapped", "@seed = 1234", "@rows = 16", "@inputs_source = synthetic", "inputs/",
+                     "noise/", "forward/", "terms/", "gradients/", "steps/", "adam/", "edge/", "updates/",
+                     "579 datasets"):
         assert fragment in out, fragment
     assert any(line.strip().startswith("logits  16x10 float32  kind=forward") for line in out.splitlines())
     assert any(line.strip().startswith("gumbel_uniform  16x10 float32  kind=given") and "order=0" in line
@@ -705,21 +713,24 @@ MUTATIONS = [
      "forward/labeled/x_sample"),
     ("encoder input order swapped", "encoder_heads", "np.concatenate([x, y], axis=-1)",
      "np.concatenate([y, x], axis=-1)", "forward/labeled/z_mean"),
-    ("straight-through gradient through the Bernoulli sample", "bernoulli", "return (uniform < mean).astype(mean.dtype)",
+    ("straight-through gradient through the Bernoulli sample", "bernoulli",
+     "return (uniform < mean).astype(mean.dtype)",
      "return (uniform < mean).astype(mean.dtype) + (mean - stop_gradient(mean))", "gradients/decoder/mean/b"),
     ("Concrete probabilities in the x->y loss", "trace", 'clipped_kl(b["labeled_y"], out["labeled/y_sample"])',
      'clipped_kl(b["labeled_y"], out["labeled/y_probs"])', "terms/x_to_y_loss"),
     ("gradient-norm rescale left out", "original_update", 'grads, _ = total_norm_rescale(grads, dtype(s["max_norm"]), '
      'dtype(s["norm_epsilon"]))', "grads, _ = grads, None", "edge/updates/rescaled/adam/m/decoder/mean/W"),
     ("PyTorch's Adam epsilon", "adam", "(np.sqrt(v) + dtype(epsilon))",
-     "(np.sqrt(v) + dtype(epsilon) * np.sqrt(1.0 - dtype(beta2) ** t))", "edge/updates/not_rescaled/params/decoder/mean/W"),
+     "(np.sqrt(v) + dtype(epsilon) * np.sqrt(1.0 - dtype(beta2) ** t))",
+     "edge/updates/not_rescaled/params/decoder/mean/W"),
     ("squared y->x loss", "euclidean", "return np.sqrt(np.sum((pred - target) ** 2, axis=-1))",
      "return np.sum((pred - target) ** 2, axis=-1)", "terms/y_to_x_loss"),
     ("the other reading of the flow's log-det", "flow_log_det", "np.prod((high - low) * s * (1.0 - s), axis=-1)",
      "(high - low) * np.prod(s * (1.0 - s), axis=-1)", "forward/labeled/z_log_det"),
     ("log clamped at -100 (PyTorch's binary_cross_entropy) instead of the clip", "log_bernoulli",
      "return np.sum(x * np.log(m) + (1.0 - x) * np.log(1.0 - m), axis=-1)",
-     "return np.sum(x * np.maximum(np.log(mean), -100.0) + (1.0 - x) * np.maximum(np.log(1.0 - mean), -100.0), axis=-1)",
+     "return np.sum(x * np.maximum(np.log(mean), -100.0) + (1.0 - x) * np.maximum(np.log(1.0 - mean), -100.0), "
+     "axis=-1)",
      "edge/terms/labeled_elbo"),
     ("decoder-mean clip without its lower end", "log_bernoulli", "m = np.clip(mean, *BERNOULLI_BOUNDS)",
      "m = np.clip(mean, 0.0, BERNOULLI_BOUNDS[1])", "edge/terms/labeled_elbo"),
@@ -729,8 +740,9 @@ MUTATIONS = [
      "edge/terms/x_to_y_loss"),
     ("x->y loss: the label unclipped", "clipped_kl", "a = np.clip(target, KL_EPS, 1.0)", "a = target",
      "terms/x_to_y_loss"),
-    ("x->y loss: the sample's leftover mass unclipped", "clipped_kl", "p_left = np.clip(1.0 - pred.sum(axis=-1), KL_EPS, 1.0)",
-     "p_left = 1.0 - pred.sum(axis=-1)", "terms/x_to_y_loss"),
+    ("x->y loss: the sample's leftover mass unclipped", "clipped_kl",
+     "p_left = np.clip(1.0 - pred.sum(axis=-1), KL_EPS, 1.0)", "p_left = 1.0 - pred.sum(axis=-1)",
+     "terms/x_to_y_loss"),
     ("x->y loss: the label's leftover mass unclipped", "clipped_kl",
      "a_left = np.clip(1.0 - target.sum(axis=-1), KL_EPS, 1.0)", "a_left = 1.0 - target.sum(axis=-1)",
      "terms/x_to_y_loss"),
@@ -864,7 +876,11 @@ def test_nan_in_actual_is_reported_as_nan(bundle, tmp_path):
     parsed = json.loads(invoke("compare", bundle, changed, "--json").output)
     row = next(r for r in parsed["datasets"] if r["name"] == "terms/labeled_elbo")
     assert row["max_abs_error"] == "nan" and row["tolerance_used"] == "nan" and row["worst_actual"] == "nan"
-    line = next(line for line in invoke("compare", bundle, changed).output.splitlines() if line.startswith("terms/labeled_elbo "))
+    line = next(
+        line
+        for line in invoke("compare", bundle, changed).output.splitlines()
+        if line.startswith("terms/labeled_elbo ")
+    )
     assert "nan" in line and "inf" not in line
 
 
@@ -950,7 +966,8 @@ def test_export_to_an_unwritable_place_fails_before_computing(tmp_path, monkeypa
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     for out, fragments in ((tmp_path / "no" / "such" / "folder" / "x.h5", ("cannot write there", "is not a folder")),
-                           (a_file / "x.h5", ("cannot write there", "is not a folder")), (tmp_path, ("is a directory",))):
+                           (a_file / "x.h5", ("cannot write there", "is not a folder")),
+                           (tmp_path, ("is a directory",))):
         result = CliRunner().invoke(reference.main, ["export", str(out), "--force"])
         assert result.exit_code == 2, result.output
         assert_one_line_error(result.stderr, *fragments)

@@ -179,7 +179,9 @@ def sweep_one(exporters, seed, data_dir):
     for port, datasets in ports.items():
         for name, actual in datasets.items():
             tol = attrs[name]  # the tolerances the export stores
-            used[port, name] = comparing._errors(np.asarray(actual), np.asarray(values[name]), tol["rtol"], tol["atol"])[2]
+            used[port, name] = comparing._errors(
+                np.asarray(actual), np.asarray(values[name]), tol["rtol"], tol["atol"]
+            )[2]
     for name, (indices, actual) in grads.items():
         expected, tol = values[name], attrs[name]
         picked = np.array([expected[i] for i in indices], dtype=np.float32)
@@ -303,8 +305,9 @@ def test_export_at_the_named_seeds_uses_under_half_of_every_tolerance(exporters,
 def test_port_at_quick_seeds_uses_under_half_of_every_tolerance(mnist_dir):
     results = run_sweep(port_sweep_one, QUICK_PORT_SEEDS, mnist_dir)
     assert_below_bound(results)
-    assert {group_of(name) for _, name in results[QUICK_PORT_SEEDS[0]]} >= {"forward", "loss", "edge forward", "edge loss",
-                                                                            "edge update"}
+    assert {group_of(name) for _, name in results[QUICK_PORT_SEEDS[0]]} >= {
+        "forward", "loss", "edge forward", "edge loss", "edge update"
+    }
 
 
 @pytest.mark.slow
@@ -318,7 +321,8 @@ def test_port_sweep_uses_under_half_of_every_tolerance(mnist_dir):
 
 
 #: Bugs of ``test_reference.MUTATIONS`` that the export sweep must catch at the seeds it runs them at.
-SWEEP_MUTATIONS = ("no 1e-5 on the standard deviation of log N", "straight-through gradient through the Bernoulli sample",
+SWEEP_MUTATIONS = ("no 1e-5 on the standard deviation of log N",
+                   "straight-through gradient through the Bernoulli sample",
                    "x->y loss: the Concrete sample unclipped", "the other reading of the flow's log-det")
 
 

@@ -55,7 +55,9 @@ def test_training_step_has_no_broadcast_assert_chains():
     """Our ops infer their shapes, so no row-count assertion survives into the training step."""
     from untapped.model import SSDGM
 
-    est = SSDGM.from_preset("untapped", batch_size=4, decoder_hidden=(5, 6), classifier_hidden=(3, 3), encoder_hidden=(3, 3))
+    est = SSDGM.from_preset(
+        "untapped", batch_size=4, decoder_hidden=(5, 6), classifier_hidden=(3, 3), encoder_hidden=(3, 3)
+    )
     f = est.graph.function("train")
     rows = [n for n in _asserts(f) if any("index" in str(v) for v in pytensor.graph.traversal.ancestors(n.inputs))]
     assert not rows

@@ -210,6 +210,8 @@ def test_reparameterisation_gradients_match_finite_differences(layers):
         inputs = (0, 1, 2) if which == 0 else (3, 4)
         for index in inputs:
             numeric = central_differences(lambda *a: fn_costs(*a)[which], values, index)
-            np.testing.assert_allclose(analytic[k], numeric, rtol=1e-6, atol=1e-7, err_msg=f"output {which}, input {index}")
+            np.testing.assert_allclose(
+                analytic[k], numeric, rtol=1e-6, atol=1e-7, err_msg=f"output {which}, input {index}"
+            )
             assert np.any(np.abs(analytic[k]) > 1e-3)  # a live gradient, not a vacuous match
             k += 1

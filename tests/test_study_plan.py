@@ -53,7 +53,9 @@ def _run(group, seed, ce, acc=0.5, distinct=9):
 
 
 def test_a_failed_or_missing_partner_leaves_its_pair_out_and_names_it():
-    runs = [_run(g, s, 1.0 + 0.01 * s + (0.05 if g == "untapped" else 0)) for s in range(1, 6) for g in ("m2", "untapped")]
+    runs = [
+        _run(g, s, 1.0 + 0.01 * s + (0.05 if g == "untapped" else 0)) for s in range(1, 6) for g in ("m2", "untapped")
+    ]
     runs = [r for r in runs if not (r["group"] == "untapped" and r["seed"] in (2, 4))]
     failed = [dict(run="untapped-seed2", group="untapped", seed=2, status="diverged", message="epoch 3: nan"),
               dict(run="untapped-seed4", group="untapped", seed=4, status="unfinished", message=None)]

@@ -325,7 +325,8 @@ def test_non_finite_parameter_after_an_epoch_is_caught(trained, split, tmp_path,
 
 
 def _assert_same_run(actual, expected):
-    """Two checkpoints hold the same run: parameters, Adam, every generator and the history (timings aside), bit for bit."""
+    """Two checkpoints hold the same run: parameters, Adam, every generator and the history (timings aside), bit
+    for bit."""
     assert actual.epoch == expected.epoch
     for group in ("params", "optimizer"):
         ours, theirs = getattr(actual, group), getattr(expected, group)
@@ -341,7 +342,8 @@ def _assert_same_run(actual, expected):
 
 @pytest.mark.parametrize("first, total", [(1, 2), (1, 3), (3, 4)])
 def test_a_resumed_run_equals_an_uninterrupted_one(trained, split, tmp_path, first, total):
-    """eval_every is 2: the evaluation after a run's last epoch, off the schedule, must not shift the resumed schedule."""
+    """eval_every is 2: the evaluation after a run's last epoch, off the schedule, must not shift the resumed
+    schedule."""
     from untapped.model import SSDGM
 
     model = _fresh(trained)
@@ -382,7 +384,8 @@ def test_no_epochs_writes_the_initial_state(trained, split, tmp_path):
 
 
 def test_evaluations_leave_the_training_trajectory_alone(trained, split, tmp_path):
-    """Evaluating every epoch, which first frees the training step's kept buffers, trains the same bits as evaluating once."""
+    """Evaluating every epoch, which first frees the training step's kept buffers, trains the same bits as
+    evaluating once."""
     model = _fresh(trained)
     model.fit(split, epochs=3, eval_every=1, checkpoint_path=tmp_path / "every.h5")
     assert model.history_["eval/epoch"] == [1.0, 2.0, 3.0]

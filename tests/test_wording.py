@@ -32,7 +32,10 @@ PATTERNS = {
 
 
 def _texts():
-    names = ["README.md", "run_mnist.py", "setup.py", "Makefile", "MANIFEST.in", "pytest.ini", "CITATION.cff", "LICENSE", ".ci/run"]
+    names = [
+        "README.md", "run_mnist.py", "setup.py", "Makefile", "MANIFEST.in", "pytest.ini", "CITATION.cff", "LICENSE",
+        ".ci/run",
+    ]  # fmt: skip
     paths = [REPO / n for n in names] + sorted(REPO.glob("requirements*.txt")) + sorted((REPO / "docs").rglob("*.md"))
     for top in ("untapped", "tests", "parmesan_compat", "bench"):
         paths += sorted((REPO / top).rglob("*.py"))

@@ -47,8 +47,9 @@ version is the same, since older readers ignore the new attributes.
 The file is built in memory, then its bytes go to a temporary file in the
 target's folder, which is renamed over the target only when complete
 (:func:`os.replace`), so a crash, a full disk or a Ctrl-C never leaves a
-half-written checkpoint and never destroys the previous one; temporary files that a killed write left behind are removed by the
-next write of the same checkpoint (:func:`untapped.files.atomic_output`).
+half-written checkpoint and never destroys the previous one; temporary
+files that a killed write left behind are removed by the next write of the
+same checkpoint (:func:`untapped.files.atomic_output`).
 Every failure to read or apply a checkpoint is a :class:`CheckpointError`
 with a one-line message naming the file.
 """
@@ -272,7 +273,9 @@ def _read(f, path):
     verify = checksums is not None
     stored = _attr(f, ATTRIBUTES_CHECKSUM)
     if verify and stored is not None and stored != _attributes_digest(f):
-        raise CheckpointError(f"{path}: its attributes (epoch, config ...) were altered (their checksum does not match)")
+        raise CheckpointError(
+            f"{path}: its attributes (epoch, config ...) were altered (their checksum does not match)"
+        )
     params = _read_arrays(f["params"], path, verify)
     optimizer = _read_arrays(f["optimizer"], path, verify)
     for name, value in params.items():
@@ -379,7 +382,9 @@ def _read_arrays(group, path, verify):
 def _check_arrays(where, what, arrays, expected):
     missing = [k for k in expected if k not in arrays]
     if missing:
-        raise CheckpointError(f"{where}: no {what} {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise CheckpointError(
+            f"{where}: no {what} {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     for name, shape in expected.items():
         if np.shape(arrays[name]) != tuple(shape):
             raise CheckpointError(

@@ -46,14 +46,18 @@ class ModelGraph:
     def __init__(self, est):
         if est.reverse_elbo_variant not in REVERSE_ELBO_VARIANTS:
             raise ValueError(
-                f"unknown reverse_elbo_variant {est.reverse_elbo_variant!r}; choose one of {', '.join(REVERSE_ELBO_VARIANTS)}"
+                f"unknown reverse_elbo_variant {est.reverse_elbo_variant!r}; "
+                f"choose one of {', '.join(REVERSE_ELBO_VARIANTS)}"
             )
         if est.reverse_y_density not in terms.REVERSE_Y_DENSITIES:
             raise ValueError(
-                f"unknown reverse_y_density {est.reverse_y_density!r}; choose one of {', '.join(terms.REVERSE_Y_DENSITIES)}"
+                f"unknown reverse_y_density {est.reverse_y_density!r}; "
+                f"choose one of {', '.join(terms.REVERSE_Y_DENSITIES)}"
             )
         if est.unfeatured_z not in UNFEATURED_Z_SOURCES:
-            raise ValueError(f"unknown unfeatured_z {est.unfeatured_z!r}; choose one of {', '.join(UNFEATURED_Z_SOURCES)}")
+            raise ValueError(
+                f"unknown unfeatured_z {est.unfeatured_z!r}; choose one of {', '.join(UNFEATURED_Z_SOURCES)}"
+            )
         # No reference to the estimator: a graph outlives it in the pool (untapped.graph_pool).
         self.dims = dict(est.dims)
         self.unfeatured_z = est.unfeatured_z
@@ -139,7 +143,9 @@ class ModelGraph:
         self.passes = OrderedDict(
             labeled=passes.labeled_pass(nets, b["labeled_x"], b["labeled_y"], n),
             unlabeled=passes.unlabeled_pass(nets, b["unlabeled_x"], n),
-            unfeatured=self.kernels.unfeatured_pass(nets, b["unfeatured_y"], b["unfeatured_z"], n, pairs, encode_generated),
+            unfeatured=self.kernels.unfeatured_pass(
+                nets, b["unfeatured_y"], b["unfeatured_z"], n, pairs, encode_generated
+            ),
         )
         self.terms = terms.all_terms(
             b,
@@ -151,7 +157,9 @@ class ModelGraph:
         self.coefficients = est.coefficients
         self.total = terms.total_loss(self.terms, self.coefficients)
         self.train_outputs = [t for t in self.terms if self.coefficients[t] != 0.0] + ["total"]
-        self.trace_outputs = [f"{source}/{name}" for source, values in self.passes.items() for name, _ in values.items()]
+        self.trace_outputs = [
+            f"{source}/{name}" for source, values in self.passes.items() for name, _ in values.items()
+        ]
         self.trace_outputs += [f"terms/{t}" for t in self.terms] + ["total"]
 
     def _build_update(self, est):
@@ -161,7 +169,12 @@ class ModelGraph:
         grads = [pt.clip(g, -est.clip_grad, est.clip_grad) for g in grads]
         self.learning_rate = pt.scalar("learning_rate")
         self.updates = updates.adam(
-            grads, params, learning_rate=self.learning_rate, beta1=est.adam_beta1, beta2=est.adam_beta2, epsilon=est.adam_epsilon
+            grads,
+            params,
+            learning_rate=self.learning_rate,
+            beta1=est.adam_beta1,
+            beta2=est.adam_beta2,
+            epsilon=est.adam_epsilon,
         )
         self.adam_state = _name_adam_state(self.updates, params)
 
@@ -177,12 +190,16 @@ class ModelGraph:
         train_seeds, eval_seeds = seeds["train"], seeds["evaluate"]
         self.rngs = OrderedDict()
         self.train_noise = self._random_noise(train_seeds, "train", lambda s: self.index[s].shape[0])
-        self.eval_noise = self._random_noise(eval_seeds, "evaluate", lambda s: self.batch[passes.SOURCE_ROWS[s]].shape[0])
+        self.eval_noise = self._random_noise(
+            eval_seeds, "evaluate", lambda s: self.batch[passes.SOURCE_ROWS[s]].shape[0]
+        )
         if est.unfeatured_z == "prior":
             name = "train/unfeatured/prior_z"
             rng = shared_rng(np.random.default_rng(seeds[name]), name=name)
             self.rngs[rng.name] = rng
-            next_rng, u = samplers.draw(rng, "uniform", (self.index["unfeatured"].shape[0], self.dims["n_latent"]), self.kernels)
+            next_rng, u = samplers.draw(
+                rng, "uniform", (self.index["unfeatured"].shape[0], self.dims["n_latent"]), self.kernels
+            )
             low, high = (np.float32(b) for b in UNFEATURED_Z_BOX)
             self.prior_z = (rng, next_rng, low + (high - low) * u)
 
@@ -236,7 +253,9 @@ class ModelGraph:
 
     def _compile_train(self):
         outputs = [self.terms[t] for t in self.train_outputs[:-1]] + [self.total]
-        data = OrderedDict((var, self.data[name][self.index[passes.BATCH_SOURCE[name]]]) for name, var in self.batch.items())
+        data = OrderedDict(
+            (var, self.data[name][self.index[passes.BATCH_SOURCE[name]]]) for name, var in self.batch.items()
+        )
         updates = OrderedDict(self.updates)
         if self.unfeatured_z == "prior":
             # Every row has its own z ~ p(z).
@@ -281,7 +300,9 @@ class ModelGraph:
         return list(self.batch.values()) + list(self.noise.values())
 
     def _compile_trace(self):
-        outputs = [v for values in self.passes.values() for _, v in values.items()] + list(self.terms.values()) + [self.total]
+        outputs = (
+            [v for values in self.passes.values() for _, v in values.items()] + list(self.terms.values()) + [self.total]
+        )
         return self._compile(self._noise_inputs(), outputs)
 
     def _compile_gradients(self):
@@ -292,7 +313,9 @@ class ModelGraph:
 
     def _compile_apply_gradients(self):
         given = [g.type() for g in self.gradients]
-        return self._compile(given + [self.learning_rate], [], updates=self.updates, givens=list(zip(self.gradients, given)))
+        return self._compile(
+            given + [self.learning_rate], [], updates=self.updates, givens=list(zip(self.gradients, given))
+        )
 
     def _compile_predict(self):
         x = pt.matrix("x")

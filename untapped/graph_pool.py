@@ -23,8 +23,9 @@ from collections import OrderedDict
 #: (``training.fit`` reads it; the learning rate is an input of the step) and
 #: the sizes as given (the graph takes them resolved, :attr:`SSDGM.dims`).
 NOT_IN_GRAPH = (
-    "learning_rate", "anneal_lr_factor", "anneal_lr_epoch", "batch_size", "epochs", "eval_every", "n_features", "n_classes"
-)
+    "learning_rate", "anneal_lr_factor", "anneal_lr_epoch", "batch_size", "epochs", "eval_every", "n_features",
+    "n_classes",
+)  # fmt: skip
 
 
 def graph_key(est):

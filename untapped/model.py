@@ -216,7 +216,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
             graph.reset()
 
     def __sklearn_is_fitted__(self):
-        """Fitted once training data were set (as ``training.fit`` begins) or parameters set; not after ``set_params``."""
+        """Fitted once training data were set (as ``training.fit`` begins) or parameters set; not after
+        ``set_params``."""
         if "graph_" in self.__dict__:
             return self.graph_.fitted
         return bool(self.__dict__.get("_pending_state", {}).get("fitted"))
@@ -300,7 +301,9 @@ class SSDGM(ClassifierMixin, BaseEstimator):
 
     def rng_states(self):
         """The state of every noise generator, by name (JSON-serialisable dicts)."""
-        return OrderedDict((name, rng.get_value(borrow=True).bit_generator.state) for name, rng in self.graph.rngs.items())
+        return OrderedDict(
+            (name, rng.get_value(borrow=True).bit_generator.state) for name, rng in self.graph.rngs.items()
+        )
 
     def set_rng_states(self, states):
         for name, rng in self.graph.rngs.items():
@@ -315,7 +318,11 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     def set_training_data(self, labeled_x, labeled_y, unlabeled_x, unfeatured_y, unfeatured_z):
         """Put the training sources into the graph's shared variables."""
         arrays = dict(
-            labeled_x=labeled_x, labeled_y=labeled_y, unlabeled_x=unlabeled_x, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z
+            labeled_x=labeled_x,
+            labeled_y=labeled_y,
+            unlabeled_x=unlabeled_x,
+            unfeatured_y=unfeatured_y,
+            unfeatured_z=unfeatured_z,
         )
         checked = check_batch(arrays, self.dims)
         for name, shared in self.graph.data.items():
@@ -338,7 +345,13 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     def evaluate(self, labeled_x, labeled_y, unlabeled_x, unfeatured_y, unfeatured_z):
         """All five terms and the total on the given arrays, with fresh noise; no update."""
         batch = check_batch(
-            dict(labeled_x=labeled_x, labeled_y=labeled_y, unlabeled_x=unlabeled_x, unfeatured_y=unfeatured_y, unfeatured_z=unfeatured_z),
+            dict(
+                labeled_x=labeled_x,
+                labeled_y=labeled_y,
+                unlabeled_x=unlabeled_x,
+                unfeatured_y=unfeatured_y,
+                unfeatured_z=unfeatured_z,
+            ),
             self.dims,
         )
         values = self.graph.function("evaluate")(*batch.values())
@@ -411,7 +424,8 @@ class SSDGM(ClassifierMixin, BaseEstimator):
     # -- inference --------------------------------------------------------------
 
     def predict_proba(self, X):
-        """softmax(l(X)): q(y|x) at its mode (the original's deterministic ``predict``), columns in :attr:`classes_` order."""
+        """softmax(l(X)): q(y|x) at its mode (the original's deterministic ``predict``), columns in
+        :attr:`classes_` order."""
         check_is_fitted(self)
         return self.graph.function("predict")(self._rows("X", X))
 

@@ -151,7 +151,8 @@ VARIANTS = OrderedDict(
         ),
         Variant(
             "prior-z",
-            "the code's soft-corner unfeatured y, each row with a fresh z ~ p(z) every batch (Alg. 1; fidelity item 10)",
+            "the code's soft-corner unfeatured y, each row with a fresh z ~ p(z) every batch "
+            "(Alg. 1; fidelity item 10)",
             models=("untapped",),
             params=dict(unfeatured_z="prior"),
         ),
@@ -172,5 +173,6 @@ DEFAULT_VARIANT = "code"
 
 
 def group_name(model, variant=DEFAULT_VARIANT):
-    """How summaries and reports group runs: ``m2``, ``untapped``, or ``untapped/<variant>`` for a variant other than ``code``."""
+    """How summaries and reports group runs: ``m2``, ``untapped``, or ``untapped/<variant>`` for a variant other
+    than ``code``."""
     return model if variant in (None, DEFAULT_VARIANT) else f"{model}/{variant}"

@@ -1,4 +1,5 @@
-"""The original's epoch schedule (``S2S_DGM.py:1454-1478, 1513-1656``): the sources, their shuffles and batches, the learning rate, the evaluation.
+"""The original's epoch schedule (``S2S_DGM.py:1454-1478, 1513-1656``): the sources, their shuffles and
+batches, the learning rate, the evaluation.
 
 Per epoch (1-based, as the original's):
 

@@ -40,7 +40,8 @@ def _unlabeled(y):
 
 
 def semi_supervised_data(estimator, X, y, classes, unfeatured_y, unfeatured_z):
-    """Validate ``estimator.fit(X, y)``'s inputs; set its ``classes_`` and ``n_features_in_``; return the training sources."""
+    """Validate ``estimator.fit(X, y)``'s inputs; set its ``classes_`` and ``n_features_in_``; return the
+    training sources."""
     name = type(estimator).__name__
     if X is None:
         raise ValueError(
@@ -70,7 +71,8 @@ def semi_supervised_data(estimator, X, y, classes, unfeatured_y, unfeatured_z):
         )
     if estimator.n_features is not None and X.shape[1] != estimator.n_features:
         raise ValueError(
-            f"X has {X.shape[1]} features, the model n_features={estimator.n_features} (set n_features=None to take it from X)"
+            f"X has {X.shape[1]} features, the model n_features={estimator.n_features} "
+            "(set n_features=None to take it from X)"
         )
     if X.min() < 0 or X.max() > 1:
         warnings.warn(

@@ -256,14 +256,16 @@ def _schedule(model, epochs, eval_every, checkpoint_every):
 
 
 def _begin(model, split, schedule, resume, config, log, checkpoint_path, evaluation):
-    """The state of a new call of :func:`fit`: the sources in the model, the shuffles, the history, restored from ``resume``."""
+    """The state of a new call of :func:`fit`: the sources in the model, the shuffles, the history, restored
+    from ``resume``."""
     run_config = dict(config or {})
     run_config.update(epochs=schedule["epochs"], batch_size=schedule["batch_size"], eval_every=schedule["eval_every"])
     train_arrays = training_sources(split)
     sizes = source_sizes(train_arrays)
     steps = steps_per_epoch(sizes, schedule["batch_size"])
     if evaluation:
-        steps_per_epoch(source_sizes(evaluation_sources(split)), schedule["batch_size"])  # fails early on an empty source
+        # fails early on an empty source
+        steps_per_epoch(source_sizes(evaluation_sources(split)), schedule["batch_size"])
     shuffles = new_shuffle_generators(model.seed)
     if resume is not None:
         resume, history, start = _restore(model, split, resume, shuffles, schedule)
@@ -289,7 +291,8 @@ def _begin(model, split, schedule, resume, config, log, checkpoint_path, evaluat
 
 
 def _restore(model, split, resume, shuffles, schedule):
-    """Restore the model and the shuffles from checkpoint ``resume`` (or its path); ``(checkpoint, history, epochs done)``."""
+    """Restore the model and the shuffles from checkpoint ``resume`` (or its path);
+    ``(checkpoint, history, epochs done)``."""
     if not isinstance(resume, ckpt_io.Checkpoint):
         resume = ckpt_io.load(resume)
     resume.check_split(split)
@@ -330,7 +333,8 @@ def _compile(run, bar=None):
 
 
 def _train_epoch(run, epoch, bar):
-    """The steps of ``epoch``, recorded in the history; raises :class:`TrainingDiverged` on a non-finite term or parameter."""
+    """The steps of ``epoch``, recorded in the history; raises :class:`TrainingDiverged` on a non-finite term or
+    parameter."""
     model = run.model
     lr = learning_rate(epoch, model.learning_rate, model.anneal_lr_factor, model.anneal_lr_epoch)
     began = time.perf_counter()
@@ -356,7 +360,8 @@ def _train_epoch(run, epoch, bar):
 
 
 def _evaluate_epoch(run, epoch):
-    """The evaluation after ``epoch``, recorded in the history; raises :class:`TrainingDiverged` on a non-finite term."""
+    """The evaluation after ``epoch``, recorded in the history; raises :class:`TrainingDiverged` on a non-finite
+    term."""
     _free_step_buffers(run.model)
     on_schedule = epoch % run.eval_every == 0
     evaluation = evaluate if on_schedule else evaluate_aside

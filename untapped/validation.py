@@ -22,7 +22,8 @@ def one_line_errors(function, *args, **kwargs):
         message = one_line(exc)
         if message.startswith("Expected 2D array"):
             message = (
-                message.split(":")[0] + ". Reshape your data: .reshape(1, -1) for a single row, .reshape(-1, 1) for a single column"
+                message.split(":")[0]
+                + ". Reshape your data: .reshape(1, -1) for a single row, .reshape(-1, 1) for a single column"
             )
         raise ValueError(message) from None
     except TypeError as exc:
@@ -47,7 +48,8 @@ def check_finite(name, array):
     if bad.any():
         row, column = np.argwhere(bad)[0]
         raise ValueError(
-            f"{name} contains NaN or infinity (at row {row}, column {column}; None reads as NaN); the model needs finite values"
+            f"{name} contains NaN or infinity (at row {row}, column {column}; None reads as NaN); "
+            "the model needs finite values"
         )
 
 

@@ -82,7 +82,8 @@ def read_bundle(path):
         found = dict(
             coefficients=json.loads(f.attrs["coefficients"]), optimizer=json.loads(f.attrs["optimizer"]),
             learning_rate=float(f.attrs["learning_rate"]), param_order=json.loads(f.attrs["param_order"]),
-            **{k: config[k] for k in ("concrete_temperature", "z_low", "z_high", "exact_flow_log_det", "reverse_elbo_variant")},
+            **{k: config[k] for k in ("concrete_temperature", "z_low", "z_high", "exact_flow_log_det",
+                                      "reverse_elbo_variant")},
         )  # fmt: skip
         differ = [k for k in expected if found[k] != expected[k]]
         if differ:
@@ -170,4 +171,6 @@ def time_epochs(step, epochs, log, name):
         if epoch:
             times.append(dt)
         log(f"{name}: epoch {epoch}{' (warm-up)' if not epoch else ''} {dt:.2f} s, total {total:.3f}")
-    return dict(epoch_s=statistics.median(times), epoch_times_s=times, first_step_s=first_step, steps_per_epoch=len(batches))
+    return dict(
+        epoch_s=statistics.median(times), epoch_times_s=times, first_step_s=first_step, steps_per_epoch=len(batches)
+    )

@@ -32,10 +32,15 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-IMPLS = {"ours": "ours (`bench/epoch_time.py`)", "jax": "JAX jit", "torch": "PyTorch eager", "torch-compile": "PyTorch `torch.compile`"}
+IMPLS = {
+    "ours": "ours (`bench/epoch_time.py`)",
+    "jax": "JAX jit",
+    "torch": "PyTorch eager",
+    "torch-compile": "PyTorch `torch.compile`",
+}
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
-               "XLA_FLAGS")  # fmt: skip
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+               "MKL_NUM_THREADS", "XLA_FLAGS")  # fmt: skip
 MODEL_NAMES = {"untapped": "untapped", "m2": "M2"}
 
 
@@ -75,8 +80,12 @@ def run_once(impl, env, args, tmp, log):
 
 def git_commit():
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        )
         return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -94,7 +103,10 @@ def kernels(runs):
         elif impl == "jax":
             out[impl] = "XLA's own CPU kernels, not OpenBLAS"
         else:
-            out[impl] = f"{env.get('torch_blas') or '?'} ({env.get('torch_cpu_capability')}), {env.get('torch_threads')} threads"
+            out[impl] = (
+                f"{env.get('torch_blas') or '?'} ({env.get('torch_cpu_capability')}), "
+                f"{env.get('torch_threads')} threads"
+            )
     return out
 
 
@@ -134,7 +146,8 @@ def table(results, setting_list, args, wall):
     for name, _, note in setting_list[:1]:
         for model in models:
             lines.append(f"| {MODEL_NAMES.get(model, model)} | "
-                         + " | ".join(f"{results[name][i][0][model]['first_step_s']:.1f}" for i in impls) + " |")  # fmt: skip
+                         + " | ".join(f"{results[name][i][0][model]['first_step_s']:.1f}" for i in impls)
+                         + " |")  # fmt: skip
     lines += ["", "Settings, and what the matrix products ran on in each (threadpoolctl, PyTorch's build):", ""]
     for name, env, note in setting_list:
         k = kernels({impl: results[name][impl][0]["env"] for impl in impls})
@@ -143,7 +156,8 @@ def table(results, setting_list, args, wall):
             variables = {v: x for v, x in results[name][impl][0]["env"]["variables"].items() if v in THREAD_VARS and x}
             lines.append(f"  {IMPLS[impl]}'s process had the thread variables {variables or 'none'}.")
     lines.append("- Ours sets OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 in its own process "
-                 "(`untapped.configure_threads`, as `run_mnist.py` does) unless they are set; the peers keep the setting's.")
+                 "(`untapped.configure_threads`, as `run_mnist.py` does) unless they are set; "
+                 "the peers keep the setting's.")
     loads = [r["env"]["load_average_at_end"][0] for s in results.values() for runs in s.values() for r in runs]
     lines.append(f"- Load average (1 min) at the end of each process: {min(loads):.1f}-{max(loads):.1f}.")
     return "\n".join(lines) + "\n"
@@ -167,7 +181,9 @@ def main(argv=None):
         parser.error("--rounds and --epochs must be at least 1")
     missing = missing_packages()
     if missing:
-        parser.exit(2, f"error: {', '.join(missing)} not installed: pip install -r requirements-bench.txt -e '.[bench]'\n")
+        parser.exit(
+            2, f"error: {', '.join(missing)} not installed: pip install -r requirements-bench.txt -e '.[bench]'\n"
+        )
 
     start = time.perf_counter()
 

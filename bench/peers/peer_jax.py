@@ -205,7 +205,8 @@ def update(params, adam, grads, learning_rate):
 
 
 def step_with_noise(params, adam, batch, noise, learning_rate, terms, unfeatured_index=None):
-    """One optimiser step at the given noise: the new state, the total, its terms and forward arrays, the raw gradient."""
+    """One optimiser step at the given noise: the new state, the total, its terms and forward arrays, the raw
+    gradient."""
     (total, (values, forward)), grads = jax.value_and_grad(loss, has_aux=True)(
         params, batch, noise, terms, unfeatured_index
     )
@@ -282,7 +283,10 @@ def first_step(bundle):
         return run(params, init_adam(params), batch, noise, lr)
 
     out = {}
-    for prefix, section, params in (("", bundle, bundle["params"]), ("edge/", bundle["edge"], bundle["edge"]["params"])):
+    for prefix, section, params in (
+        ("", bundle, bundle["params"]),
+        ("edge/", bundle["edge"], bundle["edge"]["params"]),
+    ):
         _, _, total, values, forward, grads = at(params, section["batch"], section["noise"])
         out.update(bundle_datasets(prefix, total, values, forward, grads))
     if bundle["step_noise"] is not None:

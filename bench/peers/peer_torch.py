@@ -149,7 +149,9 @@ def x_to_y_loss(y, y_sample):
     a, q = torch.clamp(y, 1e-6, 1), torch.clamp(y_sample, 1e-6, 1)
     a_last = torch.clamp(1 - torch.sum(y, dim=1), 1e-6, 1)
     q_last = torch.clamp(1 - torch.sum(y_sample, dim=1), 1e-6, 1)
-    return torch.mean(torch.sum(a * (torch.log(a) - torch.log(q)), dim=1) + a_last * (torch.log(a_last) - torch.log(q_last)))
+    return torch.mean(
+        torch.sum(a * (torch.log(a) - torch.log(q)), dim=1) + a_last * (torch.log(a_last) - torch.log(q_last))
+    )
 
 
 class SSDGM(nn.Module):
@@ -327,11 +329,19 @@ def first_step(bundle, compiled=False):
         adam = init_adam(params)
         update_fn(params, [p.grad for p in params], adam, lr)
         state = by_name([p.detach() for p in params]), adam
-        return total.detach(), {k: v.detach() for k, v in values.items()}, {k: v.detach() for k, v in forward.items()}, by_name(grads), state
+        return (
+            total.detach(),
+            {k: v.detach() for k, v in values.items()},
+            {k: v.detach() for k, v in forward.items()},
+            by_name(grads),
+            state,
+        )
 
     out = {}
     for prefix, section in (("", bundle), ("edge/", bundle["edge"])):
-        total, values, forward, grads, _ = at(section["params"] if prefix else bundle["params"], section["batch"], section["noise"])
+        total, values, forward, grads, _ = at(
+            section["params"] if prefix else bundle["params"], section["batch"], section["noise"]
+        )
         out.update(bundle_datasets(prefix, total, values, forward, grads))
     if bundle["step_noise"] is not None:
         total, _, _, grads, (new, adam) = at(bundle["params"], bundle["batch"], bundle["step_noise"])

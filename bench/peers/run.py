@@ -20,8 +20,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ("ours", "jax", "torch", "torch-compile")
-ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS",
-            "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "XLA_FLAGS")  # fmt: skip
+ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+            "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "XLA_FLAGS")  # fmt: skip
 
 
 def main(argv=None):
@@ -82,7 +82,9 @@ def glorot_params(seed=1234):
     for name, shape in PARAM_SHAPES.items():
         if name.endswith("/W") and name != "encoder/std/W":
             std = np.sqrt(2) * np.sqrt(2 / sum(shape))
-            params[name] = rng.uniform(low=0.0 - np.sqrt(3) * std, high=0.0 + np.sqrt(3) * std, size=shape).astype(np.float32)
+            params[name] = rng.uniform(
+                low=0.0 - np.sqrt(3) * std, high=0.0 + np.sqrt(3) * std, size=shape
+            ).astype(np.float32)
         else:
             params[name] = np.zeros(shape, np.float32)
     return params

@@ -32,7 +32,8 @@ def gumbel_from_uniform(uniform, eps=GUMBEL_EPS):
 
 
 def concrete_sample(logits, uniform, temperature=1.0):
-    """Concrete / Gumbel-softmax draw ``y~ = softmax((logits + g) / tau)`` (Maddison et al. 2016, eq. 6; Jang et al. 2016, eq. 2)."""
+    """Concrete / Gumbel-softmax draw ``y~ = softmax((logits + g) / tau)``
+    (Maddison et al. 2016, eq. 6; Jang et al. 2016, eq. 2)."""
     return softmax((logits + gumbel_from_uniform(uniform)) / temperature, axis=-1)
 
 
@@ -43,8 +44,9 @@ def bernoulli_sample(p, uniform):
     to ``p`` is exactly zero (a comparison has none). The original was trained
     that way, which is why the y->x loss J_r^d never trains anything and the
     reverse bound trains only the classifier on generated images
-    (the original's ``parmesan/layers/sample.py:240-241``; ``docs/fidelity.md``, *Gradient flow*). Later Theano and PyTensor raise instead of
-    returning zero; this construction keeps the 2017 behaviour on purpose.
+    (the original's ``parmesan/layers/sample.py:240-241``; ``docs/fidelity.md``,
+    *Gradient flow*). Later Theano and PyTensor raise instead of returning
+    zero; this construction keeps the 2017 behaviour on purpose.
     """
     return pt.cast(pt.lt(uniform, p), FLOATX)
 

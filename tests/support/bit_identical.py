@@ -146,9 +146,13 @@ def in_subprocess(threads, mnist_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help=f"write {RECORD.relative_to(TESTS.parent)}")
-    parser.add_argument("--data-dir", default=os.environ.get("UNTAPPED_DATA_DIR", TESTS.parents[1] / "shared" / "data" / "mnist"))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("UNTAPPED_DATA_DIR", TESTS.parents[1] / "shared" / "data" / "mnist")
+    )
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=TESTS, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=TESTS, capture_output=True, text=True
+    ).stdout.strip()
     recorded = {"commit": commit, "threads": {str(t): in_subprocess(t, args.data_dir) for t in THREAD_COUNTS}}
     text = json.dumps(recorded, indent=1, sort_keys=True) + "\n"
     if args.record:

@@ -34,5 +34,7 @@ def params(checkpoint):
     """Every parameter array saved in ``checkpoint``, by name."""
     with h5py.File(checkpoint, "r") as f:
         out = {}
-        f["params"].visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f["params"].visititems(
+            lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+        )
         return out

@@ -151,7 +151,9 @@ def initial_params(
 
     def glorot(fan_in, fan_out):
         std = gain * np.sqrt(2.0 / (fan_in + fan_out))
-        return rng.uniform(low=0.0 - np.sqrt(3) * std, high=0.0 + np.sqrt(3) * std, size=(fan_in, fan_out)).astype(np.float32)
+        return rng.uniform(
+            low=0.0 - np.sqrt(3) * std, high=0.0 + np.sqrt(3) * std, size=(fan_in, fan_out)
+        ).astype(np.float32)
 
     out = OrderedDict()
 
@@ -247,13 +249,15 @@ def flow_log_det(z_tilde, low=Z_LOW, high=Z_HIGH, exact=False):
 
 
 def log_normal(x, mean, std):
-    """Gaussian log density with the standard deviation guarded: ``s = std + 1e-5`` (``parmesan/distributions.py:57-58``); elementwise."""
+    """Gaussian log density with the standard deviation guarded: ``s = std + 1e-5``
+    (``parmesan/distributions.py:57-58``); elementwise."""
     s = std + NORMAL_EPS
     return -HALF_LOG_2PI - np.log(np.abs(s)) - (x - mean) ** 2 / (2.0 * s**2)
 
 
 def log_bernoulli(x, mean):
-    """``sum_d x_d log m_d + (1 - x_d) log(1 - m_d)``, ``m = clip(mean, 1e-5, 1 - 1e-5)`` (``parmesan/distributions.py:194-195``); per row.
+    """``sum_d x_d log m_d + (1 - x_d) log(1 - m_d)``, ``m = clip(mean, 1e-5, 1 - 1e-5)``
+    (``parmesan/distributions.py:194-195``); per row.
 
     The bounds are the float32 numbers :data:`BERNOULLI_BOUNDS`, whatever ``dtype``.
     """
@@ -262,23 +266,30 @@ def log_bernoulli(x, mean):
 
 
 def log_concrete(y, logits, temperature=1.0):
-    """Concrete log density with ``alpha = softmax(logits)`` (``parmesan/distributions.py:364-373``), per row, unclipped as in the original::
+    """Concrete log density with ``alpha = softmax(logits)`` (``parmesan/distributions.py:364-373``), per row,
+    unclipped as in the original::
 
         log (k-1)! + (k-1) log tau - k log sum_i p_i / y_i^tau + sum_i log(p_i / y_i^(tau+1))
     """
     k = logits.shape[-1]
     p = softmax(logits)
     const = math.lgamma(k) + (k - 1) * math.log(temperature)
-    return const - k * np.log(np.sum(p / y**temperature, axis=-1)) + np.sum(np.log(p / y ** (temperature + 1.0)), axis=-1)
+    return (
+        const
+        - k * np.log(np.sum(p / y**temperature, axis=-1))
+        + np.sum(np.log(p / y ** (temperature + 1.0)), axis=-1)
+    )
 
 
 def log_q_z(z_tilde, z_mean, z_std, z_log_det):
-    """log q(z|x,y) by change of variables: ``sum_i log N(z~_i; mu_i, sigma_i) - log det`` (``parmesan/layers/flow.py:248``); per row."""
+    """log q(z|x,y) by change of variables: ``sum_i log N(z~_i; mu_i, sigma_i) - log det``
+    (``parmesan/layers/flow.py:248``); per row."""
     return np.sum(log_normal(z_tilde, z_mean, z_std), axis=-1) - z_log_det
 
 
 def clipped_kl(target, pred):
-    """The original's ``KL`` loss per row (``M12.py:957-965``), with both sides clipped to [1e-6, 1] and a leftover-mass term."""
+    """The original's ``KL`` loss per row (``M12.py:957-965``), with both sides clipped to [1e-6, 1] and a
+    leftover-mass term."""
     a = np.clip(target, KL_EPS, 1.0)
     p = np.clip(pred, KL_EPS, 1.0)
     a_left = np.clip(1.0 - target.sum(axis=-1), KL_EPS, 1.0)
@@ -436,7 +447,8 @@ def trace(
     # (a) -J_f^u: mean_m [log Conc(y~_m; l(x_m)) + log q(z_m|x_m,y~_m) - log p(x_m|y~_m,z_m)] + log(1 + 1e-5)
     log_q_y = log_concrete(out["unlabeled/y_sample"], out["unlabeled/logits"], temperature)
     terms["unlabeled_elbo"] = (
-        np.mean(log_q_y + q_z("unlabeled") - log_bernoulli(b["unlabeled_x"], out["unlabeled/x_mean"])) + LOGSUMEXP_CONSTANT
+        np.mean(log_q_y + q_z("unlabeled") - log_bernoulli(b["unlabeled_x"], out["unlabeled/x_mean"]))
+        + LOGSUMEXP_CONSTANT
     )
     # (e) -J_r^u: mean_k [log p(x^_k|y_k,z_k) - log Conc(y_k; l(x^_k)) (- log q(z_k|x^_k,y_k) for eq17)]
     log_q_y = log_concrete(b["unfeatured_y"], out["unfeatured/logits"], temperature)
@@ -547,7 +559,8 @@ def separate_bernoulli_noise(params, batch, noise, margin=1e-2, **options):
 
 
 def total_norm_rescale(grads, max_norm=5.0, epsilon=1e-7):
-    """Lasagne's ``total_norm_constraint``: ``g * clip(norm, 0, max_norm) / (epsilon + norm)``; returns (grads, norm)."""
+    """Lasagne's ``total_norm_constraint``: ``g * clip(norm, 0, max_norm) / (epsilon + norm)``; returns
+    (grads, norm)."""
     grads = OrderedDict(grads)
     dtype = next(iter(grads.values())).dtype
     norm = np.sqrt(sum(np.sum(g.astype(dtype) ** 2) for g in grads.values()))

@@ -29,7 +29,9 @@ READINGS = {
     "hungarian": "Figure 2 means, Hungarian assignment of all 10 dimensions, 10-way cross-entropy",
     "double_pass": "the original's thresholded double-pass images, the paper's assignment, 10-way",
     "renormalised": "the default assignment, q renormalised over the five digits 5-9 (5-way)",
-    "five_canonical": "canonical images for one-hots 5-9 only, assigned among digits 5-9 (dimensions 0-4 keep 0-4), 10-way",
+    "five_canonical": (
+        "canonical images for one-hots 5-9 only, assigned among digits 5-9 (dimensions 0-4 keep 0-4), 10-way"
+    ),
     "five_canonical_renormalised": "as five_canonical, q renormalised over the digits 5-9 (5-way)",
     "bits": "as default, in bits (log base 2): the default divided by ln 2",
     "class_mean_terms": "as default, the ten terms -t_k log q_k averaged instead of summed: the default divided by 10",

@@ -183,7 +183,8 @@ def run_trials(specs, scheduler=None, classifier=None, echo=print):
                 progress.events(client.get_events(TOPIC), study)
         except OSError as exc:  # distributed's CommClosedError: the scheduler went away
             raise ClusterError(
-                f"lost the Dask scheduler ({one_line(exc)}); the finished runs are kept, the same command continues the study"
+                f"lost the Dask scheduler ({one_line(exc)}); the finished runs are kept, "
+                "the same command continues the study"
             ) from None
         except KeyboardInterrupt:
             client.cancel(list(futures))
@@ -241,7 +242,9 @@ class _Progress:
             self.running.add(name)
             self.attempts[name] = self.attempts.get(name, 0) + 1
             again = f" again (attempt {self.attempts[name]})" if self.attempts[name] > 1 else ""
-            how = "finished earlier" if msg["done"] else ("resuming from " + msg["resume"] if msg["resume"] else "fresh")
+            how = (
+                "finished earlier" if msg["done"] else ("resuming from " + msg["resume"] if msg["resume"] else "fresh")
+            )
             self._line(f"{name} started{again} on {msg['worker']}: {how}")
 
     def finished(self, i, result):

@@ -14,7 +14,9 @@ def source_commit():
     """The git commit of the untapped source tree (``+dirty`` with uncommitted changes), or None."""
     where = pathlib.Path(untapped.__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if head.returncode != 0:
             return None
         status = subprocess.run(
@@ -35,7 +37,10 @@ def describe_environment(mode=DEFAULT_MODE, location=None):
     lines = [
         f"untapped {untapped.__version__}, python {env['python']} ({sys.executable})",
         f"versions: {versions}",
-        f"mode: {env['mode']} (linker {env['linker']}, floatX {env['floatX']}, compiledir {pytensor.config.compiledir})",
+        (
+            f"mode: {env['mode']} (linker {env['linker']}, floatX {env['floatX']}, "
+            f"compiledir {pytensor.config.compiledir})"
+        ),
         f"blas__ldflags: {env['blas__ldflags'] or '(empty: PyTensor calls NumPy BLAS)'}",
         f"C flags: {env['cxxflags']}; vector math: {', '.join(env['vector_math'] or []) or 'none (scalar expf/logf)'}",
     ]

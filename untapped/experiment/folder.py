@@ -95,7 +95,8 @@ def remove_run_files(folder):
 
 
 def finished_result(spec):
-    """The result of a run that finished earlier, read from its ``metrics.json`` (checked: :mod:`untapped.study.run_metrics`)."""
+    """The result of a run that finished earlier, read from its ``metrics.json``
+    (checked: :mod:`untapped.study.run_metrics`)."""
     try:
         metrics = read_metrics(spec.path("metrics"))
     except MetricsProblem as exc:

@@ -66,7 +66,8 @@ def subset_split(split, n):
 
 
 def load_split(data_dir=None, seed=DEFAULT_SEED, subset=None, variant=DEFAULT_VARIANT):
-    """The paper's split for ``seed`` (:func:`untapped.data.make_split`, with the variant's options), cut to ``subset`` rows."""
+    """The paper's split for ``seed`` (:func:`untapped.data.make_split`, with the variant's options), cut to
+    ``subset`` rows."""
     images, digits = load_images(data_dir)
     return subset_split(data_io.make_split(images, digits, seed=seed, **VARIANTS[variant].split), subset)
 
@@ -104,7 +105,9 @@ def digit_classifier(data_dir=None, subset=None, cache_dir=None, images=None, sa
             say(f"digit classifier: fitting it on {rows} images, once (then cached); "
                 "a few minutes for all 70,000 on a small machine")
 
-    classifier = evaluation.digit_classifier(*classifier_data(images, digits, subset), cache_dir=cache_dir, on_fit=on_fit)
+    classifier = evaluation.digit_classifier(
+        *classifier_data(images, digits, subset), cache_dir=cache_dir, on_fit=on_fit
+    )
     if fitting and say is not None:
         say(f"digit classifier: fitted in {time.perf_counter() - fitting[0]:.1f} s")
     return classifier

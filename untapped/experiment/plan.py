@@ -141,7 +141,9 @@ def _continued(spec):
     config = read_json(spec.path("config"))
     checkpoint = spec.path("checkpoint")
     if config is not None and not isinstance(config, dict):
-        raise OutputError(f"{spec.path('config')} is damaged (not a JSON object); choose another --out or pass --overwrite")
+        raise OutputError(
+            f"{spec.path('config')} is damaged (not a JSON object); choose another --out or pass --overwrite"
+        )
     if config is not None:
         config = upgrade_config(config)
         wanted = _identity(run_config(spec, build_model(spec), None))
@@ -279,7 +281,8 @@ def _backend(request, echo=None):
 
 
 def _resume_spec(request):
-    """The spec of ``--resume``: the checkpoint's run, with the options the user gave, refused where they contradict it."""
+    """The spec of ``--resume``: the checkpoint's run, with the options the user gave, refused where they
+    contradict it."""
     if request.trials != 1:
         raise ExperimentError("--resume continues one run; leave --trials at 1")
     given = request.given

@@ -1,4 +1,5 @@
-"""Reaching Dask: the optional import, a scheduler's address answered within a deadline, a client of it or of a local cluster.
+"""Reaching Dask: the optional import, a scheduler's address answered within a deadline, a client of it or
+of a local cluster.
 
 What ``--backend dask`` and ``--scheduler ADDRESS`` need before a trial is
 submitted (:mod:`untapped.experiment.cluster` submits them). Dask is an
@@ -21,7 +22,9 @@ TRIAL_MEMORY = 1.5e9
 #: Seconds to wait for the scheduler to answer, the handshake included (:func:`probe`).
 CONNECT_SECONDS = 10.0
 
-MISSING = "--backend dask needs Dask, an optional extra: pip install -e '.[dask]' (or pip install -r requirements-dask.txt)"
+MISSING = (
+    "--backend dask needs Dask, an optional extra: pip install -e '.[dask]' (or pip install -r requirements-dask.txt)"
+)
 
 
 class ClusterError(ExperimentError):
@@ -87,7 +90,9 @@ def probe(scheduler, seconds=None):
     try:
         answer = asyncio.run(asyncio.wait_for(identity(), seconds))
     except (ValueError, TypeError) as exc:
-        raise ClusterError(f"{scheduler!r} is not a Dask scheduler address like tcp://host:8786 ({one_line(exc)})") from None
+        raise ClusterError(
+            f"{scheduler!r} is not a Dask scheduler address like tcp://host:8786 ({one_line(exc)})"
+        ) from None
     except TimeoutError:
         raise ClusterError(
             f"no Dask scheduler answered at {scheduler} within {seconds:.0f} s: something may hold the port without "

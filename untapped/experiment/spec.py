@@ -137,13 +137,16 @@ def build_model(spec, resume=None):
         try:
             return SSDGM(**params)
         except TypeError as exc:
-            raise ckpt_io.CheckpointError(f"{spec.resume}: model parameters do not fit this untapped ({one_line(exc)})") from None
+            raise ckpt_io.CheckpointError(
+                f"{spec.resume}: model parameters do not fit this untapped ({one_line(exc)})"
+            ) from None
     variant = VARIANTS[spec.variant].model_params(spec.model) if spec.variant in VARIANTS else {}
     return SSDGM.from_preset(spec.model, **{**variant, **spec.model_params, **spec.model_settings()})
 
 
 def run_config(spec, model, location):
-    """The run's ``config.json``: its settings, where its data came from, the version and commit, the model's hyperparameters.
+    """The run's ``config.json``: its settings, where its data came from, the version and commit, the model's
+    hyperparameters.
 
     ``location`` is the MNIST file or folder read; None (planning only)
     records no data folder and no commit.

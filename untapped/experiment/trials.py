@@ -146,9 +146,13 @@ def summary_table(results):
     for r in results:
         if r.get("status") == "ok":
             digits = " ".join(str(d) for d in r["recognised"])
-            lines.append(f"{_group(r):<{width}} {r['seed']:>6}  {r['cross_entropy']:>7.4f}  {r['accuracy']:>6.4f}  {digits}")
+            lines.append(
+                f"{_group(r):<{width}} {r['seed']:>6}  {r['cross_entropy']:>7.4f}  {r['accuracy']:>6.4f}  {digits}"
+            )
         else:
-            lines.append(f"{_group(r):<{width}} {r['seed']:>6}  {r.get('status', '?'):>7}  {'':>6}  {r.get('message', '')}")
+            lines.append(
+                f"{_group(r):<{width}} {r['seed']:>6}  {r.get('status', '?'):>7}  {'':>6}  {r.get('message', '')}"
+            )
     for model, s in summary(results).items():
         if s["mean"] is None:
             lines.append(f"{model:<{width}} {'all':>6}  no finished runs")

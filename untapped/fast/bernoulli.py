@@ -103,12 +103,13 @@ class BernoulliSampleSquaredDistanceRows(RowOp):
         (z,) = outputs
 
         def square(element):
-            return (f"const float d = (({element('u')} < untapped_sigmoidf({element('a')} + {element('b')})) ? 1.0f : 0.0f)"
-                    f" - {element('x')};\n                    acc += d * d;")
+            return (f"const float d = (({element('u')} < untapped_sigmoidf({element('a')} + {element('b')}))"
+                    f" ? 1.0f : 0.0f) - {element('x')};\n                    acc += d * d;")
 
         contiguous = lambda v: "b_p[j]" if v == "b" else f"{v}r[j]"  # noqa: E731
         strided = lambda v: "b_p[j * b_s1]" if v == "b" else f"{v}r[j * {v}_s1]"  # noqa: E731
-        return "{" + self._matrices(sub, (u, "u"), (a, "a"), (x, "x")) + self._bias(b, sub) + self._output(z, 1, ["n_rows"], sub) + f"""
+        return ("{" + self._matrices(sub, (u, "u"), (a, "a"), (x, "x")) + self._bias(b, sub)
+                + self._output(z, 1, ["n_rows"], sub) + f"""
         #pragma omp parallel for schedule(static)
         for (npy_intp i = 0; i < n_rows; ++i) {{
             const float* ur = u_p + i * u_s0;
@@ -127,7 +128,7 @@ class BernoulliSampleSquaredDistanceRows(RowOp):
             }}
             z_p[i] = (float)acc;
         }}
-        }}"""
+        }}""")
 
 
 bernoulli_sample_squared_distance_rows = BernoulliSampleSquaredDistanceRows()

@@ -214,7 +214,8 @@ def contiguous_rows(*shorts):
 
 
 def int64_vector_view(arr, name, sub, op):
-    """C that checks ``arr`` is an int64 vector and views it: ``{name}_p``, ``{name}_s`` (stride in elements), ``n_{name}``."""
+    """C that checks ``arr`` is an int64 vector and views it: ``{name}_p``, ``{name}_s`` (stride in elements),
+    ``n_{name}``."""
     return f"""
         if (PyArray_NDIM({arr}) != 1 || PyArray_TYPE({arr}) != NPY_INT64) {{
             PyErr_SetString(PyExc_TypeError, "{op}: the row index must be an int64 vector");

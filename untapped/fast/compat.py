@@ -91,7 +91,8 @@ _ROWS_INDEX_LISTS = ((0,), (0, slice(None, None, None)))
 
 
 def row_gather_operands(node):
-    """``(x, rows)`` when ``node`` (of an op in :data:`ROW_GATHER_OPS`) picks whole rows ``x[rows]`` by one integer vector, else None."""
+    """``(x, rows)`` when ``node`` (of an op in :data:`ROW_GATHER_OPS`) picks whole rows ``x[rows]`` by one
+    integer vector, else None."""
     if _ADVANCED_SUBTENSOR1 is None and tuple(getattr(node.op, "idx_list", ())) not in _ROWS_INDEX_LISTS:
         return None
     if len(node.inputs) != 2:

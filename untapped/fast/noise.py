@@ -88,7 +88,9 @@ def _draw_pool():
     pid = os.getpid()
     if pid not in _POOLS:
         _POOLS.clear()
-        _POOLS[pid] = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_DRAW_THREADS - 1, thread_name_prefix="untapped-draw")
+        _POOLS[pid] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=MAX_DRAW_THREADS - 1, thread_name_prefix="untapped-draw"
+        )
     return _POOLS[pid]
 
 

@@ -14,9 +14,9 @@ The compiled code does not change. The modules include the same headers, in
 the same order, under the same flags. GCC uses a precompiled header only when
 the module's flags are compatible with the ones it was built with; otherwise
 it reads the plain header it was made from. So a module with other flags, a
-newer compiler or a compiler that is not GCC costs time, never correctness. The header is built in a temporary folder and moved into
-place only after g++ has been seen to accept it, so a half-written file is
-never used.
+newer compiler or a compiler that is not GCC costs time, never correctness.
+The header is built in a temporary folder and moved into place only after
+g++ has been seen to accept it, so a half-written file is never used.
 """
 
 import hashlib
@@ -118,7 +118,10 @@ def _digest(templates):
 
 def _command(template, *args):
     """g++ with the arguments PyTensor gives a module (cf. ``GCC_compiler.compile_str``), then ``args``."""
-    return [pytensor.config.cxx, "-g", *template["args"], *(f"-I{d}" for d in template["include_dirs"]), "-fvisibility=hidden", *args]
+    return [
+        pytensor.config.cxx, "-g", *template["args"], *(f"-I{d}" for d in template["include_dirs"]),
+        "-fvisibility=hidden", *args,
+    ]  # fmt: skip
 
 
 def _build(folder, templates):

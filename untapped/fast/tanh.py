@@ -112,7 +112,9 @@ class TanhGrad(RowOp):
         if g.ndim != 2 or t.ndim != 2:
             raise TypeError("TanhGrad takes matrices")
         shape = tuple(s1 if s1 is not None else s2 for s1, s2 in zip(g.type.shape, t.type.shape))
-        return Apply(self, [g, t], [pt.matrix(dtype="float32", shape=shape), pt.vector(dtype="float32", shape=shape[1:])])
+        return Apply(
+            self, [g, t], [pt.matrix(dtype="float32", shape=shape), pt.vector(dtype="float32", shape=shape[1:])]
+        )
 
     def perform(self, node, inputs, outputs):
         g, t = inputs

@@ -20,4 +20,7 @@ from parmesan_compat.layers.flow import (
     logistic_flow_log_det,
 )
 
-__all__ = ["DEFAULT_HIGH", "DEFAULT_LOW", "LogisticFlowLayer", "logistic_flow", "logistic_flow_inverse", "logistic_flow_log_det"]
+__all__ = [
+    "DEFAULT_HIGH", "DEFAULT_LOW", "LogisticFlowLayer", "logistic_flow", "logistic_flow_inverse",
+    "logistic_flow_log_det",
+]  # fmt: skip

@@ -197,7 +197,14 @@ def _dense_stack(incoming, units, gain, prefix, kernels):
     layer = incoming
     for i, n in enumerate(units, start=1):
         cls = ConcatDenseLayer if isinstance(layer, list) else DenseLayer
-        layer = cls(layer, n, W=lasagne.init.GlorotUniform(gain), nonlinearity=kernels.tanh, kernels=kernels, name=f"{prefix}/hidden{i}")
+        layer = cls(
+            layer,
+            n,
+            W=lasagne.init.GlorotUniform(gain),
+            nonlinearity=kernels.tanh,
+            kernels=kernels,
+            name=f"{prefix}/hidden{i}",
+        )
     return layer
 
 
@@ -236,7 +243,8 @@ class ClassifierOutput:
 
 @dataclasses.dataclass(frozen=True)
 class EncoderOutput:
-    """q(z|x,y): the Gaussian's mean and std, its draw z~, z = flow(z~) and log|dz/dz~|; each (rows, n_latent), log_det (rows,).
+    """q(z|x,y): the Gaussian's mean and std, its draw z~, z = flow(z~) and log|dz/dz~|; each (rows, n_latent),
+    log_det (rows,).
 
     Attributes
     ----------
@@ -316,12 +324,18 @@ class Classifier:
         self.gumbel_uniform = L.InputLayer((None, n_classes), name="classifier/gumbel_uniform")
         top = _dense_stack(self.x, hidden, gain, self.name, kernels)
         self.logits = DenseLayer(
-            top, n_classes, W=lasagne.init.GlorotUniform(gain), nonlinearity=None, kernels=kernels, name="classifier/logits"
+            top,
+            n_classes,
+            W=lasagne.init.GlorotUniform(gain),
+            nonlinearity=None,
+            kernels=kernels,
+            name="classifier/logits",
         )
         self.sample = ConcreteSampleLayer(self.logits, self.gumbel_uniform, temperature, name="classifier/sample")
 
     def __call__(self, x, gumbel_uniform=None, deterministic=False):
-        """:class:`ClassifierOutput` for images ``x`` (rows, n_features); the sample is softmax(logits) if deterministic.
+        """:class:`ClassifierOutput` for images ``x`` (rows, n_features); the sample is softmax(logits) if
+        deterministic.
 
         Parameters
         ----------
@@ -339,7 +353,12 @@ class Classifier:
             ``logits`` (rows, n_classes) and ``sample`` (rows, n_classes) or ``None``.
         """
         out = _evaluate_with_sample(
-            OrderedDict(logits=self.logits), {self.x: x}, self.sample, self.gumbel_uniform, gumbel_uniform, deterministic
+            OrderedDict(logits=self.logits),
+            {self.x: x},
+            self.sample,
+            self.gumbel_uniform,
+            gumbel_uniform,
+            deterministic,
         )
         return ClassifierOutput(**out)
 
@@ -450,7 +469,11 @@ class Encoder:
         out = _evaluate(OrderedDict(mean=self.mean, std=self.std, z_tilde=self.z_tilde), inputs, deterministic)
         z_tilde = out["z_tilde"]
         return EncoderOutput(
-            mean=out["mean"], std=out["std"], z_tilde=z_tilde, z=self.flow.get_output_for(z_tilde), log_det=self.flow.log_det_jacobian(z_tilde)
+            mean=out["mean"],
+            std=out["std"],
+            z_tilde=z_tilde,
+            z=self.flow.get_output_for(z_tilde),
+            log_det=self.flow.log_det_jacobian(z_tilde),
         )
 
 
@@ -500,7 +523,12 @@ class Decoder:
         # copy, and one product into 250 units beats two.
         top = _dense_stack(L.ConcatLayer([self.y, self.z], axis=-1), hidden, gain, self.name, kernels)
         self.mean = DenseLayer(
-            top, n_features, W=lasagne.init.GlorotUniform(gain), nonlinearity=pt.sigmoid, kernels=kernels, name="decoder/mean"
+            top,
+            n_features,
+            W=lasagne.init.GlorotUniform(gain),
+            nonlinearity=pt.sigmoid,
+            kernels=kernels,
+            name="decoder/mean",
         )
         self.sample = BernoulliSampleLayer(self.mean, self.bernoulli_uniform, name="decoder/sample")
 
@@ -524,7 +552,12 @@ class Decoder:
             ``mean`` (rows, n_features) and ``sample`` (rows, n_features) or ``None``.
         """
         out = _evaluate_with_sample(
-            OrderedDict(mean=self.mean), {self.y: y, self.z: z}, self.sample, self.bernoulli_uniform, bernoulli_uniform, deterministic
+            OrderedDict(mean=self.mean),
+            {self.y: y, self.z: z},
+            self.sample,
+            self.bernoulli_uniform,
+            bernoulli_uniform,
+            deterministic,
         )
         return DecoderOutput(**out)
 
@@ -602,7 +635,9 @@ class Networks:
         self.kernels = kernels
         with lasagne_rng(np.random.RandomState(seed)):
             self.classifier = Classifier(n_features, n_classes, classifier_hidden, gain, temperature, kernels)
-            self.encoder = Encoder(n_features, n_classes, n_latent, encoder_hidden, gain, z_low, z_high, exact_log_det, kernels)
+            self.encoder = Encoder(
+                n_features, n_classes, n_latent, encoder_hidden, gain, z_low, z_high, exact_log_det, kernels
+            )
             self.decoder = Decoder(n_features, n_classes, n_latent, decoder_hidden, gain, kernels)
         self.by_name = OrderedDict((net.name, net) for net in (self.classifier, self.encoder, self.decoder))
         self.params_by_net = OrderedDict()

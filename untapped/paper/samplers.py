@@ -19,7 +19,10 @@ import pytensor.tensor as pt
 from parmesan_compat.layers.sample import bernoulli_sample, concrete_sample, gaussian_sample, gumbel_from_uniform
 from untapped.paper.kernels import PLAIN
 
-__all__ = ["NOISE", "NoiseSpec", "bernoulli_sample", "concrete_sample", "draw", "gaussian_sample", "gumbel_from_uniform", "noise_key", "symbolic_noise"]
+__all__ = [
+    "NOISE", "NoiseSpec", "bernoulli_sample", "concrete_sample", "draw", "gaussian_sample", "gumbel_from_uniform",
+    "noise_key", "symbolic_noise",
+]  # fmt: skip
 
 NoiseSpec = namedtuple("NoiseSpec", "source name distribution width")
 NoiseSpec.__doc__ = """One noise array the graph consumes: where it goes, what it draws and its shape.

@@ -267,7 +267,9 @@ def all_terms(batch, labeled, unlabeled, unfeatured, temperature=1.0, reverse_y_
     terms = OrderedDict(
         labeled_elbo=labeled_elbo(batch["labeled_x"], labeled, kernels),
         unlabeled_elbo=unlabeled_elbo(batch["unlabeled_x"], unlabeled, temperature, kernels),
-        reverse_elbo=_reverse_elbo(batch["unfeatured_y"], unfeatured, temperature, reverse_y_density, kernels, log_q_z_observed),
+        reverse_elbo=_reverse_elbo(
+            batch["unfeatured_y"], unfeatured, temperature, reverse_y_density, kernels, log_q_z_observed
+        ),
         x_to_y_loss=x_to_y_loss(labeled.y_sample, batch["labeled_y"]),
         y_to_x_loss=y_to_x_loss(labeled.x_sample, batch["labeled_x"]),
     )
