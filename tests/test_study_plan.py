@@ -151,5 +151,6 @@ def test_by_source_gives_each_sources_pairs_alone():
     from untapped.study.markdown import source_lines
 
     table = source_lines(out)
-    assert table[4].startswith("| study-a/study.json | 6 | 0-5 | ") and table[5].startswith("| run folder | 8 | 6-13 | ")
+    assert table[4].startswith("| study-a/study.json | 6 | 0-5 | ")
+    assert table[5].startswith("| run folder | 8 | 6-13 | ")
     assert source_lines(dict(out, by_source=None)) == []

@@ -118,7 +118,7 @@ class RowOp(COp):
         return ["<math.h>", "<stdlib.h>", "<omp.h>"]
 
     def c_code_cache_version(self):
-        return (15,)
+        return (16,)
 
     def _check(self, *arrays):
         for a in arrays:

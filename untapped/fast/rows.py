@@ -59,8 +59,6 @@ class GatherRows(RowOp):
     def c_code(self, node, name, inputs, outputs, sub):
         a, rows = inputs
         (z,) = outputs
-        # The noqa at the end is for the PyErr_Format line below, over 120 characters: rewrapping the C
-        # would change the source that c_code_cache_version stands for.
         return "{" + int64_vector_view(rows, "rows", sub, "GatherRows") + f"""
         if (PyArray_NDIM({a}) != 2) {{
             PyErr_SetString(PyExc_ValueError, "GatherRows: a must be a matrix");
@@ -71,7 +69,8 @@ class GatherRows(RowOp):
         for (npy_intp i = 0; i < n_rows; ++i) {{
             const npy_int64 r = rows_p[i * rows_s];
             if (r < 0 || r >= n_source) {{
-                PyErr_Format(PyExc_IndexError, "GatherRows: row %lld out of range for %lld rows", (long long)r, (long long)n_source);
+                PyErr_Format(PyExc_IndexError, "GatherRows: row %lld out of range for %lld rows",
+                             (long long)r, (long long)n_source);
                 {sub["fail"]}
             }}
         }}
@@ -89,7 +88,7 @@ class GatherRows(RowOp):
                     zr[j] = ar[j * a_s1];
             }
         }
-        }"""  # noqa: E501
+        }"""
 
 
 gather_rows = GatherRows()
@@ -133,8 +132,6 @@ class ScatterAddRows(RowOp):
     def c_code(self, node, name, inputs, outputs, sub):
         g, rows, n = inputs
         (z,) = outputs
-        # The noqa at the end is for the PyErr_Format line below, over 120 characters: rewrapping the C
-        # would change the source that c_code_cache_version stands for.
         return "{" + int64_vector_view(rows, "rows", sub, "ScatterAddRows") + f"""
         if (PyArray_NDIM({g}) != 2 || PyArray_DIMS({g})[0] != n_rows) {{
             PyErr_SetString(PyExc_ValueError, "ScatterAddRows: g must be a matrix with one row an index");
@@ -149,7 +146,8 @@ class ScatterAddRows(RowOp):
         for (npy_intp i = 0; i < n_rows; ++i) {{
             const npy_int64 r = rows_p[i * rows_s];
             if (r < 0 || r >= n_out) {{
-                PyErr_Format(PyExc_IndexError, "ScatterAddRows: row %lld out of range for %lld rows", (long long)r, (long long)n_out);
+                PyErr_Format(PyExc_IndexError, "ScatterAddRows: row %lld out of range for %lld rows",
+                             (long long)r, (long long)n_out);
                 {sub["fail"]}
             }}
         }}
@@ -174,7 +172,7 @@ class ScatterAddRows(RowOp):
                 }
             }
         }
-        }"""  # noqa: E501
+        }"""
 
 
 scatter_add_rows = ScatterAddRows()
