@@ -67,7 +67,15 @@ def test_steps_per_epoch_rejects_empty_sources_and_bad_batch():
 
 
 def test_learning_rate_schedule():
-    lr = training.learning_rate
+    from untapped.model import SSDGM
+
+    params = SSDGM().get_params()
+    original = dict(learning_rate=0.01, anneal_lr_factor=0.9995, anneal_lr_epoch=500)  # S2S_DGM.py:1609-1611
+    assert {k: params[k] for k in original} == original
+
+    def lr(epoch, base=0.01, factor=0.9995, anneal_epoch=500):
+        return training.learning_rate(epoch, base, factor, anneal_epoch)
+
     assert [lr(e) for e in (1, 2, 499, 500)] == [0.01] * 4
     assert lr(501) == 0.01 * 0.9995
     assert lr(502) == 0.01 * 0.9995 * 0.9995

@@ -61,8 +61,11 @@ def batch_index(perm, step, batch_size):
     return perm[(step * batch_size + np.arange(batch_size, dtype=np.int64)) % len(perm)]
 
 
-def learning_rate(epoch, base=0.01, factor=0.9995, anneal_epoch=500):
+def learning_rate(epoch, base, factor, anneal_epoch):
     """The learning rate used in (1-based) ``epoch``: ``base * factor ** max(0, epoch - anneal_epoch)``.
+
+    ``base``, ``factor`` and ``anneal_epoch`` are the model's ``learning_rate``,
+    ``anneal_lr_factor`` and ``anneal_lr_epoch`` (the original's 0.01, 0.9995, 500).
 
     Computed as the original does (``S2S_DGM.py:1609-1611``): after each epoch ``e >=
     anneal_epoch``, ``lr *= factor``, in Python floats.
