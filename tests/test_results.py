@@ -93,7 +93,8 @@ def test_a_final_study_has_at_least_ten_paired_seeds_from_one_commit():
 
 
 def test_the_results_page_quotes_the_final_study():
-    """docs/results.md states every group's (model or variant) mean +- sd and every paired difference as the final study.json gives them."""
+    """docs/results.md states every group's (model or variant) mean +- sd and every paired difference as the final
+    study.json gives them."""
     page = (RESULTS.parent / "results.md").read_text()
     study = json.loads(FINAL[-1].read_text())
     for group, summary in study["summary"].items():
@@ -105,7 +106,8 @@ def test_the_results_page_quotes_the_final_study():
 
 
 def test_the_readme_quotes_the_final_study():
-    """The README's table states M2's and untapped's mean +- sd and 95% interval, and their paired difference with its interval, as the final study.json gives them."""
+    """The README's table states M2's and untapped's mean +- sd and 95% interval, and their paired difference with its
+    interval, as the final study.json gives them."""
     readme = (RESULTS.parents[1] / "README.md").read_text()
     study = json.loads(FINAL[-1].read_text())
     for group in ("m2", "untapped"):

@@ -164,7 +164,9 @@ def test_summaries_match_load_study(study):
     out, _ = study
     runs = load_study(out).runs
     summary = summarise(runs)
-    assert summary["untapped"]["cross_entropy"] == stats.describe([r["cross_entropy"] for r in runs if r["group"] == "untapped"])
+    assert summary["untapped"]["cross_entropy"] == stats.describe(
+        [r["cross_entropy"] for r in runs if r["group"] == "untapped"]
+    )
 
 
 def test_one_pass_over_the_run_folders_tells_finished_diverged_unfinished_and_left_out(tmp_path):
@@ -292,7 +294,9 @@ def test_resume_into_another_folder_with_overwrite_keeps_its_output(tmp_path, ca
         result = invoke(TINY + ["--epochs", 1, "--model", "m2", "--out", out, "--data-dir", mnist_dir], cache)
         assert result.exit_code == 0, result.output
     checkpoint = first / "m2-seed1234" / "checkpoint.h5"
-    result = invoke(["--resume", checkpoint, "--epochs", 2, "--out", other, "--overwrite", "--data-dir", mnist_dir], cache)
+    result = invoke(
+        ["--resume", checkpoint, "--epochs", 2, "--out", other, "--overwrite", "--data-dir", mnist_dir], cache
+    )
     assert result.exit_code == 0, result.output
     assert "*Epoch=2" in result.output  # the epoch lines are shown when resuming, too
     assert json.loads((other / "m2-seed1234" / "metrics.json").read_text())["epochs"] == 2
@@ -414,7 +418,9 @@ def test_report_with_an_earlier_study(combined, cache, tmp_path):
     assert wall["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in record["runs"]))
     # The derived readings: bits is the default over ln 2; class_averaged_q is ln 10.
     for r in record["runs"]:
-        assert r["readings"]["bits"]["cross_entropy"] == pytest.approx(r["readings"]["default"]["cross_entropy"] / np.log(2))
+        assert r["readings"]["bits"]["cross_entropy"] == pytest.approx(
+            r["readings"]["default"]["cross_entropy"] / np.log(2)
+        )
         assert r["readings"]["class_averaged_q"]["cross_entropy"] == pytest.approx(np.log(10))
     assert record["paper_verdicts"]["class_averaged_q"]["possible"] is False
 

@@ -108,8 +108,9 @@ def pairing(runs, failed=()):
     for seed in sorted((done[FIRST] | done[SECOND] | set(bad)) - set(seeds)):
         mine = bad.get(seed, [])
         if any(f["status"] == "diverged" for f in mine):
-            reason = "failed: " + "; ".join(f"{f['run']} {f['status']}" + (f" ({f['message']})" if f.get("message") else "")
-                                            for f in mine if f["status"] == "diverged")
+            reason = "failed: " + "; ".join(
+                f"{f['run']} {f['status']}" + (f" ({f['message']})" if f.get("message") else "")
+                for f in mine if f["status"] == "diverged")
         else:
             missing = [g for g in (FIRST, SECOND) if seed not in done[g]]
             reason = "incomplete: " + ", ".join(

@@ -52,7 +52,8 @@ def draw_figures(runs, analysis, folder, out):
     variants = [g for g in groups(runs) if g.startswith(REFERENCE + "/")]
     if variants:
         figures.append(("Training terms of the untapped variants",
-                        plot_curves(runs, out / "curves-variants.png", ([REFERENCE] if REFERENCE in models else []) + variants,
+                        plot_curves(runs, out / "curves-variants.png",
+                                    ([REFERENCE] if REFERENCE in models else []) + variants,
                                     "Training terms of untapped and its variants")))
     figures = [(title, p) for title, p in figures if p is not None]  # curves need runs read from their folders
     for g in groups(runs):
@@ -150,7 +151,8 @@ def plot_running_mean(analysis, path, recorded_pairs=0):
     ax.axhline(margin, color="C3", ls="--", lw=1.2, label=f"+-{margin:.2f} nats: the paper's relative effect")
     ax.axhline(-margin, color="C3", ls="--", lw=1.2)
     if 0 < recorded_pairs < k[-1]:
-        ax.axvline(recorded_pairs + 0.5, color="grey", ls=":", lw=1.2, label=f"the first study's {recorded_pairs} pairs end")
+        ax.axvline(recorded_pairs + 0.5, color="grey", ls=":", lw=1.2,
+                   label=f"the first study's {recorded_pairs} pairs end")
     ax.set_xlabel("pairs analysed, in seed order (k)")
     ax.set_ylabel("untapped - M2, cross-entropy on 5-9 (nats)")
     ax.set_xlim(k[0] - 0.5, k[-1] + 0.5)
@@ -205,7 +207,8 @@ def plot_figure2(runs, group, folder, path):
         ax.set_axis_off()
     for ax, r in zip(axes, mine):
         ax.imshow(imread(pathlib.Path(folder) / r["run"] / "digits_means.png"))
-        ax.set_title(f"seed {r['seed']}: CE {r['cross_entropy']:.3f}, {r['distinct_digits']} distinct digits", fontsize=11)
+        ax.set_title(f"seed {r['seed']}: CE {r['cross_entropy']:.3f}, {r['distinct_digits']} distinct digits",
+                     fontsize=11)
     fig.suptitle(f"{group}: Figure 2 of every seed\n(decoder means at z_bar; 'y=k → d': the classifier sees digit d)",
                  fontsize=12)
     return _save(fig, path)

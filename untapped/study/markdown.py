@@ -44,7 +44,8 @@ def _by_group(items):
     seeds = OrderedDict()
     for group, seed in items:
         seeds.setdefault(group, []).append(seed)
-    return ", ".join(f"{g} seed{'s' if len(v) > 1 else ''} {', '.join(_seed_ranges(sorted(v)))}" for g, v in seeds.items())
+    return ", ".join(f"{g} seed{'s' if len(v) > 1 else ''} {', '.join(_seed_ranges(sorted(v)))}"
+                     for g, v in seeds.items())
 
 
 def analysis_lines(record):
@@ -56,7 +57,8 @@ def analysis_lines(record):
     lines = ["## The pre-stated analysis (docs/study-plan.md)", "",
              f"**{a['conclusion']['text']}** (rule {a['conclusion']['rule']} of the plan)", "",
              f"Pairs analysed: {len(seeds)} of the {a['planned']['pairs']} planned "
-             f"(seeds {', '.join(_seed_ranges(seeds))}); d = CE(untapped) - CE(M2) per seed, negative favours untapped.", ""]
+             f"(seeds {', '.join(_seed_ranges(seeds))}); "
+             "d = CE(untapped) - CE(M2) per seed, negative favours untapped.", ""]
     failed = [x for x in a["left_out"] if x["failed"]]
     incomplete = [x["seed"] for x in a["left_out"] if not x["failed"]]
     if failed:
@@ -71,10 +73,12 @@ def analysis_lines(record):
                   f"{analysis.MAX_FAILED_PAIRS}). The {len(seeds)} pairs left have power "
                   f"{a['planned']['power_at_margin']:.2f} to detect {a['margin']:.2f} nats (paired sd "
                   f"{analysis.PLANNING_SD}, two-sided alpha {a['alpha']}).", ""]
-    tost_p = f"{stats.format_p(e['p_lower'])} (vs -{e['margin']:.2f}), {stats.format_p(e['p_upper'])} (vs +{e['margin']:.2f})"
+    tost_p = (f"{stats.format_p(e['p_lower'])} (vs -{e['margin']:.2f}), "
+              f"{stats.format_p(e['p_upper'])} (vs +{e['margin']:.2f})")
     verdict = "equivalent" if e["equivalent"] else "not shown equivalent"
     lines += ["| analysis | estimate | interval | statistic | p |", "|---|---|---|---|---|",
-              f"| primary: paired t of d, two-sided | mean {p['mean_difference']:+.3f} nats (sd {p['sd_difference']:.3f}) | "
+              f"| primary: paired t of d, two-sided | mean {p['mean_difference']:+.3f} nats "
+              f"(sd {p['sd_difference']:.3f}) | "
               f"95% CI {_interval(p['ci'])} | t({p['n'] - 1}) = {p['t']:.2f} | {stats.format_p(p['t_p'])} |",
               f"| equivalence: TOST at +-{e['margin']:.2f} nats | mean {e['mean_difference']:+.3f} nats | "
               f"90% CI {_interval(e['ci'])} | t = {e['t_lower']:.2f} (vs -{e['margin']:.2f}), {e['t_upper']:.2f} "
@@ -91,7 +95,8 @@ def analysis_lines(record):
               f"| permuted accuracy on 5-9, paired t (untapped - M2) | {100 * acc['mean_difference']:+.1f} points, "
               f"95% CI {_interval(acc_ci, 1)} points | {acc_t} | {stats.format_p(acc['p'])} | "
               f"{stats.format_p(acc['p_adjusted'])} |",
-              f"| Figure 2 shows ten distinct digits, exact McNemar | discordant pairs: untapped only {ten['untapped_only']}, "
+              "| Figure 2 shows ten distinct digits, exact McNemar | "
+              f"discordant pairs: untapped only {ten['untapped_only']}, "
               f"M2 only {ten['m2_only']} | binomial test of {ten['untapped_only']} of {ten['discordant']} at 1/2 | "
               f"{stats.format_p(ten['p'])} | {stats.format_p(ten['p_adjusted'])} |",
               f"| Wilcoxon signed-rank of d, two-sided | a check of the primary without assuming normal d | {w_stat} | "
@@ -176,8 +181,10 @@ def wall_lines(record):
     w = record["wall_time"]
     parts = "; ".join(f"{src}: {sec / 3600:.1f} h" for src, sec in w["train_seconds_by_source"].items())
     lines = ["## Wall time", "",
-             f"Training time summed over {_count(len(record['runs']), 'run')}: {w['train_seconds'] / 3600:.1f} h ({parts}; "
-             f"M2 and untapped: {w['train_seconds_pairs'] / 3600:.1f} h; compiling, evaluation and Figure 2 not included)."]
+             f"Training time summed over {_count(len(record['runs']), 'run')}: "
+             f"{w['train_seconds'] / 3600:.1f} h ({parts}; "
+             f"M2 and untapped: {w['train_seconds_pairs'] / 3600:.1f} h; "
+             "compiling, evaluation and Figure 2 not included)."]
     if w["span_seconds"] is not None:
         lines.append(f"First start to last finish of the {_count(w['timed_runs'], 'run')} with a run folder: "
                      f"{w['first_started']} to {w['last_finished']}, {w['span_seconds'] / 3600:.1f} h.")
@@ -197,7 +204,8 @@ def readings_lines(record):
                  else "n/a" for g in names]
         lines.append(f"| `{reading}`: {description.replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
     lines += ["", f"Paper: M2 {PAPER_CROSS_ENTROPY['m2']:.2f}, untapped {PAPER_CROSS_ENTROPY['untapped']:.2f}; "
-              f"a uniform guess scores ln 10 = {UNIFORM_CROSS_ENTROPY:.3f} (10-way) or ln 5 = {math.log(5):.3f} (5-way).", ""]
+              f"a uniform guess scores ln 10 = {UNIFORM_CROSS_ENTROPY:.3f} (10-way) "
+              f"or ln 5 = {math.log(5):.3f} (5-way).", ""]
     if record.get("readings_derived"):
         lines += ["Derived from each run's stored default cross-entropy, for runs whose `metrics.json` predates them: "
                   + ", ".join(f"`{n}`" for n in record["readings_derived"]) + ".", ""]
@@ -215,7 +223,8 @@ def readings_lines(record):
             lines.append(f"| `{name}` | {cell(v[BASELINE])} | {cell(v[REFERENCE])} | {v['order']} | "
                          f"{'yes' if v['possible'] else 'no'} |")
         lines += ["", "`class_averaged_q` is ln 10 = 2.303 for any model: it equals M2's 2.30 in the paper and cannot "
-                  "give untapped's 2.07, a sign of how the paper's M2 figure may have arisen, not a reading to adopt.", ""]
+                  "give untapped's 2.07, a sign of how the paper's M2 figure may have arisen, "
+                  "not a reading to adopt.", ""]
     return lines
 
 
@@ -238,19 +247,22 @@ def markdown(record, figures):
         lines.append(f"| {r['group']} | {r['seed']} | {r['cross_entropy']:.3f} | {100 * r['accuracy']:.1f}% | "
                      f"{digits} | {r['distinct_digits']} | {r['train_seconds']:.0f} |")
     lines += ["", "## Summary per model and variant", "",
-              "| group | n | CE 5-9 mean +- sd | 95% CI | accuracy mean +- sd | 95% CI | runs with ten distinct digits | paper |",
+              "| group | n | CE 5-9 mean +- sd | 95% CI | accuracy mean +- sd | 95% CI | "
+              "runs with ten distinct digits | paper |",
               "|---|---|---|---|---|---|---|---|"]
     for g, s in record["summary"].items():
         paper = PAPER_CROSS_ENTROPY.get(g)
-        lines.append(f"| {g} | {s['cross_entropy']['n']} | {_mean_sd(s['cross_entropy'])} | {_ci(s['cross_entropy'])} | "
-                     f"{_mean_sd(s['accuracy'], 1, 100)}% | {_ci(s['accuracy'], 1, 100)}% | {s['ten_distinct']} of {s['cross_entropy']['n']} | "
+        lines.append(f"| {g} | {s['cross_entropy']['n']} | {_mean_sd(s['cross_entropy'])} | "
+                     f"{_ci(s['cross_entropy'])} | "
+                     f"{_mean_sd(s['accuracy'], 1, 100)}% | {_ci(s['accuracy'], 1, 100)}% | "
+                     f"{s['ten_distinct']} of {s['cross_entropy']['n']} | "
                      f"{'' if paper is None else f'{paper:.2f}'} |")
     lines += ["", "## Paired comparisons (same seed: same data split and initial weights)", "",
               "Difference = first - second; a negative cross-entropy difference favours the first.", "",
               f"Adjusted p: Benjamini-Hochberg over the {_count(len(record['paired']), 'comparison')} of this table "
               "(t / Wilcoxon). With five pairs and no ties, the exact Wilcoxon p is at least 2 / 2^5 = 0.0625.", "",
-              "| first vs second | pairs | CE difference mean | 95% CI | paired t (p) | Wilcoxon W (p) | adjusted p | d_z | "
-              "seeds where first is lower | accuracy difference |",
+              "| first vs second | pairs | CE difference mean | 95% CI | paired t (p) | Wilcoxon W (p) | "
+              "adjusted p | d_z | seeds where first is lower | accuracy difference |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in record["paired"].items():
         ce, acc = c["cross_entropy"], c["accuracy"]

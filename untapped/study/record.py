@@ -101,7 +101,8 @@ def paper_verdict(summary, reading):
     if abs(m2 - untapped) < 1e-9:
         out["order"] = "the same for both models"
     else:
-        out["order"] = "untapped lower, as in the paper" if untapped < m2 else "untapped higher: the paper's order reversed"
+        out["order"] = ("untapped lower, as in the paper" if untapped < m2
+                        else "untapped higher: the paper's order reversed")
     out["possible"] = bool(out["possible"])
     return out
 
@@ -120,7 +121,8 @@ def wall_time(runs):
         first = min(r["started"] for r in timed)
         last = max(r["finished"] for r in timed)
         out.update(first_started=first, last_finished=last,
-                   span_seconds=time.mktime(time.strptime(last, TIME_FORMAT)) - time.mktime(time.strptime(first, TIME_FORMAT)))
+                   span_seconds=time.mktime(time.strptime(last, TIME_FORMAT))
+                   - time.mktime(time.strptime(first, TIME_FORMAT)))
     return out
 
 

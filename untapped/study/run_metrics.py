@@ -69,14 +69,16 @@ def check_metrics(metrics, path="metrics.json"):
         raise MetricsProblem(path, f"variant {json.dumps(variant)} is not one of {', '.join(VARIANTS)}", damaged=True)
     readings = metrics.get("readings", {})
     if not isinstance(readings, dict) or not all(
-        isinstance(v, dict) and _number(v.get("cross_entropy")) and _number(v.get("accuracy")) for v in readings.values()
+        isinstance(v, dict) and _number(v.get("cross_entropy")) and _number(v.get("accuracy"))
+        for v in readings.values()
     ):
         raise MetricsProblem(path, "its readings are not each a finite cross_entropy and accuracy", damaged=True)
     return metrics
 
 
 def read_metrics(path):
-    """The checked content of the ``metrics.json`` at ``path`` (:func:`check_metrics`); :class:`MetricsProblem` if unusable."""
+    """The checked content of the ``metrics.json`` at ``path`` (:func:`check_metrics`); :class:`MetricsProblem` if
+    unusable."""
     path = pathlib.Path(path)
     try:
         text = path.read_text()

@@ -61,7 +61,8 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 def training_terms(history):
     """The last epoch's training terms (:data:`CURVE_TERMS`) from a run's history; None where a term is not trained."""
-    return OrderedDict((t, float(history[f"train/{t}"][-1]) if history.get(f"train/{t}") else None) for t in CURVE_TERMS)
+    return OrderedDict((t, float(history[f"train/{t}"][-1]) if history.get(f"train/{t}") else None)
+                       for t in CURVE_TERMS)
 
 
 def _derive_readings(readings):
@@ -76,7 +77,8 @@ def _derive_readings(readings):
 
 
 def _timestamps(run_dir):
-    """When a run started (its log's first line) and finished (its metrics.json written), local time; None if unknown."""
+    """When a run started (its log's first line) and finished (its metrics.json written), local time; None if
+    unknown."""
     started = None
     try:
         with open(run_dir / "log.txt") as log:
@@ -102,7 +104,8 @@ def _series(history, key, path):
 
 
 def _load_run(path):
-    """One finished run from its ``metrics.json`` at ``path``, with its config and history; :class:`MetricsProblem` if unusable."""
+    """One finished run from its ``metrics.json`` at ``path``, with its config and history; :class:`MetricsProblem`
+    if unusable."""
     metrics = read_metrics(path)
     config = _read(path.parent / "config.json", "config.json")
     history = _read(path.parent / "history.json", "history.json")
@@ -233,7 +236,8 @@ def load_recorded(path):
 
 
 class Study(NamedTuple):
-    """What :func:`load_study` reads: the finished runs, the runs without a result, and the notes on what is left out."""
+    """What :func:`load_study` reads: the finished runs, the runs without a result, and the notes on what is left
+    out."""
 
     runs: list
     not_finished: list
@@ -286,7 +290,8 @@ def length_notes(runs):
     if len({r["epochs"] for r in runs}) <= 1:
         return []
     per_group = "; ".join(
-        f"{g}: {', '.join(str(e) for e in sorted({r['epochs'] for r in runs if r['group'] == g}))}" for g in groups(runs)
+        f"{g}: {', '.join(str(e) for e in sorted({r['epochs'] for r in runs if r['group'] == g}))}"
+        for g in groups(runs)
     )
     return [f"the runs differ in length (epochs per group, {per_group}); the summaries and paired comparisons mix them"]
 
