@@ -334,6 +334,6 @@ def test_the_package_docstring_says_when_lasagne_loads():
     doc = (REPO / "untapped" / "__init__.py").read_text()
     assert "no PyTensor or Lasagne loaded" in doc
     assert loaded("untapped") == ["0", "0"]
-    for module in ("untapped.paper.networks", "parmesan_compat.layers", "untapped.model"):
+    for module in ("untapped.paper.layers", "untapped.paper.networks", "parmesan_compat.layers", "untapped.model"):
         assert f":mod:`{module}`" in doc
         assert loaded(module) == ["1", "1"], module

@@ -11,7 +11,8 @@ from untapped.backend import compile_mode, float32
 from untapped.fast import tanh as fast_tanh
 from untapped.fast.kernels import FAST
 from untapped.paper.kernels import PLAIN
-from untapped.paper.networks import ConcatDenseLayer, Networks
+from untapped.paper.layers import ConcatDenseLayer
+from untapped.paper.networks import Networks
 
 lasagne = load_lasagne()
 L = lasagne.layers

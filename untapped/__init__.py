@@ -10,8 +10,9 @@ commit 30e90ab (``docs/original.md``), and the paper's equations by number
 Importing the package changes nothing in the process: no environment
 variable, no PyTensor rewrite, no PyTensor or Lasagne loaded. Lasagne loads
 (on PyTensor, :func:`parmesan_compat.backend.load_lasagne`) when a module
-that defines layers is imported: :mod:`untapped.paper.networks`,
-:mod:`parmesan_compat.layers`, and with them :mod:`untapped.model`, which
+that defines layers is imported: :mod:`untapped.paper.layers`,
+:mod:`untapped.paper.networks`, :mod:`parmesan_compat.layers`, and with
+them :mod:`untapped.model`, which
 the first use of ``untapped.SSDGM`` imports. For the training step's full
 speed, call :func:`configure_threads` before NumPy is imported
 (:mod:`untapped.threads`).

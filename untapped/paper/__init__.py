@@ -3,7 +3,8 @@
 1. :mod:`~untapped.paper.densities` - log p(x|y,z), log q(z|x,y), log q(y|x) (eqs. 1-2, App. A);
 2. :mod:`~untapped.paper.flow` - the logistic flow into the box (App. A, eqs. 10-16);
 3. :mod:`~untapped.paper.samplers` - every random draw and its reparameterisation;
-4. :mod:`~untapped.paper.networks` - the classifier, encoder and decoder (§2, App. F);
+4. :mod:`~untapped.paper.networks` - the classifier, encoder and decoder (§2, App. F),
+   of the dense layers of :mod:`~untapped.paper.layers`;
 5. :mod:`~untapped.paper.passes` - the three passes of Alg. 1 (labeled, unlabeled, unfeatured);
 6. :mod:`~untapped.paper.terms` - the five terms and the total (eqs. 3-8, 17).
 

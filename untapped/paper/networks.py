@@ -20,10 +20,10 @@ for bit.
 
 Each network's inputs, noise included, are Lasagne ``InputLayer``s, so one
 call of :func:`lasagne.layers.get_output` evaluates a whole network for any
-symbolic inputs: that is how the same weights serve every data source. A
-dense layer's output is computed by the graph's kernels
-(:mod:`untapped.paper.kernels`): the formula as written, or a fused kernel
-with the same values.
+symbolic inputs: that is how the same weights serve every data source. The
+dense layers (:mod:`untapped.paper.layers`) are Lasagne's, with their output
+computed by the graph's kernels (:mod:`untapped.paper.kernels`): the formula
+as written, or a fused kernel with the same values.
 """
 
 import dataclasses
@@ -37,6 +37,7 @@ from parmesan_compat.backend import lasagne_rng, load_lasagne
 from parmesan_compat.layers import BernoulliSampleLayer, ConcreteSampleLayer, GaussianSampleLayer, LogisticFlowLayer
 from parmesan_compat.layers.flow import DEFAULT_HIGH, DEFAULT_LOW
 from untapped.paper.kernels import PLAIN
+from untapped.paper.layers import DenseLayer, dense_stack
 from untapped.presets import (
     CLASSIFIER_HIDDEN,
     DECODER_HIDDEN,
@@ -50,162 +51,6 @@ from untapped.presets import (
 lasagne = load_lasagne()
 L = lasagne.layers
 GAIN = np.sqrt(2.0)
-
-
-class DenseLayer(L.DenseLayer):
-    """Lasagne's ``DenseLayer`` (same parameters, initialisation and output), computed by ``kernels.dense``.
-
-    Input: a (rows, n_in) matrix; output: ``nonlinearity(x W + b)``, (rows, num_units),
-    with ``W`` (n_in, num_units) and ``b`` (num_units,).
-    """
-
-    def __init__(self, incoming, num_units, kernels=PLAIN, **kwargs):
-        """A dense layer whose output ``kernels.dense`` computes.
-
-        Parameters
-        ----------
-        incoming : Layer or tuple
-            The layer feeding this one (output (rows, n_in)), or its shape.
-        num_units : int
-            The number of units.
-        kernels : PlainKernels or FastKernels, optional
-            Computes the output (:mod:`untapped.paper.kernels`); default ``PLAIN``.
-        **kwargs
-            ``W``, ``b``, ``nonlinearity``, ``name``: as for :class:`lasagne.layers.DenseLayer`.
-        """
-        super().__init__(incoming, num_units, **kwargs)
-        self.kernels = kernels
-
-    def get_output_for(self, input, **kwargs):
-        """The layer's output expression.
-
-        Parameters
-        ----------
-        input : TensorVariable, (rows, n_in)
-            The incoming layer's output.
-        **kwargs
-            Ignored (``get_output``'s flags, such as ``deterministic``).
-
-        Returns
-        -------
-        TensorVariable, (rows, num_units)
-            ``nonlinearity(input W + b)``.
-        """
-        return self.kernels.dense([input], [self.input_shape[1]], self.W, self.b, self.nonlinearity)
-
-
-class ConcatDenseLayer(L.MergeLayer):
-    """``DenseLayer(ConcatLayer(incomings))``: the same parameters, initialisation and output.
-
-    Inputs: matrices (rows, n_i); output: ``nonlinearity(concat[x_1, ..., x_k] W + b)``,
-    (rows, num_units), computed by ``kernels.dense``, with ``W`` (sum_i n_i, num_units)
-    and ``b`` (num_units,).
-
-    Attributes
-    ----------
-    widths : list of int
-        Each incoming layer's number of columns, n_1, ..., n_k.
-    W : TensorSharedVariable, (sum(widths), num_units)
-        The weights; rows ``n_1 + ... + n_(i-1)`` to ``n_1 + ... + n_i - 1`` face input ``i``.
-    b : TensorSharedVariable, (num_units,), or None
-        The biases.
-    """
-
-    def __init__(
-        self,
-        incomings,
-        num_units,
-        W=lasagne.init.GlorotUniform(),
-        b=lasagne.init.Constant(0.0),
-        nonlinearity=None,
-        kernels=PLAIN,
-        **kwargs,
-    ):
-        """A dense layer over the concatenation of ``incomings``.
-
-        Parameters
-        ----------
-        incomings : list of Layer
-            The layers whose outputs, matrices (rows, n_i), are concatenated.
-        num_units : int
-            The number of units.
-        W : initializer, optional
-            For the weights, (sum_i n_i, num_units); default ``GlorotUniform()``.
-        b : initializer or None, optional
-            For the biases, (num_units,); default zeros; ``None``: no biases.
-        nonlinearity : callable or None, optional
-            Applied to the activation; ``None`` (the default): identity.
-        kernels : PlainKernels or FastKernels, optional
-            Computes the output (:mod:`untapped.paper.kernels`); default ``PLAIN``.
-        **kwargs
-            ``name``: as for any Lasagne layer.
-        """
-        super().__init__(incomings, **kwargs)
-        self.nonlinearity = lasagne.nonlinearities.identity if nonlinearity is None else nonlinearity
-        self.num_units = num_units
-        self.kernels = kernels
-        self.widths = [int(np.prod(shape[1:])) for shape in self.input_shapes]
-        self.W = self.add_param(W, (sum(self.widths), num_units), name="W")
-        self.b = None if b is None else self.add_param(b, (num_units,), name="b", regularizable=False)
-
-    def get_output_shape_for(self, input_shapes):
-        """The output shape.
-
-        Parameters
-        ----------
-        input_shapes : list of tuple
-            The incoming shapes, (rows, n_i) each.
-
-        Returns
-        -------
-        tuple
-            ``(rows, num_units)``.
-        """
-        return (input_shapes[0][0], self.num_units)
-
-    def get_output_for(self, inputs, **kwargs):
-        """The layer's output expression.
-
-        Parameters
-        ----------
-        inputs : list of TensorVariable, each (rows, n_i)
-            The incoming layers' outputs.
-        **kwargs
-            Ignored (``get_output``'s flags, such as ``deterministic``).
-
-        Returns
-        -------
-        TensorVariable, (rows, num_units)
-            ``nonlinearity(concat[x_1, ..., x_k] W + b)``.
-
-        Raises
-        ------
-        ValueError
-            If an input is not a matrix.
-        """
-        if any(x.ndim != 2 for x in inputs):
-            raise ValueError(f"{self.name}: ConcatDenseLayer takes matrices")
-        return self.kernels.dense(inputs, self.widths, self.W, self.b, self.nonlinearity)
-
-
-def _dense_stack(incoming, units, gain, prefix, kernels):
-    """tanh dense layers named ``<prefix>/hidden1``, ``<prefix>/hidden2``, ...
-
-    ``incoming`` is a layer, or a list of layers that the first layer takes
-    concatenated (:class:`ConcatDenseLayer`).
-    """
-    layer = incoming
-    for i, n in enumerate(units, start=1):
-        cls = ConcatDenseLayer if isinstance(layer, list) else DenseLayer
-        layer = cls(
-            layer,
-            n,
-            W=lasagne.init.GlorotUniform(gain),
-            nonlinearity=kernels.tanh,
-            kernels=kernels,
-            name=f"{prefix}/hidden{i}",
-        )
-    return layer
 
 
 def _evaluate(layers, inputs, deterministic):
@@ -322,7 +167,7 @@ class Classifier:
         """
         self.x = L.InputLayer((None, n_features), name="classifier/x")
         self.gumbel_uniform = L.InputLayer((None, n_classes), name="classifier/gumbel_uniform")
-        top = _dense_stack(self.x, hidden, gain, self.name, kernels)
+        top = dense_stack(self.x, hidden, gain, self.name, kernels)
         self.logits = DenseLayer(
             top,
             n_classes,
@@ -425,7 +270,7 @@ class Encoder:
         self.x = L.InputLayer((None, n_features), name="encoder/x")
         self.y = L.InputLayer((None, n_classes), name="encoder/y")
         self.eps = L.InputLayer((None, n_latent), name="encoder/gaussian_eps")
-        top = _dense_stack([self.x, self.y], hidden, gain, self.name, kernels)
+        top = dense_stack([self.x, self.y], hidden, gain, self.name, kernels)
         self.mean = DenseLayer(
             top, n_latent, W=lasagne.init.GlorotUniform(gain), nonlinearity=None, kernels=kernels, name="encoder/mean"
         )
@@ -521,7 +366,7 @@ class Decoder:
         self.bernoulli_uniform = L.InputLayer((None, n_features), name="decoder/bernoulli_uniform")
         # Concatenated, unlike the encoder's input: 12 columns are cheap to
         # copy, and one product into 250 units beats two.
-        top = _dense_stack(L.ConcatLayer([self.y, self.z], axis=-1), hidden, gain, self.name, kernels)
+        top = dense_stack(L.ConcatLayer([self.y, self.z], axis=-1), hidden, gain, self.name, kernels)
         self.mean = DenseLayer(
             top,
             n_features,
