@@ -33,3 +33,18 @@ def test_training_matches_the_recorded_commit(recorded, threads, mnist_dir):
             assert actual[name][part] == expected[name][part], (
                 f"{name}, {threads} thread(s): {part} differ from commit {recorded['commit']}"
             )
+
+
+def test_each_recording_is_named_for_its_numpy_and_where_needed_its_processor_class():
+    """The lock's recording holds on every x86-64 processor with AVX2; those of :data:`PER_PROCESSOR`'s releases
+    are one per processor class, and every recording in ``tests/data`` is one that a machine would look up."""
+    assert bit_identical.record_path(bit_identical.LOCK_NUMPY, "avx2").name == "bit_identical.json"
+    assert bit_identical.record_path(bit_identical.LOCK_NUMPY, "avx512").name == "bit_identical.json"
+    assert bit_identical.record_path("2.5.5", "avx2").name == "bit_identical-numpy-2.5.5-avx2.json"
+    assert bit_identical.processor_class() in ("avx512", "avx2", "other")
+    looked_up = {
+        bit_identical.record_path(numpy, processor)
+        for numpy in (bit_identical.LOCK_NUMPY, *bit_identical.PER_PROCESSOR)
+        for processor in ("avx512", "avx2")
+    }
+    assert set(bit_identical.TESTS.joinpath("data").glob("bit_identical*.json")) == looked_up
