@@ -119,6 +119,7 @@ def test_resume_through_the_cli_is_bit_identical(smoke, mnist_dir, cache, tmp_pa
     assert "coeff_x_to_y_loss" in c.config["model_params"] and "coeff_x_to_y" not in c.config["model_params"]
 
 
+@pytest.mark.slow
 def test_untapped_train_trains_what_run_mnist_trains(smoke, mnist_dir, cache, tmp_path):
     """``untapped train`` with the smoke run's options: the same M2 to the bit, its own command in the records."""
     out, result = smoke

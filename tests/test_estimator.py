@@ -45,6 +45,7 @@ def test_sklearn_checks(estimator, check):
     check(estimator)
 
 
+@pytest.mark.slow
 def test_array_likes_that_are_not_arrays():
     """The part of check_classifier_data_not_an_array that scikit-learn runs without pandas."""
     X = np.array([[3, 0], [0, 1], [0, 2], [1, 1], [1, 2], [2, 1], [0, 3], [1, 0], [2, 0], [4, 4], [2, 3], [3, 2]]) / 4

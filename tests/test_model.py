@@ -500,6 +500,7 @@ def _training_noise(model, rows):
     return noise
 
 
+@pytest.mark.slow
 def test_the_training_step_decodes_each_unfeatured_pair_once_and_takes_the_plain_step(training_data):
     """The training step runs the decoder on the distinct unfeatured pairs of its batch; its terms and
     update are those of the plain graph (every row decoded) on the same batch and noise."""
@@ -570,6 +571,7 @@ def test_the_training_step_adds_no_pass_for_the_encoder_concatenation_or_the_dec
 # 7. Real MNIST: a few steps lower the loss
 
 
+@pytest.mark.slow
 def test_a_few_steps_on_mnist_lower_the_loss(mnist_dir):
     from untapped.data import load_split
 

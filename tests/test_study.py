@@ -258,6 +258,7 @@ def one_line_error(result, code=1):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_one_writer_at_a_time(tmp_path, cache, mnist_dir):
     from untapped.files import FolderLock
 
