@@ -197,6 +197,40 @@ def test_one_pass_over_the_run_folders_tells_finished_diverged_unfinished_and_le
     ]
 
 
+def test_the_processor_each_run_ran_on_is_read_and_a_pair_split_across_two_is_named(tmp_path):
+    """machine.txt's processor goes into the run's record and the report; a seed whose two runs name different
+    processors is named in the notes (docs/study-plan.md, third amendment) and still analysed."""
+    zen3, skylake = "AMD EPYC, family 25 model 1 (avx2 fma), 2 CPUs", "Intel Xeon, family 6 model 85 (avx2 avx512f fma)"
+    where = {("m2", 1): zen3, ("untapped", 1): zen3, ("m2", 2): zen3, ("untapped", 2): skylake, ("m2", 3): None,
+             ("untapped", 3): None}
+    for (model, seed), processor in where.items():
+        run = tmp_path / "runs" / f"{model}-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(dict(
+            model=model, seed=seed, epochs=2, cross_entropy=1.0 + seed / 10 + (model == "m2") * seed ** 2 / 50,
+            accuracy=0.5, recognised=list(range(10)), labels=list(range(10)))))
+        if processor is not None:
+            (run / "machine.txt").write_text(f"processor: {processor}; OPENBLAS_CORETYPE=Haswell\n")
+    (tmp_path / "runs" / "m2-seed3" / "machine.txt").write_text("no processor line here\n")
+
+    study = load_study(tmp_path / "runs")
+    assert {(r["group"], r["seed"]): r["processor"] for r in study.runs} == where
+    split = [n for n in study.notes if "different processors" in n]
+    assert len(split) == 1 and split[0].startswith("seed 2's runs ran on different processors (m2: AMD EPYC")
+    assert "untapped: Intel Xeon" in split[0]
+
+    from untapped.study.report import write_report
+
+    text = write_report(tmp_path / "runs", tmp_path / "report").read_text()
+    record = json.loads((tmp_path / "report" / "study.json").read_text())
+    assert record["analysis"]["seeds"] == [1, 2, 3]  # the split pair is kept
+    assert f"- {split[0]}" in text
+    assert f"Processors, as each run folder's `machine.txt` names them: 3 runs on {zen3}; 1 run on {skylake}." in text
+    assert "Not named for 2 runs." in text
+    assert "6 runs read from their folders carry no timestamps (no log.txt)." in text
+    assert "earlier study.json" not in text
+
+
 def _wait_for(predicate, process, timeout):
     began = time.monotonic()
     while not predicate():

@@ -1,7 +1,7 @@
 """A study's ``report.md``: the tables of its ``study.json`` record, with the figures linked."""
 
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from untapped.study import analysis, stats
 from untapped.study.record import PAPER_CROSS_ENTROPY, PAPER_ROUNDING, UNIFORM_CROSS_ENTROPY
@@ -188,9 +188,25 @@ def wall_lines(record):
     if w["span_seconds"] is not None:
         lines.append(f"First start to last finish of the {_count(w['timed_runs'], 'run')} with a run folder: "
                      f"{w['first_started']} to {w['last_finished']}, {w['span_seconds'] / 3600:.1f} h.")
-    untimed = len(record["runs"]) - w["timed_runs"]
+    recorded = sum(r["source"] != "run folder" for r in record["runs"])
+    if recorded:
+        lines.append(f"The {_count(recorded, 'run')} taken from an earlier study.json carry no timestamps.")
+    untimed = len(record["runs"]) - recorded - w["timed_runs"]
     if untimed:
-        lines.append(f"The {_count(untimed, 'run')} taken from an earlier study.json carry no timestamps.")
+        lines.append(f"{_count(untimed, 'run')} read from their folders carry no timestamps (no log.txt).")
+    return lines + [""] + processor_lines(record)
+
+
+def processor_lines(record):
+    """The processors the runs ran on, as their ``machine.txt`` names them, and how many ran where it is not named."""
+    named = Counter(r.get("processor") for r in record["runs"])
+    unnamed = named.pop(None, 0)
+    if not named:
+        return []
+    lines = ["Processors, as each run folder's `machine.txt` names them: "
+             + "; ".join(f"{_count(n, 'run')} on {p}" for p, n in named.most_common()) + "."]
+    if unnamed:
+        lines.append(f"Not named for {_count(unnamed, 'run')}.")
     return lines + [""]
 
 

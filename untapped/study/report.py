@@ -9,7 +9,8 @@ by default:
 
 * ``study.json``: every run (model, variant, seed, cross-entropy on 5-9,
   permuted accuracy, the digit each one-hot shows, every metric reading,
-  its last-epoch training terms, where it came from, commit and command),
+  its last-epoch training terms, where it came from, commit and command,
+  and the processor its folder's ``machine.txt`` names, if it has one),
   the run folders without a result (diverged or unfinished), the statistics
   below and the study's wall time;
 * ``report.md``: the tables, with the figures linked;

@@ -6,6 +6,8 @@
 folder without a ``metrics.json`` is a run without a result (diverged or
 unfinished), and what cannot be used (another tool's ``metrics.json``, a
 damaged file: :mod:`untapped.study.run_metrics`) is left out with a note.
+A run folder's ``machine.txt``, where one was written beside the run, names
+the processor it ran on.
 :func:`load_recorded` gives the runs an earlier report recorded, whose
 folders are not read.
 """
@@ -93,6 +95,17 @@ def _timestamps(run_dir):
     return started, finished
 
 
+def _processor(run_dir):
+    """The processor named by the ``processor:`` line of a run's ``machine.txt`` (up to a ``;``, after which the
+    line may give the environment); None if there is none."""
+    try:
+        lines = (run_dir / "machine.txt").read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = [line.split(":", 1)[1].split(";")[0].strip() for line in lines if line.startswith("processor:")]
+    return (found[0] if found else "") or None
+
+
 def _series(history, key, path):
     """``history[key]`` as a float array; :class:`MetricsProblem` (damaged) unless it is a list of finite numbers."""
     values = history.get(key, [])
@@ -138,6 +151,7 @@ def _load_run(path):
         training_terms=training_terms(history),
         started=started,
         finished=finished,
+        processor=_processor(path.parent),
         source="run folder",
         history=history,
     )
@@ -228,6 +242,7 @@ def load_recorded(path):
             training_terms=r.get("training_terms") or OrderedDict((t, None) for t in CURVE_TERMS),
             started=r.get("started"),
             finished=r.get("finished"),
+            processor=r.get("processor"),
             source=f"{path.resolve().parent.name}/{path.name}",
             history={},
         )
@@ -254,7 +269,8 @@ def load_study(folder, recorded=()):
     is not an untapped run's or is damaged
     (:func:`untapped.study.run_metrics.check_metrics`, and the run's
     ``config.json`` and ``history.json`` must be JSON objects), the
-    unfinished runs; and whether the runs differ in length (:func:`length_notes`).
+    unfinished runs; whether the runs differ in length (:func:`length_notes`);
+    and the seeds whose runs ran on different processors (:func:`processor_notes`).
     """
     folder = pathlib.Path(folder)
     if not folder.is_dir():
@@ -274,7 +290,7 @@ def load_study(folder, recorded=()):
                           + (f"; {notes[0]}" if notes else ""))
     order = {g: i for i, g in enumerate([BASELINE, REFERENCE])}
     runs.sort(key=lambda r: (order.get(r["group"], 2), r["group"], r["seed"]))
-    return Study(runs, not_finished, notes + length_notes(runs))
+    return Study(runs, not_finished, notes + length_notes(runs) + processor_notes(runs))
 
 
 def groups(runs):
@@ -296,3 +312,19 @@ def length_notes(runs):
     return [f"the runs differ in length (epochs per group, {per_group}); the summaries and paired comparisons mix them"]
 
 
+
+
+def processor_notes(runs):
+    """A line per seed whose runs' ``machine.txt`` name different processors.
+
+    Such a pair is kept as it is (docs/study-plan.md, third amendment): the
+    report names it, since a 150-epoch run's last bits depend on the machine.
+    """
+    lines = []
+    for seed in sorted({r["seed"] for r in runs}):
+        mine = [r for r in runs if r["seed"] == seed and r.get("processor")]
+        if len({r["processor"] for r in mine}) > 1:
+            where = "; ".join(f"{r['group']}: {r['processor']}" for r in mine)
+            lines.append(f"seed {seed}'s runs ran on different processors ({where}); "
+                         "they are kept and compared as they are")
+    return lines
