@@ -199,7 +199,7 @@ def wall_lines(record):
 
 def processor_lines(record):
     """The processors the runs ran on, as their ``machine.txt`` names them, and how many ran where it is not named."""
-    named = Counter(r.get("processor") for r in record["runs"])
+    named = Counter(r["processor"] for r in record["runs"])
     unnamed = named.pop(None, 0)
     if not named:
         return []

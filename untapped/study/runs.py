@@ -102,8 +102,9 @@ def _processor(run_dir):
         lines = (run_dir / "machine.txt").read_text().splitlines()
     except (OSError, UnicodeDecodeError):
         return None
-    found = [line.split(":", 1)[1].split(";")[0].strip() for line in lines if line.startswith("processor:")]
-    return (found[0] if found else "") or None
+    mark = "processor:"
+    named = next((line[len(mark):].split(";")[0].strip() for line in lines if line.startswith(mark)), "")
+    return named or None
 
 
 def _series(history, key, path):
@@ -312,17 +313,18 @@ def length_notes(runs):
     return [f"the runs differ in length (epochs per group, {per_group}); the summaries and paired comparisons mix them"]
 
 
-
-
 def processor_notes(runs):
     """A line per seed whose runs' ``machine.txt`` name different processors.
 
     Such a pair is kept as it is (docs/study-plan.md, third amendment): the
     report names it, since a 150-epoch run's last bits depend on the machine.
     """
+    named = {}
+    for r in runs:
+        if r["processor"]:
+            named.setdefault(r["seed"], []).append(r)
     lines = []
-    for seed in sorted({r["seed"] for r in runs}):
-        mine = [r for r in runs if r["seed"] == seed and r.get("processor")]
+    for seed, mine in sorted(named.items()):
         if len({r["processor"] for r in mine}) > 1:
             where = "; ".join(f"{r['group']}: {r['processor']}" for r in mine)
             lines.append(f"seed {seed}'s runs ran on different processors ({where}); "
