@@ -479,3 +479,19 @@ def test_report_refuses_a_file_that_is_not_a_study(combined, cache, tmp_path):
     assert line == f"error: {bad} is not a report's study.json (no runs list)"
     line = one_line_error(invoke(["report", folder, "--with", tmp_path / "none.json"], cache))
     assert line == f"error: {tmp_path / 'none.json'} does not exist"
+
+
+@pytest.mark.parametrize("recorded, shown", [
+    ("python run_mnist.py --epochs 150 --model both --trials 10 --data-dir /work/main/../shared/data/mnist "
+     "--out /work/study/results",
+     "python run_mnist.py --epochs 150 --model both --trials 10 --data-dir MNIST_DIR --out STUDY_DIR"),
+    ("python run_mnist.py --out=results/study --seed 1244 --data-dir '/home/me/my data'",
+     "python run_mnist.py --out=STUDY_DIR --seed 1244 --data-dir MNIST_DIR"),
+    ("python run_mnist.py --epochs 2", "python run_mnist.py --epochs 2"),
+])
+def test_the_reports_commands_name_no_machines_folders(recorded, shown):
+    """report.md shows --data-dir and --out as placeholders (study.json keeps the command as recorded), so a
+    report committed from one machine names none of its folders."""
+    from untapped.study.markdown import portable_command
+
+    assert portable_command(recorded) == shown

@@ -1,6 +1,7 @@
 """A study's ``report.md``: the tables of its ``study.json`` record, with the figures linked."""
 
 import math
+import shlex
 from collections import Counter, OrderedDict
 
 from untapped.study import analysis, stats
@@ -300,7 +301,24 @@ def markdown(record, figures):
     for title, name in figures:
         lines.append(f"![{title}]({name})")
         lines.append("")
-    lines += ["## Commands", ""]
-    for command in sorted({r["command"] for r in record["runs"] if r["command"]}):
+    lines += ["## Commands", "", "`--data-dir` and `--out` are shown as `MNIST_DIR` and `STUDY_DIR`, since where they "
+              "pointed depends on the machine; `study.json` keeps each run's command as recorded.", ""]
+    for command in sorted({portable_command(r["command"]) for r in record["runs"] if r["command"]}):
         lines.append(f"    {command}")
     return "\n".join(lines) + "\n"
+
+
+#: The options whose values are places on the machine a run was made on, and what the report shows instead.
+MACHINE_OPTIONS = {"--data-dir": "MNIST_DIR", "--out": "STUDY_DIR"}
+
+
+def portable_command(command):
+    """``command`` with the values of :data:`MACHINE_OPTIONS` replaced by their placeholders."""
+    words = shlex.split(command)
+    for i, word in enumerate(words):
+        option, equals, _ = word.partition("=")
+        if option in MACHINE_OPTIONS and equals:
+            words[i] = f"{option}={MACHINE_OPTIONS[option]}"
+        elif i > 0 and words[i - 1] in MACHINE_OPTIONS:
+            words[i] = MACHINE_OPTIONS[words[i - 1]]
+    return shlex.join(words)
