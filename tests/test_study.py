@@ -125,6 +125,12 @@ def test_report_writes_figures_and_statistics(study, cache):
                  "figure2-untapped-eq17.png", "curves-variants.png"):
         data = (report / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, name
+    # Figure 2's grid is stored in one channel: it is drawn in grays, as the runs' own digits images are.
+    from PIL import Image
+
+    grid = Image.open(report / "figure2-m2.png")
+    digits = np.asarray(Image.open(out / "m2-seed1234" / "digits_means.png").convert("RGBA"))
+    assert grid.mode == "L" and (digits[..., 0] == digits[..., 1]).all() and (digits[..., 1] == digits[..., 2]).all()
     text = (report / "report.md").read_text()
     assert "untapped vs m2" in text and "untapped/eq17 vs untapped" in text
     record = json.loads((report / "study.json").read_text())
