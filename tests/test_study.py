@@ -491,7 +491,7 @@ def test_report_refuses_a_file_that_is_not_a_study(combined, cache, tmp_path):
     ("python run_mnist.py --epochs 150 --model both --trials 10 --data-dir /srv/lab/../shared/data/mnist "
      "--out /scratch/study/results",
      "python run_mnist.py --epochs 150 --model both --trials 10 --data-dir MNIST_DIR --out STUDY_DIR"),
-    ("python run_mnist.py --out=results/study --seed 1244 --data-dir '/srv/my data'",
+    ("python run_mnist.py --out=results/study --seed 1244 --data-dir /srv/data",
      "python run_mnist.py --out=STUDY_DIR --seed 1244 --data-dir MNIST_DIR"),
     ("python run_mnist.py --epochs 2", "python run_mnist.py --epochs 2"),
 ])

@@ -70,24 +70,29 @@ def _figure(width, height):
 
 
 def _save(fig, path, grayscale=False):
-    """Write ``fig`` as a PNG; ``grayscale``: one channel instead of four, for a figure drawn in grays only (a
-    grid of 25 seeds' Figure 2 is then about a third of the size, with the same pixels)."""
+    """Write ``fig`` as a PNG; ``grayscale``: in one channel instead of four when every pixel is an opaque gray (a
+    grid of 25 seeds' Figure 2 is then about half the size, with the same pixels), else as usual."""
     try:
         with atomic_output(path) as tmp:
-            if grayscale:
+            channel = _gray_channel(fig) if grayscale else None
+            if channel is not None:
                 from PIL import Image
 
-                fig.canvas.draw()
-                rgba = np.asarray(fig.canvas.buffer_rgba())
-                if not (np.all(rgba[..., 0] == rgba[..., 1]) and np.all(rgba[..., 1] == rgba[..., 2])
-                        and np.all(rgba[..., 3] == 255)):
-                    raise ValueError(f"{path.name}: the figure is not drawn in opaque grays")
-                Image.fromarray(np.ascontiguousarray(rgba[..., 0]), mode="L").save(tmp, format="png", optimize=True)
+                Image.fromarray(channel, mode="L").save(tmp, format="png", optimize=True)
             else:
                 fig.savefig(tmp, format="png")
     except OSError as exc:
         raise ReportError(f"cannot write {path} ({' '.join(str(exc).split())})") from None
     return path
+
+
+def _gray_channel(fig):
+    """The drawn figure's one channel when every pixel is an opaque gray, else None."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    if (rgba[..., :3] == rgba[..., :1]).all() and (rgba[..., 3] == 255).all():
+        return np.ascontiguousarray(rgba[..., 0])
+    return None
 
 
 def plot_cross_entropy(runs, path):

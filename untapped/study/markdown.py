@@ -1,7 +1,6 @@
 """A study's ``report.md``: the tables of its ``study.json`` record, with the figures linked."""
 
 import math
-import shlex
 from collections import Counter, OrderedDict
 
 from untapped.study import analysis, stats
@@ -313,12 +312,15 @@ MACHINE_OPTIONS = {"--data-dir": "MNIST_DIR", "--out": "STUDY_DIR"}
 
 
 def portable_command(command):
-    """``command`` with the values of :data:`MACHINE_OPTIONS` replaced by their placeholders."""
-    words = shlex.split(command)
+    """``command`` with the values of :data:`MACHINE_OPTIONS` replaced by their placeholders.
+
+    Read as ``untapped.cli`` records it: the words joined by single spaces, unquoted.
+    """
+    words = command.split(" ")
     for i, word in enumerate(words):
         option, equals, _ = word.partition("=")
         if option in MACHINE_OPTIONS and equals:
             words[i] = f"{option}={MACHINE_OPTIONS[option]}"
         elif i > 0 and words[i - 1] in MACHINE_OPTIONS:
             words[i] = MACHINE_OPTIONS[words[i - 1]]
-    return shlex.join(words)
+    return " ".join(words)
